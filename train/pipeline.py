@@ -1,0 +1,69 @@
+"""`rlhf run`: every stage of a recipe in order, each handing over through files.
+
+A finished stage is reused when its recorded config equals the one the recipe
+resolves to now, and every stage before it was reused too; otherwise it reruns
+(and so does everything after it). `--force` reruns everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.config import STAGE_ORDER, Recipe, to_plain
+from train.rundir import is_complete, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
+    """What a stage's output depends on, as recorded in its config.yaml."""
+    section = "eval" if stage == "eval" else stage
+    return {"seed": recipe.seed, "data": to_plain(recipe.data), stage: to_plain(getattr(recipe, section))}
+
+
+def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
+    cfg = stage_dir / "config.yaml"
+    if not (is_complete(stage_dir) and cfg.exists()):
+        return False
+    try:
+        return yaml.safe_load(cfg.read_text()) == to_plain(stage_config(recipe, stage))
+    except yaml.YAMLError:
+        return False
+
+
+def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False) -> Path:
+    """Runs one stage and returns its finished directory."""
+    from train.cli import STAGE_MAINS, _call
+
+    logger.info("stage %s -> %s", stage, output_dir / stage)
+    t0 = time.time()
+    out = _call(STAGE_MAINS[stage], recipe, Path(output_dir), resume=resume)
+    logger.info("stage %s finished in %.1f s", stage, time.time() - t0)
+    return out
+
+
+def run_pipeline(recipe: Recipe, output_dir: Path, force: bool = False, resume: bool = False) -> dict[str, float]:
+    """Runs recipe.stages in order; returns seconds per stage (0 for a reused stage)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    recipe.save(output_dir / "recipe.yaml")
+    logger.info("resolved recipe (%s):\n%s", recipe.source, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    timings: dict[str, float] = {}
+    rerun = force
+    for stage in [s for s in STAGE_ORDER if s in recipe.stages]:
+        stage_dir = output_dir / stage
+        if not rerun and _up_to_date(recipe, stage, stage_dir):
+            logger.info("stage %s: finished output matches the recipe, reusing %s", stage, stage_dir)
+            timings[stage] = 0.0
+            continue
+        rerun = True  # everything downstream of a rerun stage reruns too
+        t0 = time.time()
+        run_stage(stage, recipe, output_dir, resume=resume)
+        timings[stage] = round(time.time() - t0, 1)
+    write_json(output_dir / "timings.json", timings)
+    logger.info("run complete in %s: %s", output_dir, timings)
+    return timings

@@ -1,0 +1,140 @@
+"""The run directory: stages hand over through files, written atomically.
+
+A stage works in ``OUTPUT/<stage>.partial/``; checkpoints live there so that
+``--resume`` finds them after a crash. Only when every file is written does the
+stage write ``COMPLETE`` and swap the partial directory into ``OUTPUT/<stage>/``
+(rename the old one aside, rename the new one in, delete the old). A killed run
+therefore never leaves a half-written ``OUTPUT/<stage>/`` and never destroys the
+previous good one. See docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE"
+
+
+class StageError(RuntimeError):
+    """A stage cannot start: a missing or unfinished input, or a conflicting output."""
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("gpt2-rlhf")
+    except Exception:  # running from a source tree without installing
+        return "0+unknown"
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Writes JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_complete(stage_dir: str | Path) -> bool:
+    return (Path(stage_dir) / COMPLETE).is_file()
+
+
+def require_stage(path: str | Path, what: str) -> Path:
+    """The finished stage directory at `path`, or a one-line StageError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise StageError(f"{what}: {p} does not exist (run that stage first)")
+    if not p.is_dir():
+        raise StageError(f"{what}: {p} is not a directory")
+    if not is_complete(p):
+        raise StageError(f"{what}: {p} has no {COMPLETE} marker: it is unfinished or not a stage output")
+    return p
+
+
+class StageWriter:
+    """Atomic output of one stage.
+
+    with StageWriter(run_dir, "sft", resume=False) as w:
+        ... write into w.path (checkpoints into w.checkpoints) ...
+        w.finish(metrics={...}, config=stage_config)
+    """
+
+    def __init__(self, run_dir: str | Path, stage: str, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+        self.final = self.run_dir / stage
+        self.path = self.run_dir / f"{stage}.partial"
+        self.resume = resume
+        self._finished = False
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def __enter__(self) -> "StageWriter":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.resume:
+            # A leftover from a failed or killed run; not resuming means start clean.
+            logger.info("removing unfinished %s from an earlier run", self.path)
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / COMPLETE).unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self._finished:
+            logger.error("%s failed; its partial output stays in %s (rerun with --resume to continue)", self.stage, self.path)
+
+    def finish(self, metrics: dict[str, Any] | None = None, config: Any = None, keep_checkpoints: bool = False) -> Path:
+        """Writes metrics.json, config.yaml and COMPLETE, then swaps the directory in place."""
+        from train.config import write_yaml
+
+        if metrics is not None:
+            write_json(self.path / "metrics.json", metrics)
+        if config is not None:
+            write_yaml(config, self.path / "config.yaml")
+        if not keep_checkpoints and self.checkpoints.exists():
+            shutil.rmtree(self.checkpoints)
+        write_json(self.path / COMPLETE, {"stage": self.stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                          "gpt2_rlhf": package_version()})
+        old = self.run_dir / f".{self.stage}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        self._finished = True
+        logger.info("%s complete: %s", self.stage, self.final)
+        return self.final
