@@ -214,7 +214,7 @@ def test_gold_prefers_is_antisymmetric(test_rows: list[dict[str, str]]) -> None:
         assert S.gold_prefers(prompt, chosen, chosen) == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(prompt=st.text(max_size=80), response=st.text(max_size=120))
 def test_gold_score_is_total_and_bounded(prompt: str, response: str) -> None:
     assert 0.0 <= S.gold_score(prompt, response) <= 1.0

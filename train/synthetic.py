@@ -819,6 +819,11 @@ def _make_pair(rng: random.Random, split: str) -> SyntheticPair:
     )
 
 
+@cache
+def _train_keys(seed: int) -> frozenset[tuple[str, str]]:
+    return frozenset((p.chosen, p.rejected) for p in generate_split("train", seed))
+
+
 def generate_split(split: str, seed: int = 0, n: int | None = None) -> list[SyntheticPair]:
     """The pairs of one split ("train" or "test"), deterministic in (split, seed)."""
     if split not in SPLIT_SIZES:
@@ -830,7 +835,7 @@ def generate_split(split: str, seed: int = 0, n: int | None = None) -> list[Synt
     seen: set[tuple[str, str]] = set()
     if split == "test":
         # The test split must not repeat a train pair verbatim.
-        seen = {(p.chosen, p.rejected) for p in generate_split("train", seed)}
+        seen = set(_train_keys(seed))
     while len(pairs) < n:
         pair = _make_pair(rng, split)
         if (pair.chosen, pair.rejected) in seen or len(_split_row(pair.row())[0]) > MAX_PROMPT_CHARS:
