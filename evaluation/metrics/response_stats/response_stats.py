@@ -1,0 +1,48 @@
+"""Response length and EOS rate of one model's responses.
+
+response_length: mean number of generated tokens (the model's tokenizer), EOS not
+counted. eos_rate: fraction of responses that ended with EOS within max_new_tokens;
+a low rate means responses were cut off (their reward-model score then judges a
+truncated text). CIs: seeded bootstrap over responses.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+
+from evaluation.stats import bootstrap_ci, mean_statistic, metric_value
+
+_DESCRIPTION = "Mean response length in tokens and the fraction of responses that ended with EOS."
+_KWARGS_DESCRIPTION = """
+Args:
+    lengths (list of int): tokens per response, EOS not counted.
+    eos (list of bool): whether each response ended with EOS.
+    bootstrap_samples (int), seed (int), confidence (float): CI over responses.
+Returns:
+    response_length, eos_rate: each {value, ci_low, ci_high, n}.
+Examples:
+    >>> load_metric("response_stats").compute(lengths=[0, 4], eos=[True, False], bootstrap_samples=0)["eos_rate"]
+    {'value': 0.5, 'ci_low': None, 'ci_high': None, 'n': 2}
+"""
+_CITATION = ""
+
+
+class ResponseStats(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"lengths": datasets.Value("int64"), "eos": datasets.Value("bool")}),
+        )
+
+    def _compute(self, lengths, eos, bootstrap_samples=1000, seed=0, confidence=0.95):
+        lengths = np.asarray(lengths, np.float64)  # (n,)
+        eos = np.asarray(eos, np.float64)  # (n,) 0/1
+        if lengths.size == 0:
+            raise ValueError("response_stats: no responses")
+        if (lengths < 0).any():
+            raise ValueError("response_stats: negative length")
+        n = lengths.size
+        return {
+            "response_length": metric_value(lengths.mean(), bootstrap_ci(mean_statistic(lengths), n, bootstrap_samples, seed, confidence), n),
+            "eos_rate": metric_value(eos.mean(), bootstrap_ci(mean_statistic(eos), n, bootstrap_samples, seed, confidence), n),
+        }
