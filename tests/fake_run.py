@@ -1,0 +1,170 @@
+"""A run directory fabricated for tests of the card, push and reproduce: every file a
+finished run has, with the evaluation report of docs/report-schema.md filled by a
+seeded random generator. Test fixture only: no product code reads these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import yaml
+
+MODELS = ("base", "sft", "ppo")
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+def _v(rng: random.Random, lo: float, hi: float, n: int, ci: bool = True) -> dict:
+    value = rng.uniform(lo, hi)
+    width = rng.uniform(0.01, 0.2) * (hi - lo)
+    return {"value": value, "ci_low": value - width if ci else None, "ci_high": value + width if ci else None, "n": n}
+
+
+def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODELS, n: int = 24) -> dict:
+    rng = random.Random(seed)
+    metrics: dict[str, dict] = {}
+    ranges = {"reward": (-1, 2), "reward_raw": (-3, 3), "gold": (0, 1), "kl_to_reference": (0.1, 9),
+              "perplexity_chosen": (3, 90), "perplexity_rejected": (3, 90), "distinct_1": (0, 1), "distinct_2": (0, 1),
+              "unique_responses": (0, 1), "response_length": (4, 40), "eos_rate": (0, 1)}
+    for name, (lo, hi) in ranges.items():
+        if name == "gold" and not gold:
+            continue
+        metrics[name] = {m: _v(rng, lo, hi, n) for m in models}
+    if "sft" in models:
+        metrics["kl_to_reference"]["sft"] = {"value": 0.0, "ci_low": None, "ci_high": None, "n": n}
+    pairs = [f"{a}_vs_{b}" for a, b in (("ppo", "sft"), ("ppo", "base"), ("sft", "base")) if a in models and b in models]
+    win_rates = {}
+    for p in pairs:
+        w, t = rng.uniform(0.2, 0.7), rng.uniform(0, 0.2)
+        win_rates[p] = {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n}
+    improvement = {p: {"difference": rng.uniform(-1, 1), "sd_units": rng.uniform(-1, 2), "reference_std": rng.uniform(0.5, 1.5),
+                       "percent": rng.uniform(-50, 300)} for p in pairs}
+    findings = [{"id": f"{p.split('_vs_')[0]}_beats_{p.split('_vs_')[1]}_reward", "holds": i % 2 == 0,
+                 "text": f"{p} reward: intervals {'do not overlap' if i % 2 == 0 else 'overlap'} "
+                         f"({metrics['reward'][p.split('_vs_')[0]]['ci_low']:.3f} vs {metrics['reward'][p.split('_vs_')[1]]['ci_high']:.3f})"}
+                for i, p in enumerate(pairs)]
+    findings.append({"id": "rm_beats_length_baseline", "holds": True, "text": "The reward model beats the length baseline."})
+    return {
+        "schema_version": 1, "created": "2031-05-17T10:11:12+0000", "wall_time_s": rng.uniform(5, 50),
+        "versions": {"gpt2_rlhf": "0.1.0", "python": "3.11.9", "torch": "2.13.0+cpu", "transformers": "5.23.0",
+                     "trl": "1.16.0", "evaluate": "0.4.6", "datasets": "5.2.0", "huggingface_hub": "2.4.0"},
+        "seed": 7,
+        "dataset": {"name": "embedded" if gold else "Anthropic/hh-rlhf", "data_dir": None if gold else "helpful-base",
+                    "split": "test", "n_prompts": n, "n_pairs": n + 8},
+        "decoding": {"mode": "sampled", "max_new_tokens": 37, "temperature": 0.83, "top_k": 0, "top_p": 0.97,
+                     "seed": 7, "batch_size": 11, "max_prompt_tokens": 201},
+        "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local"}
+                   for i, m in enumerate(models)},
+        "reference": "sft",
+        "reward_model": {"path": "run/reward", "revision": "sha256:" + "ab" * 32, "source": "local",
+                         "stats": {"mean": rng.uniform(-1, 1), "std": rng.uniform(0.5, 2), "n": 333, "source": "train responses"},
+                         "accuracy": rng.uniform(0.6, 0.9), "accuracy_ci_low": 0.55, "accuracy_ci_high": 0.93,
+                         "mean_margin": rng.uniform(0.1, 2), "length_baseline_accuracy": rng.uniform(0.4, 0.6),
+                         "n_pairs": n + 8, "untrained_accuracy": rng.uniform(0.45, 0.55)},
+        "metrics": metrics, "win_rates": win_rates, "reward_improvement": improvement, "findings": findings,
+        "training": {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
+                     "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),
+                                "untrained_accuracy": 0.51},
+                     "ppo": {"updates": 19, "wall_time_s": 12.5,
+                             "first": {"reward_mean": -0.42, "kl": 0.013, "policy_loss": 0.021},
+                             "last": {"reward_mean": 0.917, "kl": 2.26, "policy_loss": -0.0071}}},
+        "tolerance": {"default_rel": 0.02, "default_abs": 0.001},
+        "plots": {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png",
+                  "ppo_training": "plots/ppo_training.png"},
+        "samples": "samples.jsonl",
+        "config": {"seed": 5, "data": {"dataset": "embedded"}, "eval": {"bootstrap_samples": 499, "max_prompts": n}},
+    }
+
+
+def make_samples(report: dict, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed + 1)
+    rows = []
+    for i in range(report["dataset"]["n_prompts"]):
+        row = {"index": i, "prompt": f"\n\nHuman: How do I water plant number {i + 40}?\n\nAssistant:",
+               "responses": {m: f" Water it {rng.randint(1, 9)} times a week, model {m}." for m in report["models"]},
+               "scores": {m: rng.uniform(-2, 2) for m in report["models"]}}
+        if "gold" in report["metrics"]:
+            row["gold"] = {m: rng.uniform(0, 1) for m in report["models"]}
+        rows.append(row)
+    return rows
+
+
+STAGE_SECTIONS = {
+    "base": {"model": "embedded", "n_layer": 2, "n_embd": 32},
+    "sft": {"learning_rate": 5e-5, "epochs": 2, "batch_size": 8},
+    "reward": {"learning_rate": 1e-5, "epochs": 1, "batch_size": 8},
+    "ppo": {"learning_rate": 1e-5, "kl_coef": 0.1, "cliprange": 0.2, "total_episodes": 256},
+}
+
+
+def _stage(run: Path, stage: str, files: dict[str, bytes], metrics: dict | None = None) -> None:
+    d = run / stage
+    d.mkdir(parents=True)
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    section = STAGE_SECTIONS.get(stage, {"max_prompts": 24})
+    (d / "config.yaml").write_text(yaml.safe_dump({"seed": 5, "data": {"dataset": "embedded"}, stage: section}))
+    (d / "COMPLETE").write_text(json.dumps({"stage": stage}))
+
+
+def model_bytes(tag: str) -> dict[str, bytes]:
+    return {"config.json": json.dumps({"model_type": "gpt2", "tag": tag}).encode(),
+            "model.safetensors": (tag * 50).encode(), "tokenizer.json": b"{}", "tokenizer_config.json": b"{}"}
+
+
+def make_run(root: Path, seed: int = 0, gold: bool = True, hub: dict | None = None) -> Path:
+    """A finished run directory at `root` with a fabricated report (see module docstring)."""
+    run = Path(root)
+    run.mkdir(parents=True, exist_ok=True)
+    report = make_report(seed, gold)
+    recipe = {"seed": 5, "stages": ["base", "sft", "reward", "ppo", "eval"], "data": {"dataset": "embedded"},
+              **{k: v for k, v in STAGE_SECTIONS.items()}}
+    if hub:
+        recipe["hub"] = hub
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    _stage(run, "base", model_bytes("base"), {"eval_loss": 3.3})
+    _stage(run, "sft", model_bytes("sft"), report["training"]["sft"])
+    _stage(run, "reward", {**model_bytes("reward"), "reward_stats.json": json.dumps(report["reward_model"]["stats"]).encode()},
+           report["training"]["reward"])
+    _stage(run, "ppo", {**model_bytes("ppo"), "metrics.jsonl": b'{"reward_mean": -0.42}\n', "checkpoints/step1/x.bin": b"x"},
+           {"updates": 19})
+    eval_files = {"report.json": json.dumps(report, indent=1).encode(),
+                  "samples.jsonl": "".join(json.dumps(r) + "\n" for r in make_samples(report, seed)).encode(),
+                  **{rel: tiny_png() for rel in report["plots"].values()}}
+    _stage(run, "eval", eval_files, {"n_prompts": report["dataset"]["n_prompts"]})
+    return run
+
+
+def all_numbers(obj, out: set[str] | None = None) -> list:
+    """Every numeric leaf of a JSON-like object."""
+    found = [] if out is None else out
+    if isinstance(obj, dict):
+        for v in obj.values():
+            all_numbers(v, found)
+    elif isinstance(obj, list):
+        for v in obj:
+            all_numbers(v, found)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        found.append(obj)
+    return found
+
+
+def all_strings(obj) -> list[str]:
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in [str(k), *all_strings(v)]]
+    if isinstance(obj, list):
+        return [s for v in obj for s in all_strings(v)]
+    return [obj] if isinstance(obj, str) else []
