@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="branch to push to")
     p.add_argument("--sft-repo-id", default=None, help="also push the SFT model here")
     p.add_argument("--reward-repo-id", default=None, help="also push the reward model here")
+    p.add_argument("--base-repo-id", default=None,
+                   help="also push the base model here (lets `rlhf reproduce REPO` run when the base was built locally)")
     p.add_argument("--space", default=None, metavar="SPACE_ID", help="also push space/ as a Gradio Space")
 
     p = sub.add_parser("space", help="serve the Gradio Space on a run directory")

@@ -1,0 +1,185 @@
+"""`rlhf push`: the real HfApi against a local stand-in for the Hub (tests/hub_stub.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard, constants
+
+from tests.fake_run import make_run
+from tests.hub_stub import HubStub
+from train.cli import main
+from train.config import ConfigError, build
+from train.hub import SPACE_VARIABLES, HubConfig, PushError, model_files, push, with_retries
+
+TOKEN = "hf_zzSecretTokenNeverPrinted123"
+
+
+@pytest.fixture
+def hub_env(tmp_path, monkeypatch):
+    """No token anywhere but where a test puts it; the Hub cache in tmp_path; online mode."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with HubStub(token=TOKEN) as stub:
+        yield stub
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    return make_run(tmp_path / "run", hub={"retry_backoff_s": 0.0})
+
+
+@pytest.fixture
+def space_dir(tmp_path) -> Path:
+    d = tmp_path / "space"
+    d.mkdir()
+    (d / "README.md").write_text("---\ntitle: gpt2-rlhf\nsdk: gradio\napp_file: app.py\n---\n")
+    (d / "app.py").write_text("import gradio\n")
+    (d / "requirements.txt").write_text("gpt2-rlhf\n")
+    (d / "__pycache__").mkdir()
+    (d / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    return d
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_model_files_leave_run_bookkeeping_behind(run):
+    files = model_files(run / "ppo", logs_prefix="training/ppo")
+    assert sorted(files) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                             "training/ppo/metrics.json", "training/ppo/metrics.jsonl"]
+
+
+def test_hub_config_validates_repo_ids():
+    with pytest.raises(ConfigError, match="repo_id: 'no-namespace' is not a Hub repo id"):
+        build(HubConfig, {"repo_id": "no-namespace"}, "recipe.yaml: hub")
+    assert build(HubConfig, {"repo_id": "alice/x", "private": "true"}, "hub").private is True
+
+
+def test_dry_run_prints_every_file_and_the_card_metadata_and_sends_nothing(run, hub_env, space_dir):
+    lines = []
+    result = push(run, "alice/tiny", dry_run=True, sft_repo_id="alice/tiny-sft", reward_repo_id="alice/tiny-rm",
+                  space_id="alice/tiny-space", space_dir=space_dir, endpoint=hub_env.url, out=lines.append)
+    text = "\n".join(lines)
+    assert hub_env.requests == [] and result.dry_run  # no token was needed either
+    for up in result.uploads:
+        assert f"repo {up.repo_id}" in text
+        for rel in up.files:
+            assert rel in text
+    assert "model.safetensors" in text and "reward_stats.json" in text and "eval/report.json" in text
+    assert "model-index:" in text and "name: alice/tiny" in text and "variable RLHF_POLICY_ID=alice/tiny" in text
+    assert "app.cpython-311.pyc" not in text and "COMPLETE" not in text and "checkpoints" not in text
+
+
+def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_dir, monkeypatch, caplog, capsys, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    before = tree_digest(run)
+    push(run, "alice/tiny", sft_repo_id="alice/tiny-sft", reward_repo_id="alice/tiny-rm", space_id="alice/tiny-space",
+         space_dir=space_dir, endpoint=hub_env.url)
+
+    policy = hub_env.files("alice/tiny")
+    for rel in ("README.md", "model.safetensors", "config.json", "tokenizer.json", "eval/report.json",
+                "eval/samples.jsonl", "eval/plots/reward_distribution.png", "configs/ppo.yaml", "recipe.yaml",
+                "card.json", "training/ppo/metrics.jsonl"):
+        assert rel in policy, rel
+    assert policy["model.safetensors"] == (run / "ppo/model.safetensors").read_bytes()
+    assert json.loads(policy["eval/report.json"]) == json.loads((run / "eval/report.json").read_text())
+    assert not any(k.startswith(("reward/", "sft/", "checkpoints")) or k.endswith("COMPLETE") for k in policy)
+    assert "reward_stats.json" in hub_env.files("alice/tiny-rm")
+    assert "README.md" in hub_env.files("alice/tiny-sft")
+    assert sorted(hub_env.files("alice/tiny-space", "space")) == ["README.md", "app.py", "requirements.txt"]
+    assert hub_env.repos[("space", "alice/tiny-space")].sdk == "gradio"
+    assert hub_env.repos[("space", "alice/tiny-space")].variables == {
+        SPACE_VARIABLES["policy"]: "alice/tiny", SPACE_VARIABLES["sft"]: "alice/tiny-sft",
+        SPACE_VARIABLES["reward"]: "alice/tiny-rm"}
+    assert [c.repo_id for c in hub_env.commits] == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-space"]
+
+    # the card metadata round-trips through ModelCard.load
+    card_path = tmp_path / "pushed_README.md"
+    card_path.write_bytes(policy["README.md"])
+    card = ModelCard.load(card_path)
+    assert card.data.model_name == "alice/tiny" and len(card.data.eval_results) >= 5
+    assert all(type(r.metric_value) is float for r in card.data.eval_results)
+    (tmp_path / "rm.md").write_bytes(hub_env.files("alice/tiny-rm")["README.md"])
+    assert ModelCard.load(tmp_path / "rm.md").data.eval_results[0].metric_type == "accuracy"
+
+    # the token: in no log line, no output, no file anywhere under tmp_path, no uploaded file
+    out = capsys.readouterr()
+    assert TOKEN not in out.out + out.err
+    assert all(TOKEN not in r.getMessage() for r in caplog.records) and len(caplog.records) > 0
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p
+    assert all(TOKEN.encode() not in data for c in hub_env.commits for data in c.files.values())
+    assert tree_digest(run) == before  # push writes nothing into the run
+
+
+def test_private_and_revision(run, hub_env):
+    push(run, "alice/tiny", private=True, revision="v1", endpoint=hub_env.url, token=TOKEN, out=lambda s: None)
+    repo = hub_env.repos[("model", "alice/tiny")]
+    assert repo.private and "v1" in repo.branches
+    assert "README.md" in hub_env.files("alice/tiny", revision="v1") and hub_env.files("alice/tiny") == {}
+    assert hub_env.commits[-1].revision == "v1"
+
+
+def test_missing_token_is_a_clear_error(run, hub_env, capsys):
+    assert main(["push", str(run), "--repo-id", "alice/tiny"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "no Hugging Face token: set HF_TOKEN" in err[0]
+    assert hub_env.requests == []
+
+
+def test_transient_errors_are_retried(run, hub_env):
+    hub_env.fail("POST", r"/commit/", status=503, times=2)
+    hub_env.fail("POST", r"/api/repos/create", status=429, times=1)
+    waits = []
+    push(run, "alice/tiny", endpoint=hub_env.url, token=TOKEN, out=lambda s: None, sleep=waits.append,
+         hub=HubConfig(retry_backoff_s=0.5))
+    assert waits == [0.5, 0.5, 1.0]
+    assert len(hub_env.commits) == 1 and "README.md" in hub_env.files("alice/tiny")
+
+
+def test_failed_push_leaves_the_run_untouched(run, hub_env, capsys):
+    before = tree_digest(run)
+    hub_env.fail("POST", r"/commit/", status=500, times=99)
+    with pytest.raises(PushError, match=r"alice/tiny: commit of \d+ files: .*500"):
+        push(run, "alice/tiny", endpoint=hub_env.url, token=TOKEN, out=lambda s: None, sleep=lambda s: None,
+             hub=HubConfig(max_retries=2))
+    assert sum(1 for m, p in hub_env.requests if p.endswith("/commit/main")) == 3
+    assert tree_digest(run) == before and not hub_env.commits
+
+
+def test_wrong_token_fails_at_once_without_retry(run, hub_env):
+    with pytest.raises(PushError, match="401 Unauthorized: the Hub rejected the token") as e:
+        push(run, "alice/tiny", endpoint=hub_env.url, token="hf_wrong", out=lambda s: None, sleep=lambda s: None)
+    assert "hf_wrong" not in str(e.value)
+    assert [p for _, p in hub_env.requests].count("/api/repos/create") == 1 and not hub_env.commits
+
+
+def test_with_retries_gives_up_on_non_transient_errors():
+    calls = []
+
+    def boom():
+        calls.append(1)
+        raise ValueError("bad request")
+
+    with pytest.raises(PushError, match="thing: ValueError: bad request"):
+        with_retries(boom, "thing", retries=3, backoff_s=0, sleep=lambda s: None)
+    assert len(calls) == 1
+
+
+def test_push_needs_finished_stages(run, hub_env, capsys):
+    (run / "ppo" / "COMPLETE").unlink()
+    assert main(["push", str(run), "--repo-id", "alice/tiny", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "PPO model" in err and "COMPLETE" in err
