@@ -1,0 +1,88 @@
+"""The `eval` section of a recipe: what `rlhf evaluate` generates and measures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from train.config import check
+from train.modeling import GenerationSettings
+
+MODEL_KEYS = ("base", "sft", "ppo")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of base, SFT and PPO on the same held-out prompts (docs/report-schema.md)."""
+
+    # ---- prompts
+    n_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate (0 = every prompt of the split or file)."})
+    split: str = field(default="test", metadata={"help": "Dataset split the prompts and preference pairs come from."})
+    prompts_file: str | None = field(default=None, metadata={
+        "help": "Prompts from this file instead of the split: JSONL with 'prompt' (and optionally 'chosen'/'rejected'), "
+                "JSONL in HH format ('chosen'/'rejected' full dialogues), or .txt with one prompt per line."})
+    # ---- decoding (the same for every model)
+    mode: Literal["sampled", "greedy"] = field(default="sampled", metadata={"help": "Decoding: sampled, or greedy (argmax)."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Most tokens generated per response."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (sampled mode)."})
+    top_k: int = field(default=0, metadata={"help": "Sample from the k most likely tokens (0 = off; sampled mode)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off; sampled mode)."})
+    max_prompt_tokens: int = field(default=256, metadata={
+        "help": "Prompts longer than this keep their last tokens; also capped so prompt + response fits the model."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generation / scoring batch."})
+    seed: int | None = field(default=None, metadata={
+        "help": "Evaluation seed (decoding and bootstrap); default: the recipe's seed."})
+    # ---- metrics
+    bootstrap_samples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every confidence interval (0 = no CIs)."})
+    confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
+    reference: str = field(default="sft", metadata={"help": "Model key the KL is measured against (base, sft or ppo)."})
+    perplexity_max_tokens: int = field(default=256, metadata={
+        "help": "Held-out responses longer than this are cut (and lose their EOS) for perplexity."})
+    # ---- models
+    models: list[str] = field(default_factory=lambda: list(MODEL_KEYS), metadata={
+        "help": "Model keys to evaluate, in order; a key whose RUN_DIR/<key> is missing is skipped with a warning."})
+    base_model: str | None = field(default=None, metadata={"help": "Base model directory or Hub id (default RUN_DIR/base)."})
+    sft_model: str | None = field(default=None, metadata={"help": "SFT model directory or Hub id (default RUN_DIR/sft)."})
+    ppo_model: str | None = field(default=None, metadata={"help": "PPO model directory or Hub id (default RUN_DIR/ppo)."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory or Hub id (default RUN_DIR/reward)."})
+    classifier_model: str | None = field(default=None, metadata={
+        "help": "Optional text classifier (path or Hub id, e.g. a toxicity model) whose label probability is averaged per model."})
+    classifier_label: str | None = field(default=None, metadata={
+        "help": "Label of classifier_model to average (name or index; default: the last label)."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
+    # ---- reproduction
+    tolerance_rel: float = field(default=0.05, metadata={
+        "help": "Relative tolerance `rlhf reproduce` accepts when it recomputes a reported number."})
+    tolerance_abs: float = field(default=0.02, metadata={
+        "help": "Absolute tolerance `rlhf reproduce` accepts (added to the relative one)."})
+
+    def __post_init__(self):
+        check(self.n_prompts >= 0, f"n_prompts must be >= 0 (0 = all), got {self.n_prompts}")
+        check(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check(self.mode == "greedy" or self.temperature > 0,
+              f"temperature must be > 0 in sampled mode, got {self.temperature} (use mode: greedy for argmax)")
+        check(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
+        check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.bootstrap_samples >= 0, f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
+        check(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")
+        check(self.perplexity_max_tokens >= 1, f"perplexity_max_tokens must be >= 1, got {self.perplexity_max_tokens}")
+        check(len(self.models) >= 1, "models must name at least one of base, sft, ppo")
+        bad = [m for m in self.models if m not in MODEL_KEYS]
+        check(not bad, f"models: unknown key(s) {bad}; choose from {list(MODEL_KEYS)}")
+        check(len(set(self.models)) == len(self.models), f"models: repeated key in {self.models}")
+        check(self.reference in MODEL_KEYS, f"reference must be one of {list(MODEL_KEYS)}, got {self.reference!r}")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+              f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        check(self.tolerance_rel >= 0 and self.tolerance_abs >= 0, "tolerance_rel and tolerance_abs must be >= 0")
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """The decoding settings every model gets (temperature 0 means greedy in train.modeling.generate)."""
+        greedy = self.mode == "greedy"
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=0.0 if greedy else self.temperature,
+                                  top_k=0 if greedy else self.top_k, top_p=1.0 if greedy else self.top_p)
+
+    def model_override(self, key: str) -> str | None:
+        return {"base": self.base_model, "sft": self.sft_model, "ppo": self.ppo_model}[key]

@@ -1,0 +1,173 @@
+"""Model passes for the evaluation: generation, log-probs of responses, reward and classifier scores.
+
+Everything streams over prompts in batches and keeps only per-response numbers
+(texts, token counts, per-token log-probs): logits exist one batch at a time, and
+only at response positions, so 10,000 prompts never hold all logits in memory.
+
+Steps for one policy (`run_policy`):
+ 1. batch the prompts (left padding, `train.modeling.generate`: KV cache, one
+    `model.generate` call per batch); batch i is decoded with seed `seed + i`, the
+    same for every model, so models see the same prompts, settings and seeds;
+ 2. per-token log-probs of the sampled response under the policy and under the
+    reference model (`response_logprobs`), at the temperature that was sampled;
+ 3. keep texts, lengths (EOS not counted), EOS flags and the log-prob lists.
+
+Deviation: the KL log-probs use `logits / temperature` but ignore top-k / top-p
+truncation (TRL's PPOTrainer does the same); under greedy decoding they use T = 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from train.modeling import GenerationSettings, generate, position_ids_from_mask
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- pure tensor functions
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, R, V) next-token logits, (B, R) chosen ids -> (B, R) log p(id) under softmax(logits / T)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
+    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_rows(values: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
+    """(B, R) values, (B, R) 0/1 mask -> per row, the values where mask is 1 (right padding assumed)."""
+    return [row[m.bool()].tolist() for row, m in zip(values.cpu(), mask.cpu())]
+
+
+def context_length(model) -> int:
+    """Positions the model can attend over (GPT-2: n_positions)."""
+    cfg = model.config
+    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
+
+
+def prompt_budget(model, max_prompt_tokens: int, max_new_tokens: int) -> int:
+    """Prompt tokens we may keep so that prompt + response fits in the context."""
+    budget = min(max_prompt_tokens, context_length(model) - max_new_tokens)
+    if budget < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
+                         f"context of {context_length(model)} tokens")
+    return budget
+
+
+# ----------------------------------------------------------------------------- model passes
+
+
+@torch.no_grad()
+def response_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                      response_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, R) log-probs of right-padded response tokens after left-padded prompts; padding positions are 0.
+
+    Only the last R + 1 positions get logits (`logits_to_keep`), so memory is
+    B x R x V, not B x (P + R) x V. Position ids come from the mask, so a
+    left-padded row sees the same positions as the unpadded prompt.
+    """
+    R = response_ids.shape[1]
+    if R == 0:
+        return torch.zeros_like(response_ids, dtype=torch.float32)
+    ids = torch.cat([prompt_ids, response_ids], 1)  # (B, P + R)
+    mask = torch.cat([prompt_mask, response_mask.long()], 1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), logits_to_keep=R + 1)
+    logits = out.logits[:, :-1]  # (B, R, V): position P - 1 + t predicts response token t
+    lp = token_logprobs(logits, response_ids, temperature)
+    return lp * response_mask.to(lp.dtype)
+
+
+@dataclass
+class PolicyResult:
+    """One model's responses to every prompt, and the per-response numbers the metrics need."""
+
+    texts: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # tokens, EOS not counted
+    eos: list[bool] = field(default_factory=list)
+    logprobs: list[list[float]] = field(default_factory=list)  # per token, EOS included
+    ref_logprobs: list[list[float]] = field(default_factory=list)  # same tokens under the reference (if any)
+
+
+def batches(items: Sequence, batch_size: int):
+    for i in range(0, len(items), batch_size):
+        yield i // batch_size, items[i:i + batch_size]
+
+
+def run_policy(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, seed: int, batch_size: int,
+               max_prompt_tokens: int, reference=None, desc: str = "generate") -> PolicyResult:
+    """Generates one response per prompt and measures it (steps in the module docstring)."""
+    tokenizer.truncation_side = "left"  # a long prompt keeps its end ("...\n\nAssistant:")
+    budget = prompt_budget(model, max_prompt_tokens, settings.max_new_tokens)
+    temperature = 1.0 if settings.greedy else settings.temperature
+    res = PolicyResult()
+    n_batches = (len(prompts) + batch_size - 1) // batch_size
+    for i, chunk in tqdm(batches(prompts, batch_size), total=n_batches, desc=desc, unit="batch", leave=False):
+        # 1. the same seed per batch index for every model
+        gen = generate(model, tokenizer, chunk, settings, seed=seed + i, max_prompt_tokens=budget)
+        # 2. log-probs under the policy and the reference, at the sampling temperature
+        lp = response_logprobs(model, gen.prompt_ids, gen.prompt_mask, gen.response_ids, gen.response_mask, temperature)
+        res.logprobs += masked_rows(lp, gen.response_mask)
+        if reference is not None:
+            rp = response_logprobs(reference, gen.prompt_ids, gen.prompt_mask, gen.response_ids, gen.response_mask,
+                                   temperature)
+            res.ref_logprobs += masked_rows(rp, gen.response_mask)
+        # 3. texts, lengths without EOS, EOS flags
+        res.texts += gen.texts
+        res.eos += gen.has_eos.tolist()
+        res.lengths += (gen.response_mask.long().sum(1) - gen.has_eos.long()).tolist()
+    return res
+
+
+@torch.no_grad()
+def pair_logprobs(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int,
+                  max_prompt_tokens: int, max_response_tokens: int, desc: str = "perplexity") -> list[list[float]]:
+    """Per-token log-probs (temperature 1) of `response + EOS` given its prompt, for each pair.
+
+    Prompt and response are tokenised separately (as in generation: the response
+    tokens follow the prompt tokens). A response longer than max_response_tokens
+    (or than the context minus one) is cut and loses its EOS; a prompt keeps its
+    last tokens so that prompt + the batch's longest response fits the context.
+    """
+    device = next(model.parameters()).device
+    max_response_tokens = min(max_response_tokens, context_length(model) - 1)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    out: list[list[float]] = []
+    n_batches = (len(prompts) + batch_size - 1) // batch_size
+    for _, idx in tqdm(batches(list(range(len(prompts))), batch_size), total=n_batches, desc=desc, unit="batch",
+                       leave=False):
+        resp = [tokenizer(responses[j], add_special_tokens=False)["input_ids"] + [eos] for j in idx]
+        resp = [r[:max_response_tokens] for r in resp]
+        R = max(len(r) for r in resp)
+        tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+        enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=prompt_budget(model, max_prompt_tokens, R), add_special_tokens=False)
+        response_ids = torch.full((len(idx), R), pad, dtype=torch.long)
+        response_mask = torch.zeros((len(idx), R), dtype=torch.long)
+        for k, r in enumerate(resp):
+            response_ids[k, :len(r)] = torch.tensor(r, dtype=torch.long)
+            response_mask[k, :len(r)] = 1
+        lp = response_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                               response_ids.to(device), response_mask.to(device))
+        out += masked_rows(lp, response_mask)
+    tokenizer.padding_side = "left"
+    return out
+
+
+@torch.no_grad()
+def classifier_probs(model, tokenizer, texts: Sequence[str], label: int, batch_size: int) -> list[float]:
+    """Probability of class `label` for each text (softmax over labels; sigmoid for a single-logit model)."""
+    device = next(model.parameters()).device
+    probs: list[float] = []
+    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
+    max_len = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    for _, chunk in batches(list(texts), batch_size):
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len).to(device)
+        logits = model(**enc).logits.float()  # (B, L)
+        p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, -1)[:, label]
+        probs += p.cpu().tolist()
+    return probs

@@ -1,0 +1,95 @@
+"""PNG plots of the report: reward distributions, win-rate bars, PPO training curves.
+
+matplotlib with the Agg backend (no display), fixed sizes and no timestamps in the
+PNG metadata, so two identical reports give identical images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLORS = {"base": "#7f7f7f", "sft": "#1f77b4", "ppo": "#d62728"}
+PPO_CURVES = ("score", "score_norm", "kl", "entropy", "policy_loss", "value_loss")
+METADATA = {"Software": None}  # keep the PNG free of version strings
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reward_distribution(scores: dict[str, list[float]], means: dict[str, dict], path: Path) -> None:
+    """Overlaid histograms of each model's normalised reward, with its mean and CI marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    all_scores = np.concatenate([np.asarray(s, float) for s in scores.values()])
+    lo, hi = float(all_scores.min()), float(all_scores.max())
+    bins = np.linspace(lo - 1e-6, hi + 1e-6, 31)
+    for key, s in scores.items():
+        c = COLORS.get(key)
+        ax.hist(s, bins=bins, alpha=0.45, color=c, label=f"{key} (mean {means[key]['value']:.2f})")
+        ax.axvline(means[key]["value"], color=c, lw=2)
+        if means[key]["ci_low"] is not None:
+            ax.axvspan(means[key]["ci_low"], means[key]["ci_high"], color=c, alpha=0.15)
+    ax.set_xlabel("normalised reward-model score")
+    ax.set_ylabel("responses")
+    ax.set_title("Reward per model on the same held-out prompts (line: mean, band: 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+
+
+def win_rates(win: dict[str, dict], path: Path) -> None:
+    """Stacked horizontal bars: win / tie / loss per pair, with the win-rate CI."""
+    plt = _plt()
+    pairs = list(win)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * max(len(pairs), 1)), dpi=100)
+    y = np.arange(len(pairs))
+    w = np.array([win[p]["win"] for p in pairs])
+    t = np.array([win[p]["tie"] for p in pairs])
+    l_ = np.array([win[p]["loss"] for p in pairs])
+    ax.barh(y, w, color="#2ca02c", label="win")
+    ax.barh(y, t, left=w, color="#bbbbbb", label="tie")
+    ax.barh(y, l_, left=w + t, color="#d62728", label="loss")
+    for i, p in enumerate(pairs):
+        if win[p]["ci_low"] is not None:
+            ax.plot([win[p]["ci_low"], win[p]["ci_high"]], [i, i], color="black", lw=2)
+    ax.axvline(0.5, color="black", ls=":", lw=1)
+    ax.set_yticks(y, [p.replace("_vs_", " vs ") for p in pairs])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of prompts (black: 95% CI of the win rate)")
+    ax.legend(loc="lower right", ncols=3, fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+
+
+def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
+    """PPO curves from metrics.jsonl (one row per update); False (no file) when no known key is present."""
+    keys = [k for k in PPO_CURVES if any(isinstance(r.get(k), (int, float)) for r in rows)]
+    if not keys:
+        return False
+    plt = _plt()
+    cols = min(3, len(keys))
+    nrows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.5)
+        ax.set_title(key)
+        ax.set_xlabel("update")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("PPO training (metrics.jsonl)")
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+    return True

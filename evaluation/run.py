@@ -1,0 +1,481 @@
+"""`rlhf evaluate` and the pipeline's `eval` stage: base vs SFT vs PPO on the same held-out prompts.
+
+Steps (`main`):
+ 1. resolve every input before writing anything: the models (RUN_DIR/<key> or
+    `eval.<key>_model`), the reward model, the prompts and preference pairs;
+ 2. for each model: generate on every prompt with the same settings and seeds,
+    with per-token log-probs under the model and the KL reference
+    (evaluation/generate.py);
+ 3. score every distinct (prompt, response) once with the reward model (identical
+    responses get identical scores, so they tie exactly), and with the gold judge
+    on the embedded dataset;
+ 4. perplexity of every model on the held-out chosen and rejected responses, and
+    the reward model's accuracy on those pairs;
+ 5. the metrics, each an `evaluate` module (evaluation/metrics/), with seeded
+    bootstrap CIs;
+ 6. write eval/report.json (docs/report-schema.md), samples.jsonl and plots
+    atomically through StageWriter, and print a compact table.
+
+The reward model scores the decoded text `prompt + response + EOS`; the response
+is re-tokenised from text (the convention every stage uses), not scored from the
+sampled ids. `resume` is accepted for the stage contract; evaluation has no
+checkpoints and simply reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluation.config import EvalConfig
+from evaluation.report import NAMES, SCHEMA_VERSION, file_sha256, findings, present_pairs, read_jsonl, table, versions
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class ModelSpec:
+    key: str
+    path: str
+    source: str  # "local" | "hub"
+
+    def info(self, revision: str) -> dict[str, str]:
+        return {"path": self.path, "revision": revision, "source": self.source}
+
+
+def _spec(key: str, override: str | None, run_dir: Path, what: str, required: bool) -> ModelSpec | None:
+    from train.rundir import require_stage
+
+    if override:
+        p = Path(override)
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"eval.{key}_model: {p} is not a model directory")
+            return ModelSpec(key, str(p), "local")
+        if override.startswith((".", "/", "~")) or override.count("/") > 1:
+            raise FileNotFoundError(f"eval.{key}_model: {override} does not exist")
+        return ModelSpec(key, override, "hub")
+    p = run_dir / key
+    if not p.exists() and not required:
+        logger.warning("%s: %s does not exist; evaluating without it", what, p)
+        return None
+    return ModelSpec(key, str(require_stage(p, what)), "local")
+
+
+def resolve_models(cfg: EvalConfig, run_dir: Path) -> tuple[dict[str, ModelSpec], ModelSpec]:
+    specs = {}
+    for key in cfg.models:
+        s = _spec(key, cfg.model_override(key), run_dir, f"{NAMES[key]} model", required=False)
+        if s is not None:
+            specs[key] = s
+    if not specs:
+        raise FileNotFoundError(f"{run_dir}: none of the models {cfg.models} exists (run the training stages first, "
+                                "or name models with --eval.base_model/--eval.sft_model/--eval.ppo_model)")
+    rm = _spec("reward", cfg.reward_model, run_dir, "reward model", required=True)
+    return specs, rm
+
+
+def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
+    """Rows {"prompt"} or {"prompt", "chosen", "rejected"} from a .txt or .jsonl file, in file order.
+
+    .txt: one prompt per line. .jsonl: {"prompt"} or {"prompt", "chosen", "rejected"}
+    (responses only), or HH rows {"chosen", "rejected"} holding whole dialogues.
+    A prompt without an Assistant turn is wrapped as "\\n\\nHuman: ...\\n\\nAssistant:".
+    """
+    from train.data import ASSISTANT_TAG, split_prompt_response
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--prompts {p}: no such file")
+
+    def wrap(prompt: str) -> str:
+        return prompt if ASSISTANT_TAG in prompt else f"\n\nHuman: {prompt.strip()}{ASSISTANT_TAG}"
+
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"--prompts {p}: not UTF-8 text") from None
+    rows: list[dict[str, str]] = []
+    if p.suffix == ".txt":
+        rows = [{"prompt": wrap(line)} for line in lines if line.strip()]
+    for i, line in enumerate(lines if p.suffix != ".txt" else [], 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
+        has_pair = isinstance(obj.get("chosen"), str) and isinstance(obj.get("rejected"), str)
+        if isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
+            row = {"prompt": wrap(obj["prompt"])}
+            if has_pair:
+                row.update(chosen=obj["chosen"], rejected=obj["rejected"])
+        elif has_pair:
+            try:
+                prompt, chosen = split_prompt_response(obj["chosen"])
+                prompt_r, rejected = split_prompt_response(obj["rejected"])
+            except ValueError as e:
+                raise ValueError(f"{p}:{i}: {e}") from None
+            if prompt_r != prompt:
+                raise ValueError(f"{p}:{i}: 'chosen' and 'rejected' do not share the prompt before the last Assistant turn")
+            row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        else:
+            raise ValueError(f"{p}:{i}: needs a non-empty 'prompt' (or HH 'chosen'/'rejected' dialogues)")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"--prompts {p}: no prompts in the file")
+    return rows
+
+
+def load_prompts(recipe, cfg: EvalConfig) -> tuple[list[str], list[dict[str, str]], dict[str, Any]]:
+    """The evaluation prompts, the preference pairs among them, and the report's `dataset` block."""
+    if cfg.prompts_file:
+        rows = read_prompts_file(cfg.prompts_file)
+        info = {"name": str(cfg.prompts_file), "data_dir": None, "split": None, "prompts_file": str(cfg.prompts_file)}
+    else:
+        from train.data import load_preferences
+
+        rows, _ = load_preferences(recipe.data, cfg.split)
+        info = {"name": recipe.data.dataset, "data_dir": recipe.data.data_dir, "split": cfg.split}
+    if cfg.n_prompts and len(rows) < cfg.n_prompts:
+        logger.warning("only %d prompts available (eval.n_prompts = %d)", len(rows), cfg.n_prompts)
+    rows = rows[:cfg.n_prompts] if cfg.n_prompts else rows
+    prompts = [r["prompt"] for r in rows]
+    pairs = [r for r in rows if "chosen" in r]
+    info.update(n_prompts=len(prompts), n_pairs=len(pairs))
+    return prompts, pairs, info
+
+
+def _device(cfg: EvalConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def load_policy(spec: ModelSpec, device: torch.device):
+    """(model, tokenizer, revision) ready for generation: eval mode, dropout off, pad embedding present."""
+    from train.modeling import disable_dropout, ensure_pad_embedding, load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(spec.path)
+    model = load_causal_lm(spec.path)
+    ensure_pad_embedding(model, tok)
+    disable_dropout(model)
+    return model.to(device).eval(), tok, revision(spec, model.config)
+
+
+def revision(spec: ModelSpec, config) -> str:
+    """Hub commit sha (recorded by transformers when it resolved the id), or sha256 of the local weights."""
+    if spec.source == "hub":
+        return str(getattr(config, "_commit_hash", None) or "unknown")
+    files = sorted(Path(spec.path).glob("*.safetensors"))
+    return f"sha256:{file_sha256(files)}" if files else "unknown"
+
+
+def _same_vocab(tok, ref_tok, key: str, ref: str) -> None:
+    if (len(tok), tok.eos_token_id, tok.pad_token_id) != (len(ref_tok), ref_tok.eos_token_id, ref_tok.pad_token_id):
+        raise ValueError(f"model {key!r} and the KL reference {ref!r} use different tokenizers "
+                         f"({len(tok)} vs {len(ref_tok)} tokens); their log-probs cannot be compared")
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def score_unique(score_fn, prompts: list[str], responses: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Scores every distinct (prompt index, response) once; returns per-model score arrays in prompt order."""
+    index: dict[tuple[int, str], int] = {}
+    for texts in responses.values():
+        for i, t in enumerate(texts):
+            index.setdefault((i, t), len(index))
+    keys = list(index)
+    scores = np.asarray(score_fn([prompts[i] for i, _ in keys], [t for _, t in keys]), dtype=np.float64)
+    return {k: np.array([scores[index[(i, t)]] for i, t in enumerate(texts)]) for k, texts in responses.items()}
+
+
+def _classifier(cfg: EvalConfig, device):
+    """(model, tokenizer, label index, report block) for eval.classifier_model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from train.modeling import _hub_error
+
+    name = cfg.classifier_model
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise _hub_error("classifier", name, e) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+    label = cfg.classifier_label
+    if label is None:
+        idx = max(id2label)
+    elif label in model.config.label2id:
+        idx = int(model.config.label2id[label])
+    elif str(label).isdigit() and int(label) in id2label:
+        idx = int(label)
+    else:
+        raise ValueError(f"eval.classifier_label: {label!r} is not a label of {name} ({sorted(id2label.values())})")
+    spec = ModelSpec("classifier", str(name), "local" if Path(name).exists() else "hub")
+    block = {"path": str(name), "revision": revision(spec, model.config), "label": id2label[idx]}
+    return model.to(device).eval(), tok, idx, block
+
+
+def _training(run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for stage in ("sft", "reward", "ppo"):
+        p = run_dir / stage / "metrics.json"
+        if p.is_file():
+            out[stage] = json.loads(p.read_text())
+    rows_path = run_dir / "ppo" / "metrics.jsonl"
+    if rows_path.is_file():
+        rows = read_jsonl(rows_path)
+        ppo = out.setdefault("ppo", {})
+        ppo["updates"] = len(rows)
+        if rows:
+            num = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            ppo["first"], ppo["last"] = num(rows[0]), num(rows[-1])
+    return out
+
+
+def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
+            prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Steps 2-5: every model pass and every metric; returns the report body and the samples."""
+    from evaluation.generate import classifier_probs, context_length, pair_logprobs, run_policy
+    from evaluation.metrics import load_metric
+    from train.modeling import RewardModel
+
+    device = _device(cfg)
+    settings = cfg.generation
+    keys = list(specs)
+    ref_key = cfg.reference if cfg.reference in specs else keys[0]
+    if ref_key != cfg.reference:
+        logger.warning("KL reference %r was not evaluated; measuring KL against %r", cfg.reference, ref_key)
+    boot = dict(bootstrap_samples=cfg.bootstrap_samples, seed=seed, confidence=cfg.confidence)
+
+    # 2. generation, log-probs under each model and the reference
+    ref_model, ref_tok, ref_rev = load_policy(specs[ref_key], device)
+    results, models_info, ppl_lp = {}, {}, {}
+    for key in keys:
+        if key == ref_key:
+            model, tok, rev = ref_model, ref_tok, ref_rev
+        else:
+            model, tok, rev = load_policy(specs[key], device)
+            _same_vocab(tok, ref_tok, key, ref_key)
+        models_info[key] = specs[key].info(rev)
+        logger.info("%s: generating %d responses (%s)", key, len(prompts), specs[key].path)
+        results[key] = run_policy(model, tok, prompts, settings, seed, cfg.batch_size, cfg.max_prompt_tokens,
+                                  reference=None if key == ref_key else ref_model, desc=f"{key}: generate")
+        if key == ref_key:
+            results[key].ref_logprobs = results[key].logprobs
+        # 4a. perplexity on the held-out chosen / rejected responses
+        if pairs:
+            for side in ("chosen", "rejected"):
+                ppl_lp[(key, side)] = pair_logprobs(model, tok, [r["prompt"] for r in pairs], [r[side] for r in pairs],
+                                                    cfg.batch_size, cfg.max_prompt_tokens, cfg.perplexity_max_tokens,
+                                                    desc=f"{key}: perplexity {side}")
+        if model is not ref_model:
+            del model
+    del ref_model
+
+    # 3. reward-model scores (each distinct response once) and the gold judge
+    rm = RewardModel.load(rm_spec.path)
+    rm.model.to(device)
+    rm_ctx = context_length(rm.model)
+    rm_info = rm_spec.info(revision(rm_spec, rm.model.config))
+    responses = {k: r.texts for k, r in results.items()}
+    raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
+                       prompts, responses)
+    norm = {k: rm.normalise(torch.as_tensor(v)).numpy().astype(np.float64) for k, v in raw.items()}
+    gold = None
+    if dataset["name"] == "embedded" and not cfg.prompts_file:
+        from train.synthetic import gold_score
+
+        gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses)
+
+    # 4b. reward-model accuracy on the held-out pairs
+    rm_block: dict[str, Any] = {**rm_info, "stats": {"mean": rm.stats.mean, "std": rm.stats.std, "n": rm.stats.n,
+                                                     "source": rm.stats.source}}
+    if pairs:
+        ps = [r["prompt"] for r in pairs]
+        chosen = rm.score(ps, [r["chosen"] for r in pairs], batch_size=cfg.batch_size, max_length=rm_ctx).numpy()
+        rejected = rm.score(ps, [r["rejected"] for r in pairs], batch_size=cfg.batch_size, max_length=rm_ctx).numpy()
+        rm_block.update(load_metric("rm_accuracy").compute(
+            chosen_scores=chosen, rejected_scores=rejected, chosen_lengths=[len(r["chosen"]) for r in pairs],
+            rejected_lengths=[len(r["rejected"]) for r in pairs], **boot))
+    trained = _training(run_dir).get("reward", {})
+    if isinstance(trained.get("untrained_accuracy"), (int, float)):
+        rm_block["untrained_accuracy"] = float(trained["untrained_accuracy"])
+    del rm
+
+    # optional classifier (e.g. toxicity) on the responses
+    classifier_block, cls_probs = None, {}
+    if cfg.classifier_model:
+        cmodel, ctok, label, classifier_block = _classifier(cfg, device)
+        cls_probs = {k: classifier_probs(cmodel, ctok, r.texts, label, cfg.batch_size) for k, r in results.items()}
+        del cmodel
+
+    # 5. metrics, each an evaluate module
+    m_reward, m_div, m_stats, m_kl = (load_metric(n) for n in ("reward", "diversity", "response_stats", "kl"))
+    metrics: dict[str, dict[str, Any]] = {name: {} for name in ("reward", "reward_raw")}
+    if gold is not None:
+        metrics["gold"], metrics["proxy_gold_correlation"] = {}, {}
+    metrics["kl_to_reference"] = {}
+    if pairs:
+        metrics["perplexity_chosen"], metrics["perplexity_rejected"] = {}, {}
+    for name in ("distinct_1", "distinct_2", "unique_responses", "response_length", "eos_rate"):
+        metrics[name] = {}
+    if cls_probs:
+        metrics["classifier"] = {}
+    for key, res in results.items():
+        metrics["reward"][key] = m_reward.compute(scores=norm[key], **boot)
+        metrics["reward_raw"][key] = m_reward.compute(scores=raw[key], **boot)
+        if gold is not None:
+            pg = load_metric("proxy_gold").compute(proxy=norm[key], gold=gold[key], **boot)
+            metrics["gold"][key] = pg["gold"]
+            if "correlation" in pg:
+                metrics["proxy_gold_correlation"][key] = pg["correlation"]
+        kl = m_kl.compute(logprobs=res.logprobs, ref_logprobs=res.ref_logprobs, **boot)
+        if key == ref_key:  # exactly 0 by construction: no sampling error to bootstrap
+            kl.update(ci_low=None, ci_high=None)
+        metrics["kl_to_reference"][key] = kl
+        for side in ("chosen", "rejected") if pairs else ():
+            metrics[f"perplexity_{side}"][key] = load_metric("perplexity").compute(logprobs=ppl_lp[(key, side)], **boot)
+        metrics.update({n: {**metrics[n], key: v} for n, v in m_div.compute(responses=res.texts, **boot).items()})
+        metrics.update({n: {**metrics[n], key: v}
+                        for n, v in m_stats.compute(lengths=res.lengths, eos=res.eos, **boot).items()})
+        if cls_probs:
+            metrics["classifier"][key] = m_reward.compute(scores=cls_probs[key], **boot)
+    if gold is not None and not metrics["proxy_gold_correlation"]:
+        del metrics["proxy_gold_correlation"]
+
+    win_rates, improvement = {}, {}
+    m_win, m_imp = load_metric("win_rate"), load_metric("reward_improvement")
+    ref_std = float(np.std(norm[ref_key], ddof=1)) if len(prompts) > 1 else None
+    for a, b in present_pairs(keys):
+        win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=norm[a], scores_b=norm[b], **boot)
+        std = ref_std if ref_std is not None and ref_std > 0 else None
+        try:
+            improvement[f"{a}_vs_{b}"] = m_imp.compute(scores_a=norm[a], scores_b=norm[b], raw_a=raw[a], raw_b=raw[b],
+                                                       reference_std=std)
+        except ValueError as e:  # one prompt, or every reference response scored the same: no SD unit
+            logger.warning("reward improvement %s_vs_%s not reported: %s", a, b, e)
+
+    samples = []
+    for i, prompt in enumerate(prompts):
+        row = {"index": i, "prompt": prompt, "responses": {k: responses[k][i] for k in keys},
+               "scores": {k: float(norm[k][i]) for k in keys}}
+        if gold is not None:
+            row["gold"] = {k: float(gold[k][i]) for k in keys}
+        samples.append(row)
+
+    body = {
+        "models": models_info, "reference": ref_key, "reward_model": rm_block, "metrics": metrics,
+        "win_rates": win_rates, "reward_improvement": improvement,
+        "findings": findings(metrics, rm_block),
+    }
+    if classifier_block is not None:
+        body["classifier"] = classifier_block
+    return {"body": body, "samples": samples, "scores": {k: norm[k].tolist() for k in keys}}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def main(recipe, output_dir: Path, resume: bool = False) -> Path:
+    """The `eval` stage: measures the run in `output_dir` and writes `output_dir/eval/`."""
+    from evaluation import plots
+    from train.config import to_plain
+    from train.pipeline import stage_config
+    from train.rundir import StageWriter, write_json, write_text
+
+    t0 = time.time()
+    run_dir = Path(output_dir)
+    cfg: EvalConfig = recipe.eval
+    seed = recipe.seed if cfg.seed is None else cfg.seed
+    config = stage_config(recipe, "eval")
+    logger.info("eval config (seed %d): %s", seed, json.dumps(to_plain(config)))
+
+    # 1. every input, before anything is written
+    specs, rm_spec = resolve_models(cfg, run_dir)
+    prompts, pairs, dataset = load_prompts(recipe, cfg)
+    logger.info("evaluating %s on %d prompts (%d pairs) from %s", list(specs), len(prompts), len(pairs), dataset["name"])
+
+    # 2.-5. measure
+    with torch.no_grad():  # a context, never a global switch: the caller may train next
+        m = measure(recipe, cfg, run_dir, specs, rm_spec, prompts, pairs, dataset, seed)
+    gs = cfg.generation
+    decoding = {"mode": cfg.mode, "max_new_tokens": gs.max_new_tokens, "temperature": gs.temperature,
+                "top_k": gs.top_k, "top_p": gs.top_p, "seed": seed, "batch_size": cfg.batch_size,
+                "max_prompt_tokens": cfg.max_prompt_tokens}
+
+    # 6. the eval directory, atomically
+    with StageWriter(run_dir, "eval", resume=resume) as w:
+        (w.path / "plots").mkdir(exist_ok=True)
+        body = m["body"]
+        plot_paths = {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png"}
+        plots.reward_distribution(m["scores"], body["metrics"]["reward"], w.path / plot_paths["reward_distribution"])
+        plots.win_rates(body["win_rates"], w.path / plot_paths["win_rates"])
+        ppo_rows = run_dir / "ppo" / "metrics.jsonl"
+        if ppo_rows.is_file() and plots.ppo_training(read_jsonl(ppo_rows), w.path / "plots/ppo_training.png"):
+            plot_paths["ppo_training"] = "plots/ppo_training.png"
+        write_text(w.path / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in m["samples"]))
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_time_s": 0.0,
+            "versions": versions(),
+            "seed": seed,
+            "dataset": dataset,
+            "decoding": decoding,
+            **{k: body[k] for k in ("models", "reference", "reward_model", "metrics", "win_rates",
+                                     "reward_improvement", "findings")},
+            "training": _training(run_dir),
+            "tolerance": {"default_rel": cfg.tolerance_rel, "default_abs": cfg.tolerance_abs},
+            "plots": plot_paths,
+            "samples": "samples.jsonl",
+            "config": to_plain(config),
+        }
+        if "classifier" in body:
+            report["classifier"] = body["classifier"]
+        report["wall_time_s"] = round(time.time() - t0, 3)
+        write_json(w.path / "report.json", report)
+        summary = {"n_prompts": dataset["n_prompts"],
+                   "reward": {k: v["value"] for k, v in body["metrics"]["reward"].items()},
+                   "win_rates": {p: v["win"] for p, v in body["win_rates"].items()},
+                   "findings": {f["id"]: f["holds"] for f in body["findings"]}}
+        out = w.finish(metrics=summary, config=config)
+    print(table(report))
+    logger.info("report: %s (%.1f s)", out / "report.json", report["wall_time_s"])
+    return out
+
+
+def cli(args) -> int:
+    """`rlhf evaluate RUN_DIR [--config FILE] [--prompts FILE] [--eval.<field> V]`."""
+    from train.config import load_recipe, overrides_from_args
+
+    run_dir = Path(args.run_dir)
+    if args.config:
+        config = args.config
+    elif (run_dir / "recipe.yaml").is_file():
+        config = run_dir / "recipe.yaml"
+    else:
+        logger.info("%s has no recipe.yaml; using the tiny recipe's settings", run_dir)
+        config = "tiny"
+    overrides = overrides_from_args(args)
+    if getattr(args, "prompts", None):
+        overrides["eval.prompts_file"] = args.prompts
+    recipe = load_recipe(config, overrides)
+    main(recipe, run_dir)
+    return 0

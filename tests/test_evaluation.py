@@ -1,0 +1,405 @@
+"""The evaluation: generation, model passes, the report, the CLI (tiny random models built here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.rundir import write_json
+
+TEXTS = [
+    "\n\nHuman: How do I stay focused?\n\nAssistant: Keep regular hours and take a break.",
+    "\n\nHuman: How can I sleep better?\n\nAssistant: Go to bed at the same time every night.",
+    "\n\nHuman: Any tips for cooking rice?\n\nAssistant: Rinse the rice, then use two cups of water.",
+    "\n\nHuman: How do I learn to code?\n\nAssistant: Start small, build a project, and practice daily.",
+]
+
+
+def make_tokenizer(path: Path):
+    """A tiny byte-level BPE tokenizer with GPT-2's special-token layout (EOS, and a distinct pad)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TEXTS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", padding_side="left")
+    fast.save_pretrained(path)
+    return fast
+
+
+def _stage(path: Path, stage: str) -> None:
+    write_json(path / "COMPLETE", {"stage": stage})
+
+
+def make_tiny_run(run_dir: Path, n_positions: int = 96) -> Path:
+    """run_dir/{base,sft,ppo,reward}: random 1-layer GPT-2s sharing one tokenizer, each with COMPLETE."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(run_dir / "_tok")
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=16, n_layer=1, n_head=2,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for i, key in enumerate(("base", "sft", "ppo")):
+        torch.manual_seed(i)
+        model = GPT2LMHeadModel(cfg)
+        model.save_pretrained(run_dir / key)
+        tok.save_pretrained(run_dir / key)
+        _stage(run_dir / key, key)
+    torch.manual_seed(10)
+    rm_cfg = GPT2Config(**{k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id")}, num_labels=1)
+    rm = GPT2ForSequenceClassification(rm_cfg)
+    rm.save_pretrained(run_dir / "reward")
+    tok.save_pretrained(run_dir / "reward")
+    write_json(run_dir / "reward" / "reward_stats.json", {"mean": 0.1, "std": 2.0, "n": 8, "source": "test"})
+    _stage(run_dir / "reward", "reward")
+    # PPO's per-update log (what the training-curve plot and the report's `training.ppo` read)
+    rows = [{"step": i, "score": 0.1 * i, "kl": 0.01 * i, "entropy": 2.0 - 0.1 * i} for i in range(5)]
+    (run_dir / "ppo" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("evalrun") / "run")
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_run):
+    from train.modeling import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(tiny_run / "sft").eval(), load_tokenizer(tiny_run / "sft")
+
+
+def eval_recipe(**overrides):
+    from train.config import load_recipe
+
+    base = {"eval.n_prompts": 6, "eval.batch_size": 4, "eval.max_new_tokens": 8, "eval.bootstrap_samples": 50,
+            "eval.device": "cpu"}
+    return load_recipe("micro", {**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run):
+    """One evaluation of the tiny run; (report, samples lines, eval dir)."""
+    from evaluation.run import main
+
+    torch.set_num_threads(1)
+    out = main(eval_recipe(), tiny_run)
+    report = json.loads((out / "report.json").read_text())
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return report, samples, out
+
+
+# ----------------------------------------------------------------------------- pure tensor functions
+
+
+def test_token_logprobs_by_hand():
+    from evaluation.generate import token_logprobs
+
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0]]])  # (1, 2, 2): p = (1/4, 3/4), then (1/2, 1/2)
+    ids = torch.tensor([[1, 0]])
+    assert token_logprobs(logits, ids)[0].tolist() == pytest.approx([math.log(0.75), math.log(0.5)])
+    # temperature 2: logits / 2 -> p(1) = sqrt(3) / (1 + sqrt(3))
+    s3 = math.sqrt(3.0)
+    assert token_logprobs(logits, ids, 2.0)[0, 0].item() == pytest.approx(math.log(s3 / (1 + s3)))
+
+
+def test_masked_rows_keeps_the_masked_values():
+    from evaluation.generate import masked_rows
+
+    assert masked_rows(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]), torch.tensor([[1, 1, 0], [1, 0, 0]])) == \
+        [[1.0, 2.0], [3.0]]
+
+
+# ----------------------------------------------------------------------------- model passes
+
+
+def _manual_logprobs(model, tok, prompt: str, response_ids: list[int]) -> list[float]:
+    """log p(response token t | prompt, response < t), one unpadded sequence, full logits."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + response_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+    return [logp[len(p) - 1 + t, tok_id].item() for t, tok_id in enumerate(response_ids)]
+
+
+def test_pair_logprobs_match_an_unpadded_forward(policy):
+    """Left-padded prompts + right-padded responses in one batch give each row's own unpadded log-probs."""
+    from evaluation.generate import pair_logprobs
+
+    model, tok = policy
+    prompts = ["\n\nHuman: How can I sleep better?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:"]
+    responses = [" Go to bed", " Rinse the rice, then use two cups of water."]
+    got = pair_logprobs(model, tok, prompts, responses, batch_size=2, max_prompt_tokens=64, max_response_tokens=64)
+    for prompt, response, lp in zip(prompts, responses, got):
+        ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert lp == pytest.approx(_manual_logprobs(model, tok, prompt, ids), abs=1e-5)
+
+
+def test_run_policy_records_consistent_numbers(policy):
+    from evaluation.generate import run_policy
+    from train.modeling import GenerationSettings
+
+    model, tok = policy
+    prompts = [TEXTS[i].split("Assistant:")[0] + "Assistant:" for i in range(3)]
+    res = run_policy(model, tok, prompts, GenerationSettings(max_new_tokens=6, temperature=1.0), seed=0, batch_size=2,
+                     max_prompt_tokens=64, reference=model)
+    assert len(res.texts) == len(res.lengths) == len(res.eos) == len(res.logprobs) == 3
+    for n, eos, lp, rp in zip(res.lengths, res.eos, res.logprobs, res.ref_logprobs):
+        assert len(lp) == n + int(eos) and lp == rp  # EOS has a log-prob but is not counted in the length
+        assert all(v <= 0 for v in lp)
+
+
+def test_greedy_batched_equals_one_prompt_at_a_time(policy):
+    """Left padding + KV cache do not change greedy outputs (the benchmark's identity check, small)."""
+    from evaluation.generate import run_policy
+    from train.modeling import GenerationSettings
+
+    model, tok = policy
+    prompts = ["\n\nHuman: How do I learn to code?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:",
+               "\n\nHuman: Any tips for cooking rice? Please.\n\nAssistant:"]
+    greedy = GenerationSettings(max_new_tokens=8, temperature=0.0)
+    batched = run_policy(model, tok, prompts, greedy, seed=0, batch_size=3, max_prompt_tokens=64)
+    single = [run_policy(model, tok, [p], greedy, seed=0, batch_size=1, max_prompt_tokens=64).texts[0] for p in prompts]
+    assert batched.texts == single
+
+
+def test_score_unique_scores_identical_responses_once():
+    from evaluation.run import score_unique
+
+    calls = []
+
+    def fake(prompts, responses):
+        calls.append(list(zip(prompts, responses)))
+        return [float(len(r)) for r in responses]
+
+    out = score_unique(fake, ["p0", "p1"], {"a": ["x", "yy"], "b": ["x", "zzz"]})
+    assert len(calls[0]) == 3  # (p0, x) once for both models
+    assert out["a"].tolist() == [1.0, 2.0] and out["b"].tolist() == [1.0, 3.0]
+
+
+# ----------------------------------------------------------------------------- findings and table
+
+
+def V(value, lo, hi, n=10):
+    return {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+@pytest.mark.parametrize("ppo, sft, holds", [
+    (V(1.0, 0.8, 1.2), V(0.0, -0.2, 0.2), True),
+    (V(1.0, 0.1, 1.9), V(0.0, -0.2, 0.2), False),   # overlapping intervals: no claim
+    (V(1.0, None, None, 1), V(0.0, None, None, 1), False),  # a single prompt: no claim
+])
+def test_findings_require_non_overlapping_cis(ppo, sft, holds):
+    from evaluation.report import findings
+
+    out = findings({"reward": {"sft": sft, "ppo": ppo}}, {})
+    assert [f["id"] for f in out] == ["ppo_beats_sft_reward"]
+    assert out[0]["holds"] is holds and ("do not overlap" in out[0]["text"]) is holds
+
+
+def test_reward_hacking_finding():
+    from evaluation.report import findings
+
+    metrics = {"reward": {"sft": V(0.0, -0.1, 0.1), "ppo": V(2.0, 1.9, 2.1)},
+               "gold": {"sft": V(0.6, 0.5, 0.7), "ppo": V(0.4, 0.3, 0.5)}}
+    out = {f["id"]: f for f in findings(metrics, {"accuracy": 0.7, "length_baseline_accuracy": 0.8, "n_pairs": 10})}
+    assert out["ppo_reward_hacking"]["holds"] and "Reward hacking" in out["ppo_reward_hacking"]["text"]
+    assert not out["ppo_beats_sft_gold"]["holds"] and not out["rm_beats_length_baseline"]["holds"]
+
+
+# ----------------------------------------------------------------------------- prompts files
+
+
+def test_read_prompts_file_formats(tmp_path):
+    from evaluation.run import read_prompts_file
+
+    txt = tmp_path / "p.txt"
+    txt.write_text("How do I sleep?\n\nWhat is rice?\n")
+    assert [r["prompt"] for r in read_prompts_file(txt)] == ["\n\nHuman: How do I sleep?\n\nAssistant:",
+                                                             "\n\nHuman: What is rice?\n\nAssistant:"]
+    jl = tmp_path / "p.jsonl"
+    jl.write_text(json.dumps({"prompt": "Hello?"}) + "\n" +
+                  json.dumps({"chosen": "\n\nHuman: Q\n\nAssistant: good", "rejected": "\n\nHuman: Q\n\nAssistant: bad"}) + "\n")
+    rows = read_prompts_file(jl)
+    assert rows[0] == {"prompt": "\n\nHuman: Hello?\n\nAssistant:"}
+    assert rows[1] == {"prompt": "\n\nHuman: Q\n\nAssistant:", "chosen": " good", "rejected": " bad"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "p.jsonl:2: not valid JSON"),
+    ('["a list"]', "p.jsonl:2: expected a JSON object"),
+    ('{"text": "x"}', "p.jsonl:2: needs a non-empty 'prompt'"),
+])
+def test_read_prompts_file_names_the_bad_line(tmp_path, line, message):
+    from evaluation.run import read_prompts_file
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "ok"}) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_prompts_file(p)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"eval.temperature": "0"}, "temperature must be > 0"),
+    ({"eval.models": "base,rlhf"}, "unknown key"),
+    ({"eval.reference": "gold"}, "reference must be one of"),
+    ({"eval.top_p": "0"}, "top_p must be in"),
+])
+def test_eval_config_rejects_bad_values(override, message):
+    from train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        eval_recipe(**override)
+
+
+def test_greedy_mode_ignores_sampling_settings():
+    cfg = eval_recipe(**{"eval.mode": "greedy", "eval.temperature": "0.3", "eval.top_k": "5"}).eval
+    g = cfg.generation
+    assert g.greedy and (g.temperature, g.top_k, g.top_p) == (0.0, 0, 1.0)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+TOP_LEVEL = {"schema_version", "created", "wall_time_s", "versions", "seed", "dataset", "decoding", "models",
+             "reference", "reward_model", "metrics", "win_rates", "reward_improvement", "findings", "training",
+             "tolerance", "plots", "samples", "config"}
+
+
+def is_v(v) -> bool:
+    return set(v) == {"value", "ci_low", "ci_high", "n"} and isinstance(v["value"], float) and isinstance(v["n"], int)
+
+
+def test_report_follows_the_schema(evaluated):
+    report, samples, out = evaluated
+    keys = ["base", "sft", "ppo"]
+    assert set(report) == TOP_LEVEL and report["schema_version"] == 1
+    assert list(report["models"]) == keys and all(m["revision"].startswith("sha256:") for m in report["models"].values())
+    assert report["dataset"] == {"name": "embedded", "data_dir": None, "split": "test", "n_prompts": 6, "n_pairs": 6}
+    assert report["decoding"]["mode"] == "sampled" and report["decoding"]["batch_size"] == 4
+    expected = {"reward", "reward_raw", "gold", "kl_to_reference", "perplexity_chosen", "perplexity_rejected",
+                "distinct_1", "distinct_2", "unique_responses", "response_length", "eos_rate"}
+    assert expected <= set(report["metrics"]) <= expected | {"proxy_gold_correlation"}
+    for name, per_model in report["metrics"].items():
+        assert name == "proxy_gold_correlation" or list(per_model) == keys, name
+        assert all(is_v(v) for v in per_model.values()), name
+    assert report["metrics"]["kl_to_reference"]["sft"] == {"value": 0.0, "ci_low": None, "ci_high": None, "n": 6}
+    assert list(report["win_rates"]) == ["ppo_vs_sft", "ppo_vs_base", "sft_vs_base"]
+    for w in report["win_rates"].values():
+        assert w["win"] + w["tie"] + w["loss"] == pytest.approx(1.0) and w["n"] == 6
+    assert {"sd_units", "reference_std", "difference"} <= set(report["reward_improvement"]["ppo_vs_sft"])
+    ids = {f["id"] for f in report["findings"]}
+    assert {"ppo_beats_sft_reward", "ppo_beats_base_reward", "sft_beats_base_reward", "ppo_reward_hacking"} <= ids
+    assert report["reward_model"]["n_pairs"] == 6 and 0.0 <= report["reward_model"]["accuracy"] <= 1.0
+    assert report["training"]["ppo"]["updates"] == 5 and report["training"]["ppo"]["last"]["score"] == pytest.approx(0.4)
+    assert set(report["plots"]) == {"reward_distribution", "win_rates", "ppo_training"}
+    assert all((out / p).stat().st_size > 1000 for p in report["plots"].values())
+    assert report["config"]["eval"]["n_prompts"] == 6 and (out / "COMPLETE").is_file()
+
+
+def test_samples_hold_every_response_and_its_score(evaluated):
+    report, samples, _ = evaluated
+    assert [s["index"] for s in samples] == list(range(6))
+    for s in samples:
+        assert set(s) == {"index", "prompt", "responses", "scores", "gold"}
+        assert list(s["responses"]) == list(s["scores"]) == list(s["gold"]) == ["base", "sft", "ppo"]
+    # the report's reward is the mean of the per-prompt normalised scores it wrote
+    for key in ("base", "sft", "ppo"):
+        mean = sum(s["scores"][key] for s in samples) / len(samples)
+        assert report["metrics"]["reward"][key]["value"] == pytest.approx(mean, abs=1e-9)
+
+
+def test_same_seed_gives_identical_reports(evaluated, tiny_run):
+    from evaluation.report import NON_DETERMINISTIC, comparable
+    from evaluation.run import main
+
+    first, samples, out = evaluated
+    main(eval_recipe(), tiny_run)
+    second = json.loads((out / "report.json").read_text())
+    assert NON_DETERMINISTIC == ("created", "wall_time_s")
+    assert comparable(second) == comparable(first)
+    assert [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()] == samples
+
+
+def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
+    import shutil
+
+    from evaluation.run import main
+
+    run = tmp_path / "run"
+    for key in ("base", "sft", "reward"):
+        shutil.copytree(tiny_run / key, run / key)
+    out = main(eval_recipe(**{"eval.n_prompts": 3, "eval.bootstrap_samples": 0}), run)
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == ["base", "sft"] and list(report["win_rates"]) == ["sft_vs_base"]
+    assert "ppo_training" not in report["plots"] and "ppo" not in report["training"]
+    assert report["metrics"]["reward"]["sft"]["ci_low"] is None  # bootstrap_samples 0: no intervals
+
+
+def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
+    from train.cli import main as rlhf
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("How do I sleep better?\nHow do I cook rice?\n")
+    run = tmp_path / "run"
+    code = rlhf(["evaluate", str(run), "--config", "micro", "--prompts", str(prompts),
+                 "--eval.models", "sft,ppo", "--eval.sft_model", str(tiny_run / "sft"),
+                 "--eval.ppo_model", str(tiny_run / "ppo"), "--eval.reward_model", str(tiny_run / "reward"),
+                 "--eval.mode", "greedy", "--eval.max_new_tokens", "4", "--eval.bootstrap_samples", "20"])
+    assert code == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["dataset"]["prompts_file"] == str(prompts) and report["dataset"]["n_pairs"] == 0
+    assert "perplexity_chosen" not in report["metrics"] and "gold" not in report["metrics"]  # absent, never null
+    assert "accuracy" not in report["reward_model"] and report["decoding"]["temperature"] == 0.0
+    assert "ppo_vs_sft" in capsys.readouterr().out  # the terminal table
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from train.cli import main as rlhf
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "sft", run / "sft")  # no reward model
+    assert rlhf(["evaluate", str(run), "--config", "micro"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rlhf evaluate: error: reward model:") and "\n" not in err
+    assert not (run / "eval").exists() and not (run / "eval.partial").exists()
+    assert rlhf(["evaluate", str(tmp_path / "nothing"), "--config", "micro"]) == 2
+    assert "none of the models" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_micro_run_evaluates(request):
+    """On the shared micro run (base, SFT, reward from the real stages) when conftest provides it."""
+    from evaluation.run import main
+
+    try:
+        run = request.getfixturevalue("micro_run")
+    except pytest.FixtureLookupError:
+        pytest.skip("conftest has no micro_run fixture yet")
+    import shutil
+
+    tmp = request.getfixturevalue("tmp_path") / "run"
+    for key in ("base", "sft", "reward", "ppo"):
+        if (run / key).exists():
+            shutil.copytree(run / key, tmp / key)
+    out = main(eval_recipe(**{"eval.n_prompts": 4}), tmp)
+    report = json.loads((out / "report.json").read_text())
+    assert {"base", "sft"} <= set(report["models"]) and "gold" in report["metrics"]
