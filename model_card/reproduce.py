@@ -1,0 +1,400 @@
+"""`rlhf reproduce RUN_DIR_OR_REPO [--tolerance REL]`: check every number a card states.
+
+1. Find the card and its report: `RUN_DIR/card/README.md` with `RUN_DIR/eval/report.json`,
+   or a Hub repo (downloaded with `snapshot_download`) holding `README.md`,
+   `eval/report.json` and the configs that `rlhf push` uploads.
+2. Card against report, offline and exact:
+   a. every `model-index` value equals the report's value (to float precision), and
+      every headline metric of the report has one;
+   b. the numbers written in each card's text equal, in order, those of the card
+      re-rendered from the report: an edited table cell, sentence or example is a
+      mismatch, shown with its line.
+3. Report against a rerun: the evaluation runs again (`evaluation.run.main` in a
+   temporary folder, on the same model files, with the recorded config and seed),
+   and every reported number is compared with its recomputed value:
+   `|new - old| <= abs_tol + rel_tol * |old|` (the report's `tolerance`, or
+   `--tolerance` for the relative part); counts, model revisions (sha256 of the
+   weights) and findings must be equal.
+4. Print reported vs reproduced side by side with PASS/FAIL per check; exit 0 when
+   everything passes, 1 on any mismatch (2 for an input error, as every command).
+
+Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `versions`
+(printed when they differ: a different torch can change sampled text), and the
+`training` block (copied from the stages' files, not measured by the evaluation).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from model_card.render import (
+    CardError,
+    CardOptions,
+    CardSources,
+    _get,
+    _is_number,
+    headline_values,
+    load_options,
+    numbers_in,
+    policy_of,
+    render_texts,
+)
+
+logger = logging.getLogger(__name__)
+
+CARDS = ("README.md", "reward/README.md", "sft/README.md")
+# Config fields that name where the models were, not how they were measured.
+LOCATION_FIELDS = ("base_model", "sft_model", "ppo_model", "reward_model", "device")
+
+
+@dataclass
+class Check:
+    """One comparison: what, the reported and the reproduced value, and whether they agree."""
+
+    section: str
+    name: str
+    reported: Any
+    reproduced: Any
+    ok: bool
+    allowed: str = ""
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and not self.failed
+
+
+# ----------------------------------------------------------------------------- pure comparisons
+
+
+def within(old: float, new: float, rel: float, abs_: float) -> bool:
+    """`|new - old| <= abs + rel * |old|` (the report's tolerance rule)."""
+    if not (math.isfinite(old) and math.isfinite(new)):
+        return old == new
+    return abs(new - old) <= abs_ + rel * abs(old)
+
+
+def _leaf_checks(section: str, name: str, old: Any, new: Any, rel: float, abs_: float) -> list[Check]:
+    """Compares two dicts of numbers key by key: floats within tolerance, ints (`n`) exactly."""
+    out = []
+    for key, a in (old or {}).items():
+        b = (new or {}).get(key) if isinstance(new, dict) else None
+        label = f"{name}.{key}"
+        if a is None:
+            out.append(Check(section, label, None, b, b is None, "both absent"))
+        elif isinstance(a, bool) or isinstance(a, str):
+            out.append(Check(section, label, a, b, a == b, "equal"))
+        elif isinstance(a, int) and key in ("n", "n_pairs", "n_prompts"):
+            out.append(Check(section, label, a, b, a == b, "equal"))
+        elif _is_number(a):
+            ok = _is_number(b) and within(float(a), float(b), rel, abs_)
+            out.append(Check(section, label, a, b, ok, f"±{abs_ + rel * abs(a):.3g}"))
+    return out
+
+
+def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check]:
+    """Every reported number against its recomputed value (step 3)."""
+    checks: list[Check] = []
+    for key in ("n_prompts", "n_pairs"):
+        if key in (old.get("dataset") or {}):
+            a, b = old["dataset"][key], _get(new, "dataset", key)
+            checks.append(Check("dataset", key, a, b, a == b, "equal"))
+    for model, info in (old.get("models") or {}).items():
+        a, b = info.get("revision"), _get(new, "models", model, "revision")
+        checks.append(Check("models", f"{model}.revision", a, b, a == b, "equal", "the weights evaluated"))
+    rm_old, rm_new = old.get("reward_model") or {}, new.get("reward_model") or {}
+    if rm_old.get("revision"):
+        checks.append(Check("models", "reward.revision", rm_old["revision"], rm_new.get("revision"),
+                            rm_old["revision"] == rm_new.get("revision"), "equal"))
+    rm_fields = {k: v for k, v in rm_old.items() if k not in ("path", "revision", "source", "stats", "untrained_accuracy")}
+    checks += _leaf_checks("reward_model", "reward_model", rm_fields, rm_new, rel, abs_)
+    checks += _leaf_checks("reward_model", "reward_model.stats", {k: v for k, v in (rm_old.get("stats") or {}).items()
+                                                                  if k != "source"}, rm_new.get("stats"), rel, abs_)
+    for metric, per_model in (old.get("metrics") or {}).items():
+        for model, v in per_model.items():
+            checks += _leaf_checks("metrics", f"{metric}.{model}", v, _get(new, "metrics", metric, model), rel, abs_)
+    for section in ("win_rates", "reward_improvement"):
+        for pair, v in (old.get(section) or {}).items():
+            checks += _leaf_checks(section, pair, v, _get(new, section, pair), rel, abs_)
+    new_findings = {f.get("id"): f for f in new.get("findings") or []}
+    for f in old.get("findings") or []:
+        g = new_findings.get(f.get("id"))
+        checks.append(Check("findings", str(f.get("id")), f.get("holds"), None if g is None else g.get("holds"),
+                            g is not None and g.get("holds") == f.get("holds"), "equal"))
+    return checks
+
+
+def compare_settings(old: dict, new: dict) -> list[Check]:
+    """The rerun must have used the recorded settings (decoding, seed, config), or its numbers mean nothing."""
+    def strip(cfg: Any) -> Any:
+        cfg = copy.deepcopy(cfg) or {}
+        for k in LOCATION_FIELDS:
+            (cfg.get("eval") or {}).pop(k, None)
+        return cfg
+
+    checks = [Check("settings", "seed", old.get("seed"), new.get("seed"), old.get("seed") == new.get("seed"), "equal")]
+    checks.append(Check("settings", "decoding", old.get("decoding"), new.get("decoding"),
+                        old.get("decoding") == new.get("decoding"), "equal"))
+    a, b = strip(old.get("config")), strip(new.get("config"))
+    checks.append(Check("settings", "config", "recorded", "rerun" if a == b else b, a == b, "equal",
+                        "" if a == b else _dict_diff(a, b)))
+    return checks
+
+
+def _dict_diff(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _dict_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {a!r} != {b!r}"
+
+
+def compare_model_index(card_data, report: dict) -> list[Check]:
+    """Step 2a: the card's metadata values are the report's values, and every headline metric has one."""
+    checks = []
+    found = {}
+    for r in getattr(card_data, "eval_results", None) or []:
+        found[(r.metric_type, r.metric_name)] = r.metric_value
+    for mtype, name, path, value in headline_values(report, policy_of(report)):
+        got = found.pop((mtype, name), None)
+        ok = _is_number(got) and within(value, float(got), 1e-9, 0.0)
+        checks.append(Check("card", f"model-index {name}", value, got, ok, "equal", ".".join(path)))
+    for (mtype, name), got in found.items():
+        checks.append(Check("card", f"model-index {name}", None, got, False, "", "not a number of the report"))
+    return checks
+
+
+def compare_card_text(card: str, expected: str, which: str) -> list[Check]:
+    """Step 2b: the numbers written in the card, in order, against those of the card re-rendered from the report."""
+    body, expected_body = _body(card), _body(expected)
+    got, want = numbers_in(body), numbers_in(expected_body)
+    if got == want:
+        return [Check("card", f"{which}: {len(want)} numbers in the text", "report", "card", True, "equal")]
+    checks = []
+    lines = body.splitlines()
+    positions = _number_lines(body)
+    sm = difflib.SequenceMatcher(a=want, b=got, autojunk=False)
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            continue
+        line = lines[positions[j1]].strip() if j1 < len(positions) else ""
+        checks.append(Check("card", f"{which}: text", " ".join(want[i1:i2]) or "(nothing)",
+                            " ".join(got[j1:j2]) or "(nothing)", False, "equal",
+                            f"line {positions[j1] + 1}: {line[:120]}" if line else "removed from the card"))
+    return checks
+
+
+def _body(text: str) -> str:
+    """The card without its YAML front matter (compared separately, as model-index)."""
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end != -1:
+            return text[end + 4:]
+    return text
+
+
+def _number_lines(text: str) -> list[int]:
+    """Line index of each number of numbers_in(text), in order."""
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        out += [i] * len(numbers_in(line))
+    return out
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Target:
+    """What is being reproduced: cards, the sources they claim to render, and where each model is."""
+
+    name: str
+    cards: dict[str, str]  # bundle-relative path -> card text
+    sources: CardSources
+    options: CardOptions
+    model_paths: dict[str, str]  # model key (base/sft/ppo/reward) -> local dir or Hub id
+
+
+def local_target(run_dir: Path) -> Target:
+    sources = CardSources.from_run_dir(run_dir)
+    card_dir = run_dir / "card"
+    if not (card_dir / "README.md").is_file():
+        raise CardError(f"{card_dir / 'README.md'} does not exist: render it with `rlhf card {run_dir}` first")
+    cards = {rel: (card_dir / rel).read_text() for rel in CARDS if (card_dir / rel).is_file()}
+    paths = {}
+    for key, info in sources.report["models"].items():
+        paths[key] = str(run_dir / key) if info.get("source", "local") == "local" else str(info["path"])
+    rm = sources.report.get("reward_model") or {}
+    paths["reward"] = str(run_dir / "reward") if rm.get("source", "local") == "local" else str(rm.get("path"))
+    return Target(str(run_dir), cards, sources, load_options(card_dir), paths)
+
+
+def download(repo_id: str, what: str, endpoint: str | None = None, token: str | None = None) -> Path:
+    """A Hub repo snapshot, or a one-line error (offline, missing, private)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, endpoint=endpoint, token=token))
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line naming the repo
+        kind = type(e).__name__
+        if "Offline" in kind or "LocalEntryNotFound" in kind or "Connect" in kind:
+            raise CardError(f"{what} {repo_id}: cannot download it, the Hugging Face Hub is unreachable "
+                            f"(offline or HF_HUB_OFFLINE=1?): {kind}") from e
+        raise CardError(f"{what} {repo_id}: cannot download it: {kind}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = None) -> Target:
+    folder = download(repo_id, "model repo", endpoint, token)
+    if not (folder / "README.md").is_file() or not (folder / "eval" / "report.json").is_file():
+        raise CardError(f"{repo_id}: no README.md and eval/report.json: not a repo pushed by `rlhf push`")
+    sources = CardSources.from_bundle(folder)
+    options = load_options(folder)
+    report = sources.report
+    paths = {"ppo": str(folder)} if "ppo" in report["models"] else {}
+    wanted = {"sft": options.sft_repo_id, "reward": options.reward_repo_id, "base": options.base_repo_id}
+    for key in [k for k in report["models"] if k != "ppo"] + ["reward"]:
+        info = report["models"].get(key) if key != "reward" else report.get("reward_model") or {}
+        if wanted.get(key):
+            paths[key] = str(download(wanted[key], f"{key} model", endpoint, token))
+        elif info.get("source") == "hub":
+            paths[key] = str(info["path"])
+        else:
+            raise CardError(f"{repo_id}: the {key} model was a local directory at evaluation time and is not on "
+                            f"the Hub; push it with `rlhf push --{key}-repo-id` (hub.base_repo_id for the base) "
+                            "or reproduce from the run directory")
+    cards = {"README.md": (folder / "README.md").read_text()}
+    return Target(repo_id, cards, sources, options, paths)
+
+
+def find_target(arg: str, endpoint: str | None = None, token: str | None = None) -> Target:
+    p = Path(arg)
+    if p.exists():
+        if not p.is_dir():
+            raise CardError(f"{p} is not a run directory")
+        return local_target(p)
+    from train.hub import valid_repo_id
+
+    if arg.startswith((".", "/", "~")) or not valid_repo_id(arg):
+        raise CardError(f"{arg}: no such run directory, and not a Hub repo id (namespace/name)")
+    return hub_target(arg, endpoint, token)
+
+
+# ----------------------------------------------------------------------------- rerun
+
+
+def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
+    """Runs the evaluation again with the report's recorded config and seed on `model_paths`; returns its report.
+
+    It works in a temporary run directory, so the run's own eval/ is never touched.
+    """
+    from evaluation.config import EvalConfig
+    from evaluation.run import main as evaluate
+    from train.config import Recipe, build, section_class
+
+    cfg = report.get("config") or {}
+    if not isinstance(cfg.get("eval"), dict) or "seed" not in cfg:
+        raise CardError("report: no recorded `config` (seed, data, eval): cannot rerun the evaluation")
+    eval_cfg = dict(cfg["eval"])
+    eval_cfg.update({f"{k}_model": model_paths[k] for k in ("base", "sft", "ppo") if k in model_paths})
+    eval_cfg["reward_model"] = model_paths["reward"]
+    recipe = Recipe(seed=int(cfg["seed"]), source="<recorded in the report>")
+    recipe.sections["data"] = build(section_class("data"), dict(cfg.get("data") or {}), "report config.data")
+    recipe.sections["eval"] = build(EvalConfig, eval_cfg, "report config.eval")
+    with tempfile.TemporaryDirectory(prefix="rlhf-reproduce-") as tmp:
+        out = evaluate(recipe, Path(tmp))
+        import json
+
+        return json.loads((Path(out) / "report.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[dict, dict], dict] | None = None,
+              endpoint: str | None = None, token: str | None = None, rerun: bool = True) -> Outcome:
+    """Steps 1-3; `evaluate(report, model_paths) -> report` is the rerun (tests inject their own)."""
+    target = find_target(arg, endpoint, token)
+    report = target.sources.report
+    outcome = Outcome()
+
+    # 2. card against report
+    from huggingface_hub import ModelCard
+
+    expected = render_texts(target.sources, target.options)
+    for rel, text in target.cards.items():
+        card = ModelCard(text, ignore_metadata_errors=True)
+        if rel == "README.md":
+            outcome.checks += compare_model_index(card.data, report)
+        if rel not in expected:
+            outcome.checks.append(Check("card", rel, "no such card", "present", False, "", "the report has no data for it"))
+            continue
+        outcome.checks += compare_card_text(text, expected[rel], rel)
+
+    # 3. report against a rerun
+    if rerun:
+        tol = report.get("tolerance") or {}
+        rel_tol = float(tolerance if tolerance is not None else tol.get("default_rel", 0.0))
+        abs_tol = float(tol.get("default_abs", 0.0))
+        outcome.notes.append(f"tolerance: |new - old| <= {abs_tol:g} + {rel_tol:g} * |old|"
+                             + (" (--tolerance)" if tolerance is not None else " (recorded in the report)"))
+        logger.info("rerunning the evaluation of %s on %s", target.name, target.model_paths)
+        new = (evaluate or rerun_evaluation)(report, target.model_paths)
+        outcome.checks += compare_settings(report, new)
+        outcome.checks += compare_reports(report, new, rel_tol, abs_tol)
+        for k, v in (report.get("versions") or {}).items():
+            w = _get(new, "versions", k)
+            if w != v:
+                outcome.notes.append(f"version differs: {k} {v} (reported) vs {w} (now)")
+    return outcome
+
+
+def _cell(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    if isinstance(x, (dict, list)):
+        return "(recorded)" if x else "(none)"
+    text = "absent" if x is None else str(x)
+    return text if len(text) <= 20 else text[:19] + "…"
+
+
+def format_outcome(name: str, outcome: Outcome) -> str:
+    """The side-by-side table: one row per check, then each failure with its context."""
+    rows = [("section", "check", "reported", "reproduced", "allowed", "")]
+    rows += [(c.section, c.name, _cell(c.reported), _cell(c.reproduced), c.allowed, "PASS" if c.ok else "FAIL")
+             for c in outcome.checks]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    widths[1] = min(widths[1], 48)
+    lines = [f"rlhf reproduce {name}", *outcome.notes]
+    for i, r in enumerate(rows):
+        lines.append("  ".join((v if len(v) <= w else v[:w - 1] + "…").ljust(w) for v, w in zip(r, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for c in outcome.failed:
+        lines.append(f"FAIL {c.section} {c.name}: reported {_cell(c.reported)}, reproduced {_cell(c.reproduced)}"
+                     + (f" ({c.detail})" if c.detail else ""))
+    n, bad = len(outcome.checks), len(outcome.failed)
+    lines.append(f"{n - bad}/{n} checks pass: " + ("REPRODUCED" if outcome.passed else f"{bad} MISMATCH(ES)"))
+    return "\n".join(lines)
+
+
+def cli(args) -> int:
+    outcome = reproduce(args.run_dir_or_repo, args.tolerance)
+    print(format_outcome(args.run_dir_or_repo, outcome))
+    return 0 if outcome.passed else 1
