@@ -711,7 +711,9 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
     r = src.report
     policy = policy_of(r)
     models = models_of(r)
-    policy_id = opts.repo_id or f"gpt2-rlhf-{policy}"
+    # Without a repo id (a local card) the snippets load from the run directory.
+    policy_id = opts.repo_id or f"RUN_DIR/{policy}"
+    title = opts.repo_id or f"gpt2-rlhf {label(policy)} model"
     table = results_table(r)
     headline_lines = []
     for mtype, name, path, value in headline_values(r, policy):
@@ -728,14 +730,14 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
     summary = (f"{label(policy)} model trained with gpt2-rlhf: "
                + ("supervised fine-tuning, a reward model and PPO with a KL penalty. " if policy == "ppo" else
                   "supervised fine-tuning. ")
-               + f"Compared with {', '.join(label(m) for m in models if m != policy) or 'no other model'} on "
+               + f"Compared with {_and([label(m) for m in models if m != policy] or ['no other model'])} on "
                + (f"{fmt(n_prompts)} held-out prompts" if _is_number(n_prompts) else "held-out prompts")
                + f" of `{_get(r, 'dataset', 'name') or 'the test split'}`:")
     examples = example_context(src, opts.examples)
     texts = {}
     texts["README.md"] = _render(
-        POLICY_TEMPLATE, card_data(src, opts, "policy", policy_id),
-        title=f"{policy_id}", summary=summary, headline_lines=headline_lines, warnings=warnings,
+        POLICY_TEMPLATE, card_data(src, opts, "policy", title),
+        title=title, summary=summary, headline_lines=headline_lines, warnings=warnings,
         report_path=src.where, reproduce_target=opts.repo_id or "RUN_DIR", data_text=data_text(src),
         stages=[c for s in ("sft", "reward", "ppo") if (c := stage_context(src, s))],
         eval_text=(f"{_and([label(m) for m in models])} generate one response per held-out prompt with the same "
@@ -746,16 +748,17 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         examples=examples, examples_text=("The first prompts of the evaluation set, in order (not picked), with each "
                                           "model's sampled response and its normalised reward-model score."),
         usage=_usage(src, policy_id), reproduce=_reproduce(src, opts), limitations=_limitations(src, "policy"),
-        citation={"key": re.sub(r"\W+", "_", policy_id).strip("_"), "title": f"{policy_id}: GPT-2 trained with RLHF",
+        citation={"key": re.sub(r"\W+", "_", title).strip("_"), "title": f"{title}: GPT-2 trained with RLHF",
                   "version": _get(r, "versions", "gpt2_rlhf"), "year": str(r.get("created", ""))[:4] or None,
                   "url": _hub_url(opts.repo_id)},
     )
     rm = r.get("reward_model") or {}
     if rm or src.stage_section("reward"):
         stats = rm.get("stats") or {}
-        reward_id = opts.reward_repo_id or "gpt2-rlhf-reward"
+        reward_id = opts.reward_repo_id or "RUN_DIR/reward"
         texts["reward/README.md"] = _render(
-            REWARD_TEMPLATE, card_data(src, opts, "reward", reward_id), title=reward_id,
+            REWARD_TEMPLATE, card_data(src, opts, "reward", opts.reward_repo_id or "gpt2-rlhf reward model"),
+            title=opts.reward_repo_id or "gpt2-rlhf reward model",
             policy_id=opts.repo_id, policy_url=_hub_url(opts.repo_id), data_text=data_text(src),
             rm_rows=rm_rows(r), margin=fmt(rm["mean_margin"]) if _is_number(rm.get("mean_margin")) else None,
             findings=findings(r, {"rm_beats_length_baseline"}),
@@ -763,10 +766,11 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
             stage=stage_context(src, "reward"), model_id=reward_id, limitations=_limitations(src, "reward"),
         )
     if "sft" in models or src.stage_section("sft"):
-        sft_id = opts.sft_repo_id or "gpt2-rlhf-sft"
+        sft_id = opts.sft_repo_id or "RUN_DIR/sft"
         sft_models = [m for m in models if m in ("base", "sft")]
         texts["sft/README.md"] = _render(
-            SFT_TEMPLATE, card_data(src, opts, "sft", sft_id), title=sft_id, policy_id=opts.repo_id,
+            SFT_TEMPLATE, card_data(src, opts, "sft", opts.sft_repo_id or "gpt2-rlhf SFT model"),
+            title=opts.sft_repo_id or "gpt2-rlhf SFT model", policy_id=opts.repo_id,
             policy_url=_hub_url(opts.repo_id), data_text=data_text(src),
             results=results_table(r, models=sft_models) if sft_models else {"columns": [], "rows": []},
             ci_text=ci_text(r), stage=stage_context(src, "sft"), usage=_usage(src, sft_id),

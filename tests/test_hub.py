@@ -68,7 +68,8 @@ def test_hub_config_validates_repo_ids():
 def test_dry_run_prints_every_file_and_the_card_metadata_and_sends_nothing(run, hub_env, space_dir):
     lines = []
     result = push(run, "alice/tiny", dry_run=True, sft_repo_id="alice/tiny-sft", reward_repo_id="alice/tiny-rm",
-                  space_id="alice/tiny-space", space_dir=space_dir, endpoint=hub_env.url, out=lines.append)
+                  base_repo_id="alice/tiny-base", space_id="alice/tiny-space", space_dir=space_dir,
+                  endpoint=hub_env.url, out=lines.append)
     text = "\n".join(lines)
     assert hub_env.requests == [] and result.dry_run  # no token was needed either
     for up in result.uploads:
@@ -84,8 +85,8 @@ def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_d
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
     before = tree_digest(run)
-    push(run, "alice/tiny", sft_repo_id="alice/tiny-sft", reward_repo_id="alice/tiny-rm", space_id="alice/tiny-space",
-         space_dir=space_dir, endpoint=hub_env.url)
+    push(run, "alice/tiny", sft_repo_id="alice/tiny-sft", reward_repo_id="alice/tiny-rm", base_repo_id="alice/tiny-base",
+         space_id="alice/tiny-space", space_dir=space_dir, endpoint=hub_env.url)
 
     policy = hub_env.files("alice/tiny")
     for rel in ("README.md", "model.safetensors", "config.json", "tokenizer.json", "eval/report.json",
@@ -100,9 +101,10 @@ def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_d
     assert sorted(hub_env.files("alice/tiny-space", "space")) == ["README.md", "app.py", "requirements.txt"]
     assert hub_env.repos[("space", "alice/tiny-space")].sdk == "gradio"
     assert hub_env.repos[("space", "alice/tiny-space")].variables == {
-        SPACE_VARIABLES["policy"]: "alice/tiny", SPACE_VARIABLES["sft"]: "alice/tiny-sft",
-        SPACE_VARIABLES["reward"]: "alice/tiny-rm"}
-    assert [c.repo_id for c in hub_env.commits] == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-space"]
+        "RLHF_POLICY_ID": "alice/tiny", "RLHF_SFT_ID": "alice/tiny-sft", "RLHF_REWARD_ID": "alice/tiny-rm",
+        "RLHF_BASE_ID": "alice/tiny-base"}
+    assert [c.repo_id for c in hub_env.commits] == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-base",
+                                                     "alice/tiny-space"]
 
     # the card metadata round-trips through ModelCard.load
     card_path = tmp_path / "pushed_README.md"
@@ -130,6 +132,21 @@ def test_private_and_revision(run, hub_env):
     assert repo.private and "v1" in repo.branches
     assert "README.md" in hub_env.files("alice/tiny", revision="v1") and hub_env.files("alice/tiny") == {}
     assert hub_env.commits[-1].revision == "v1"
+
+
+def test_space_variables_match_what_the_space_reads():
+    from space import inference
+
+    assert SPACE_VARIABLES == {"policy": inference.ENV_POLICY, "sft": inference.ENV_SFT, "reward": inference.ENV_REWARD,
+                               "base": inference.ENV_BASE, "revision": inference.ENV_REVISION}
+
+
+@pytest.mark.parametrize("kwargs,needle", [({"base_repo_id": "alice/b"}, "--reward-repo-id"),
+                                           ({"reward_repo_id": "alice/r"}, "--base-repo-id")])
+def test_a_space_that_could_not_start_is_refused(run, hub_env, space_dir, kwargs, needle):
+    with pytest.raises(PushError, match=needle):
+        push(run, "alice/tiny", dry_run=True, space_id="alice/s", space_dir=space_dir, out=lambda s: None, **kwargs)
+    assert hub_env.requests == []
 
 
 def test_missing_token_is_a_clear_error(run, hub_env, capsys):

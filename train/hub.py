@@ -190,9 +190,16 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
                  if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")) and not Path(rel).name.startswith(".")}
         if "README.md" not in files or "app.py" not in files:
             raise PushError(f"--space: {folder} has no app.py and README.md (the Space front matter)")
+        base_id = base_repo_id or hub_base_model(src, CardOptions())
+        # The Space compares the policy with the base model and scores both with the reward model,
+        # all loaded from the Hub: refuse a Space that could not start.
+        if not reward_repo_id:
+            raise PushError("--space: the Space scores responses with the reward model; push it too (--reward-repo-id)")
+        if not base_id:
+            raise PushError("--space: the base model was built locally, so the Space cannot load it; push it too "
+                            "(--base-repo-id)")
         variables = {SPACE_VARIABLES["policy"]: repo_id}
-        for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id),
-                         ("base", base_repo_id or hub_base_model(src, CardOptions()))):
+        for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id), ("base", base_id)):
             if rid:
                 variables[SPACE_VARIABLES[key]] = rid
         if revision:
@@ -332,6 +339,8 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
         raise PushError("no repo id: pass --repo-id or set hub.repo_id in the recipe")
     private = hub.private if private is None else private
     message = f"{hub.commit_message} (gpt2-rlhf {_version()})"
+    logger.info("push %s -> %s (private: %s, revision: %s); hub config: %s", run_dir, repo_id, private,
+                revision or "main", hub)
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
         uploads = plan_push(run_dir, repo_id, hub, Path(tmp), sft_repo_id=sft_repo_id or hub.sft_repo_id,
                             reward_repo_id=reward_repo_id or hub.reward_repo_id,
