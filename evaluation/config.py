@@ -75,6 +75,8 @@ class EvalConfig:
         check(self.reference in MODEL_KEYS, f"reference must be one of {list(MODEL_KEYS)}, got {self.reference!r}")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        check(self.classifier_label is None or self.classifier_model is not None,
+              "classifier_label needs classifier_model (the classifier whose label it names)")
         check(self.tolerance_rel >= 0 and self.tolerance_abs >= 0, "tolerance_rel and tolerance_abs must be >= 0")
 
     @property

@@ -165,7 +165,8 @@ def classifier_probs(model, tokenizer, texts: Sequence[str], label: int, batch_s
     probs: list[float] = []
     tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     max_len = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
-    for _, chunk in batches(list(texts), batch_size):
+    # an empty response would be a row of padding only; one space keeps it a real (neutral) input
+    for _, chunk in batches([t if t else " " for t in texts], batch_size):
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len).to(device)
         logits = model(**enc).logits.float()  # (B, L)
         p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, -1)[:, label]

@@ -260,6 +260,7 @@ def test_read_prompts_file_names_the_bad_line(tmp_path, line, message):
     ({"eval.models": "base,rlhf"}, "unknown key"),
     ({"eval.reference": "gold"}, "reference must be one of"),
     ({"eval.top_p": "0"}, "top_p must be in"),
+    ({"eval.classifier_label": "toxic"}, "classifier_label needs classifier_model"),
 ])
 def test_eval_config_rejects_bad_values(override, message):
     from train.config import ConfigError
@@ -352,18 +353,36 @@ def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
     assert report["metrics"]["reward"]["sft"]["ci_low"] is None  # bootstrap_samples 0: no intervals
 
 
+def make_classifier(path: Path, tokenizer_dir: Path) -> Path:
+    """A random 2-label GPT-2 text classifier ("ok", "toxic"), standing in for e.g. a toxicity model."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(20)
+    model = GPT2ForSequenceClassification(GPT2Config(
+        vocab_size=len(tok), n_positions=96, n_embd=16, n_layer=1, n_head=2, pad_token_id=tok.pad_token_id,
+        id2label={0: "ok", 1: "toxic"}, label2id={"ok": 0, "toxic": 1}))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
     from train.cli import main as rlhf
 
+    classifier = make_classifier(tmp_path / "clf", tiny_run / "sft")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("How do I sleep better?\nHow do I cook rice?\n")
     run = tmp_path / "run"
     code = rlhf(["evaluate", str(run), "--config", "micro", "--prompts", str(prompts),
                  "--eval.models", "sft,ppo", "--eval.sft_model", str(tiny_run / "sft"),
                  "--eval.ppo_model", str(tiny_run / "ppo"), "--eval.reward_model", str(tiny_run / "reward"),
-                 "--eval.mode", "greedy", "--eval.max_new_tokens", "4", "--eval.bootstrap_samples", "20"])
+                 "--eval.mode", "greedy", "--eval.max_new_tokens", "4", "--eval.bootstrap_samples", "20",
+                 "--eval.classifier_model", str(classifier), "--eval.classifier_label", "toxic"])
     assert code == 0
     report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["classifier"]["label"] == "toxic" and report["classifier"]["revision"].startswith("sha256:")
+    assert all(0.0 < v["value"] < 1.0 and v["n"] == 2 for v in report["metrics"]["classifier"].values())
     assert report["dataset"]["prompts_file"] == str(prompts) and report["dataset"]["n_pairs"] == 0
     assert "perplexity_chosen" not in report["metrics"] and "gold" not in report["metrics"]  # absent, never null
     assert "accuracy" not in report["reward_model"] and report["decoding"]["temperature"] == 0.0
@@ -383,6 +402,17 @@ def test_cli_errors_are_one_line_and_write_nothing(tiny_run, tmp_path, capsys):
     assert not (run / "eval").exists() and not (run / "eval.partial").exists()
     assert rlhf(["evaluate", str(tmp_path / "nothing"), "--config", "micro"]) == 2
     assert "none of the models" in capsys.readouterr().err
+
+
+def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
+    from train.cli import main as rlhf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = rlhf(["evaluate", str(tmp_path / "run"), "--config", "micro", "--eval.models", "ppo",
+                 "--eval.ppo_model", "someone/gpt2-rlhf-missing", "--eval.reward_model", str(tiny_run / "reward")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "someone/gpt2-rlhf-missing" in err and "\n" not in err
+    assert not (tmp_path / "run" / "eval").exists()
 
 
 @pytest.mark.slow

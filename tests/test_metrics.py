@@ -299,3 +299,15 @@ def test_folder_without_script_is_an_error(tmp_path):
     (tmp_path / "mymetric").mkdir()
     with pytest.raises(MetricLoadError, match="no script mymetric.py"):
         load_metric(tmp_path / "mymetric")
+
+
+def test_unwritable_modules_cache_falls_back_to_a_private_one(monkeypatch):
+    import errno
+
+    import evaluate
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/home/user/.cache/huggingface/modules")
+
+    monkeypatch.setattr(evaluate, "load", read_only)
+    assert load_metric("win_rate").compute(scores_a=[1.0], scores_b=[0.0], **NO_CI)["win"] == 1.0

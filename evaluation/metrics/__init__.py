@@ -15,13 +15,19 @@ Modules are pure: they take per-response numbers or strings that
 
 evaluate copies a local script into its modules cache (`HF_MODULES_CACHE`) and
 imports it from there, so a module may import from the installed `evaluation`
-package but not relative to its own file.
+package but not relative to its own file. Loading a local module never touches
+the network. When the modules cache cannot be written (a read-only home, a locked-
+down Space), we fall back to a private cache under the temp directory.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 METRICS_DIR = Path(__file__).resolve().parent
 
@@ -56,8 +62,7 @@ def load_metric(name_or_path: str | os.PathLike):
         if not local.is_file():
             raise MetricLoadError(f"metric {name!r}: no script {local.name} in that folder")
     if local is not None:
-        # keep_in_memory: inputs go to an in-memory Arrow table, no cache files to clean up or lock
-        return evaluate.load(str(local), keep_in_memory=True)
+        return _load_local(local)
     shipped = ", ".join(LOCAL_METRICS)
     if _offline():
         raise MetricLoadError(f"metric {name!r}: not a shipped metric ({shipped}) nor a local path, and the Hub is "
@@ -67,3 +72,23 @@ def load_metric(name_or_path: str | os.PathLike):
     except Exception as e:  # evaluate raises FileNotFoundError, ConnectionError, ValueError... for one cause
         raise MetricLoadError(f"metric {name!r}: not a shipped metric ({shipped}) nor a local path, and not "
                               f"fetchable from the Hugging Face Hub (offline?): {type(e).__name__}") from None
+
+
+def _load_local(script: Path):
+    import evaluate
+
+    try:
+        # keep_in_memory: inputs go to an in-memory Arrow table, no cache files to clean up or lock
+        return evaluate.load(str(script), keep_in_memory=True)
+    except OSError as e:
+        if e.errno is None:  # not a file-system failure (e.g. evaluate's own "couldn't find a script")
+            raise
+        logger.warning("evaluate's modules cache is not writable (%s); using a private one", e)
+    # the modules cache is not writable: import the script from a private cache instead
+    from evaluate.loading import evaluation_module_factory, import_main_class, init_dynamic_modules
+
+    private = Path(tempfile.gettempdir()) / f"gpt2_rlhf_evaluate_{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    dynamic = init_dynamic_modules(name="gpt2_rlhf_metrics", hf_modules_cache=str(private / "modules"))
+    module = evaluation_module_factory(str(script), dynamic_modules_path=dynamic)
+    cls = import_main_class(module.module_path)
+    return cls(keep_in_memory=True, hash=module.hash, cache_dir=str(private / "cache"))
