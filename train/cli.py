@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         # A problem the user can fix: one line, no traceback (use -v for one).
         if args.verbose:
             logger.exception("failed")
-        print(f"rlhf {args.command}: error: {e}", file=sys.stderr)
+        # Library errors (transformers, pyarrow) can span lines: join them, so the
+        # error is always exactly one line.
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"rlhf {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rlhf {args.command}: interrupted", file=sys.stderr)
