@@ -249,7 +249,10 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from e
+        mark = getattr(e, "problem_mark", None)  # where the parser gave up (0-based)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{where}: not UTF-8 text") from e
     if not isinstance(raw, dict):
@@ -300,7 +303,7 @@ def add_override_flags(parser: argparse.ArgumentParser, sections: typing.Iterabl
                 continue
             group.add_argument(
                 f"--{name}.{f.name}", dest=f"override:{name}.{f.name}", default=None, metavar="V",
-                help=f.metadata.get("help", ""),
+                help=f.metadata.get("help", "").replace("%", "%%"),  # argparse %-formats help texts
             )
 
 
