@@ -30,13 +30,25 @@ REWARD_STATS = "reward_stats.json"
 
 
 def _hub_error(what: str, name: str, err: Exception) -> Exception:
-    """One clear line for a model or tokenizer that could not be fetched."""
+    """One clear line, naming the path or id, for a model or tokenizer that could not be loaded."""
     if Path(name).exists():
-        return err
+        detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        return OSError(f"could not load {what} from {name}: {detail or type(err).__name__}")
     return OSError(
         f"could not load {what} {name!r}: not a local directory and not fetchable from the Hugging Face Hub "
         f"(offline or HF_HUB_OFFLINE=1?): {type(err).__name__}"
     )
+
+
+def _refuse_pickle_weights(name_or_path: str | Path, what: str) -> None:
+    """A local model folder with only pickle weights (*.bin, *.pt) is refused before transformers sees it:
+    unpickling runs arbitrary code, so we load safetensors only."""
+    p = Path(name_or_path)
+    if p.is_dir() and not any(p.glob("*.safetensors")):
+        pickles = sorted(q.name for q in p.iterdir() if q.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+        if pickles:
+            raise OSError(f"{what} {p}: only pickle weights ({', '.join(pickles)}); gpt2-rlhf loads safetensors "
+                          f"only (unpickling can run code): convert them to model.safetensors first")
 
 
 def load_tokenizer(name_or_path: str | Path, padding_side: str = "left", trust_remote_code: bool = False):
@@ -69,6 +81,7 @@ def ensure_pad_embedding(model, tokenizer) -> None:
 def load_causal_lm(name_or_path: str | Path, dtype: torch.dtype | None = None, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
+    _refuse_pickle_weights(name_or_path, "model")
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(name_or_path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or torch.float32
@@ -80,6 +93,7 @@ def load_causal_lm(name_or_path: str | Path, dtype: torch.dtype | None = None, t
 def load_sequence_classifier(name_or_path: str | Path, trust_remote_code: bool = False, **kwargs):
     from transformers import AutoModelForSequenceClassification
 
+    _refuse_pickle_weights(name_or_path, "reward model")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             str(name_or_path), num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
