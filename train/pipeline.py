@@ -47,8 +47,31 @@ def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False
     return out
 
 
+def check_data(recipe: Recipe) -> None:
+    """Reads the splits the recipe's stages use, with its bad-row policy; DataError (one line) on bad data.
+
+    Every stage reads the data before it writes, but `rlhf run` writes recipe.yaml
+    first: checking here keeps a bad dataset from touching an existing run
+    directory at all. (Rows too long for the context are checked by each stage,
+    which knows its tokenizer.)
+    """
+    from train.data import load_preferences
+
+    stages = set(recipe.stages)
+    # Which stage reads which split: base (embedded) / sft / reward both; ppo the
+    # train split, and the test split for its held-out comparison; eval the test
+    # split unless it reads a prompts file.
+    train = bool(stages & {"sft", "reward", "ppo"}) or ("base" in stages and recipe.base.model == "embedded")
+    test = (bool(stages & {"sft", "reward"}) or ("base" in stages and recipe.base.model == "embedded")
+            or ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file))
+    splits = [recipe.data.train_split] * train + [recipe.data.test_split] * test
+    for split in dict.fromkeys(splits):
+        load_preferences(recipe.data, split)
+
+
 def run_pipeline(recipe: Recipe, output_dir: Path, force: bool = False, resume: bool = False) -> dict[str, float]:
     """Runs recipe.stages in order; returns seconds per stage (0 for a reused stage)."""
+    check_data(recipe)
     output_dir.mkdir(parents=True, exist_ok=True)
     recipe.save(output_dir / "recipe.yaml")
     logger.info("resolved recipe (%s):\n%s", recipe.source, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
