@@ -264,6 +264,16 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         logger.warning("KL reference %r was not evaluated; measuring KL against %r", cfg.reference, ref_key)
     boot = dict(bootstrap_samples=cfg.bootstrap_samples, seed=seed, confidence=cfg.confidence)
 
+    # the judges first: a bad reward model or classifier fails before minutes of generation
+    rm = RewardModel.load(rm_spec.path)
+    rm.model.to(device)
+    rm_ctx = context_length(rm.model)
+    rm_info = rm_spec.info(revision(rm_spec, rm.model.config))
+    classifier, classifier_block = None, None
+    if cfg.classifier_model:
+        cmodel, ctok, label, classifier_block = _classifier(cfg, device)
+        classifier = (cmodel, ctok, label)
+
     # 2. generation, log-probs under each model and the reference
     ref_model, ref_tok, ref_rev = load_policy(specs[ref_key], device)
     results, models_info, ppl_lp = {}, {}, {}
@@ -290,10 +300,6 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     del ref_model
 
     # 3. reward-model scores (each distinct response once) and the gold judge
-    rm = RewardModel.load(rm_spec.path)
-    rm.model.to(device)
-    rm_ctx = context_length(rm.model)
-    rm_info = rm_spec.info(revision(rm_spec, rm.model.config))
     responses = {k: r.texts for k, r in results.items()}
     raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
                        prompts, responses)
@@ -320,11 +326,11 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     del rm
 
     # optional classifier (e.g. toxicity) on the responses
-    classifier_block, cls_probs = None, {}
-    if cfg.classifier_model:
-        cmodel, ctok, label, classifier_block = _classifier(cfg, device)
+    cls_probs = {}
+    if classifier is not None:
+        cmodel, ctok, label = classifier
         cls_probs = {k: classifier_probs(cmodel, ctok, r.texts, label, cfg.batch_size) for k, r in results.items()}
-        del cmodel
+        del classifier, cmodel
 
     # 5. metrics, each an evaluate module
     m_reward, m_div, m_stats, m_kl = (load_metric(n) for n in ("reward", "diversity", "response_stats", "kl"))
