@@ -577,7 +577,8 @@ def validate_command(
         try:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(tokenizer)
+            # Explicitly off: left out, transformers asks on stdin whether to run a folder's custom code.
+            tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False)
         except Exception as exc:  # any load failure is a usage problem here
             print(_one_line(f"could not load tokenizer {tokenizer!r}: {type(exc).__name__}: {exc}")[:400],
                   file=sys.stderr)
