@@ -211,8 +211,9 @@ def _classifier(cfg: EvalConfig, device):
 
     name = cfg.classifier_model
     try:
-        tok = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True)
+        # trust_remote_code explicitly off: left out, transformers asks on stdin for a folder with custom code.
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise _hub_error("classifier", name, e) from e
     if tok.pad_token is None:
