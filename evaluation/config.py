@@ -49,6 +49,9 @@ class EvalConfig:
         "help": "Optional text classifier (path or Hub id, e.g. a toxicity model) whose label probability is averaged per model."})
     classifier_label: str | None = field(default=None, metadata={
         "help": "Label of classifier_model to average (name or index; default: the last label)."})
+    reference_metrics: list[str] = field(default_factory=list, metadata={
+        "help": "Extra evaluate metrics (a local script/folder or a Hub id such as rouge) computed per model with "
+                "predictions = its responses and references = the held-out chosen responses; needs pairs."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
     # ---- reproduction
     tolerance_rel: float = field(default=0.05, metadata={

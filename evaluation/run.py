@@ -153,7 +153,7 @@ def load_prompts(recipe, cfg: EvalConfig) -> tuple[list[str], list[dict[str, str
         logger.warning("only %d prompts available (eval.n_prompts = %d)", len(rows), cfg.n_prompts)
     rows = rows[:cfg.n_prompts] if cfg.n_prompts else rows
     prompts = [r["prompt"] for r in rows]
-    pairs = [r for r in rows if "chosen" in r]
+    pairs = [{**r, "index": i} for i, r in enumerate(rows) if "chosen" in r]  # index: the pair's prompt
     info.update(n_prompts=len(prompts), n_pairs=len(pairs))
     return prompts, pairs, info
 
@@ -270,6 +270,9 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     rm.model.to(device)
     rm_ctx = context_length(rm.model)
     rm_info = rm_spec.info(revision(rm_spec, rm.model.config))
+    extra = {name: load_metric(name) for name in cfg.reference_metrics}  # a Hub id fails here when offline
+    if extra and not pairs:
+        raise ValueError("eval.reference_metrics need held-out chosen responses, and these prompts have no pairs")
     classifier, classifier_block = None, None
     if cfg.classifier_model:
         cmodel, ctok, label, classifier_block = _classifier(cfg, device)
@@ -367,6 +370,16 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     if gold is not None and not metrics["proxy_gold_correlation"]:
         del metrics["proxy_gold_correlation"]
 
+    # user-named evaluate metrics against the held-out chosen responses (floats of their result only)
+    reference_metrics = {}
+    for name, module in extra.items():
+        reference_metrics[name] = {}
+        for key, res in results.items():
+            out = module.compute(predictions=[res.texts[r["index"]] for r in pairs],
+                                 references=[r["chosen"] for r in pairs])
+            reference_metrics[name][key] = {k: float(v) for k, v in (out or {}).items()
+                                            if isinstance(v, (int, float, np.floating)) and np.isfinite(v)}
+
     win_rates, improvement = {}, {}
     m_win, m_imp = load_metric("win_rate"), load_metric("reward_improvement")
     ref_std = float(np.std(norm[ref_key], ddof=1)) if len(prompts) > 1 else None
@@ -394,6 +407,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     }
     if classifier_block is not None:
         body["classifier"] = classifier_block
+    if reference_metrics:
+        body["reference_metrics"] = reference_metrics
     return {"body": body, "samples": samples, "scores": {k: norm[k].tolist() for k in keys}}
 
 
@@ -454,8 +469,9 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "samples": "samples.jsonl",
             "config": to_plain(config),
         }
-        if "classifier" in body:
-            report["classifier"] = body["classifier"]
+        for optional in ("classifier", "reference_metrics"):
+            if optional in body:
+                report[optional] = body[optional]
         report["wall_time_s"] = round(time.time() - t0, 3)
         write_json(w.path / "report.json", report)
         summary = {"n_prompts": dataset["n_prompts"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -339,8 +340,6 @@ def test_same_seed_gives_identical_reports(evaluated, tiny_run):
 
 
 def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
-    import shutil
-
     from evaluation.run import main
 
     run = tmp_path / "run"
@@ -390,8 +389,6 @@ def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tiny_run, tmp_path, capsys):
-    import shutil
-
     from train.cli import main as rlhf
 
     run = tmp_path / "run"
@@ -402,6 +399,42 @@ def test_cli_errors_are_one_line_and_write_nothing(tiny_run, tmp_path, capsys):
     assert not (run / "eval").exists() and not (run / "eval.partial").exists()
     assert rlhf(["evaluate", str(tmp_path / "nothing"), "--config", "micro"]) == 2
     assert "none of the models" in capsys.readouterr().err
+
+
+EXACT_MATCH = """
+import datasets
+import evaluate
+
+
+class ExactMatch(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="share of predictions equal to their reference", citation="",
+                                   features=datasets.Features({"predictions": datasets.Value("string"),
+                                                               "references": datasets.Value("string")}))
+
+    def _compute(self, predictions, references):
+        return {"exact_match": sum(p == r for p, r in zip(predictions, references)) / len(predictions), "note": "x"}
+"""
+
+
+def test_reference_metrics_from_a_local_script_and_offline_hub(tiny_run, tmp_path, monkeypatch, capsys):
+    from evaluation.run import main
+    from train.cli import main as rlhf
+
+    script = tmp_path / "exact_match" / "exact_match.py"
+    script.parent.mkdir()
+    script.write_text(EXACT_MATCH)
+    run = tmp_path / "run"
+    for key in ("sft", "reward"):
+        shutil.copytree(tiny_run / key, run / key)
+    out = main(eval_recipe(**{"eval.n_prompts": 2, "eval.reference_metrics": str(script.parent),
+                              "eval.bootstrap_samples": 0}), run)
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference_metrics"] == {str(script.parent): {"sft": {"exact_match": 0.0}}}  # floats only
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert rlhf(["evaluate", str(run), "--config", "micro", "--eval.reference_metrics", "rouge"]) == 2
+    err = capsys.readouterr().err
+    assert "metric 'rouge'" in err and "HF_HUB_OFFLINE" in err
 
 
 def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
@@ -424,8 +457,6 @@ def test_micro_run_evaluates(request):
         run = request.getfixturevalue("micro_run")
     except pytest.FixtureLookupError:
         pytest.skip("conftest has no micro_run fixture yet")
-    import shutil
-
     tmp = request.getfixturevalue("tmp_path") / "run"
     for key in ("base", "sft", "reward", "ppo"):
         if (run / key).exists():
