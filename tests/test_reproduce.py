@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
+from huggingface_hub import ModelCard, constants
 
 from model_card import reproduce as rep
 from model_card.render import CardOptions, CardSources, numbers_in, render_card, render_texts
@@ -241,12 +241,15 @@ def test_embedded_run_card_then_reproduce_reruns_the_evaluation(micro_run, tmp_p
     from train.config import load_recipe
     from train.pipeline import run_stage
 
-    run = copy_run(micro_run, tmp_path / "run", stages=[s for s in ("base", "sft", "reward", "ppo")
-                                                       if (micro_run / s).is_dir()])
-    recipe = load_recipe(run / "recipe.yaml", {"eval.n_prompts": 8, "eval.bootstrap_samples": 50,
-                                                "eval.max_new_tokens": 12, "eval.batch_size": 8})
+    run = copy_run(micro_run, tmp_path / "run")
+    recipe = load_recipe(run / "recipe.yaml", {"ppo.batch_size": 16, "ppo.total_episodes": 32, "ppo.max_new_tokens": 12,
+                                                "ppo.eval_prompts": 0, "eval.n_prompts": 8,
+                                                "eval.bootstrap_samples": 50, "eval.max_new_tokens": 12,
+                                                "eval.batch_size": 8})
+    run_stage("ppo", recipe, run)
     run_stage("eval", recipe, run)
     assert main(["card", str(run)]) == 0
+    assert ModelCard.load(run / "card/README.md").data.eval_results  # a PPO card with its model-index
     assert main(["reproduce", str(run)]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "REPRODUCED" in out and re.search(r"models\s+sft\.revision\s+sha256:", out)
