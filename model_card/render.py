@@ -320,10 +320,27 @@ def results_table(report: dict, names: Iterable[str] | None = None, models: list
     return {"columns": [label(m) for m in models], "rows": rows}
 
 
+def reference_metric_table(report: dict) -> dict:
+    """`reference_metrics` ({metric: {model: {key: float}}}): rows metric.key, columns models. No CIs."""
+    models = models_of(report)
+    rows = []
+    for metric, per_model in (report.get("reference_metrics") or {}).items():
+        if not isinstance(per_model, dict):
+            continue
+        keys = []
+        for m in models:
+            keys += [k for k, v in (per_model.get(m) or {}).items() if _is_number(v) and k not in keys]
+        for k in keys:
+            cells = [fmt(_get(per_model, m, k)) if _is_number(_get(per_model, m, k)) else "not measured" for m in models]
+            rows.append({"label": md_cell(f"{metric} {k}" if k != metric else metric), "cells": cells})
+    return {"columns": [label(m) for m in models], "rows": rows}
+
+
 def ci_text(report: dict) -> str:
     cfg = _get(report, "config", "eval") or {}
     b, level = cfg.get("bootstrap_samples"), cfg.get("confidence")
-    text = "Brackets: the percentile-bootstrap confidence interval over prompts or responses"
+    text = ("Brackets: the confidence interval (percentile bootstrap over prompts, responses or pairs; jackknife "
+            "for the diversity metrics)")
     if _is_number(level):
         text += f" at confidence level {fmt(level)}"
     if _is_number(b):
@@ -743,7 +760,7 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         eval_text=(f"{_and([label(m) for m in models])} generate one response per held-out prompt with the same "
                    "decoding settings and seeds; the metrics below are computed on those responses and on held-out "
                    "preference pairs."),
-        results=table, ci_text=ci_text(r), win_rates=win_rate_rows(r), improvements=improvement_rows(r),
+        results=table, ci_text=ci_text(r), reference_metrics=reference_metric_table(r), win_rates=win_rate_rows(r), improvements=improvement_rows(r),
         rm_rows=rm_rows(r), findings=findings(r), plots=plot_context(src),
         examples=examples, examples_text=("The first prompts of the evaluation set, in order (not picked), with each "
                                           "model's sampled response and its normalised reward-model score."),

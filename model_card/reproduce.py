@@ -133,6 +133,10 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
     for section in ("win_rates", "reward_improvement"):
         for pair, v in (old.get(section) or {}).items():
             checks += _leaf_checks(section, pair, v, _get(new, section, pair), rel, abs_)
+    for metric, per_model in (old.get("reference_metrics") or {}).items():
+        for model, v in (per_model or {}).items():
+            checks += _leaf_checks("reference_metrics", f"{metric}.{model}", v,
+                                   _get(new, "reference_metrics", metric, model), rel, abs_)
     new_findings = {f.get("id"): f for f in new.get("findings") or []}
     for f in old.get("findings") or []:
         g = new_findings.get(f.get("id"))

@@ -71,6 +71,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
                          "accuracy": rng.uniform(0.6, 0.9), "accuracy_ci_low": 0.55, "accuracy_ci_high": 0.93,
                          "mean_margin": rng.uniform(0.1, 2), "length_baseline_accuracy": rng.uniform(0.4, 0.6),
                          "n_pairs": n + 8, "untrained_accuracy": rng.uniform(0.45, 0.55)},
+        "reference_metrics": {"rouge": {m: {"rouge1": rng.uniform(0, 1), "rougeL": rng.uniform(0, 1)} for m in models}},
         "metrics": metrics, "win_rates": win_rates, "reward_improvement": improvement, "findings": findings,
         "training": {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
                      "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),

@@ -150,6 +150,7 @@ def test_sections_show_what_was_measured_and_used(run):
     text = render(run, examples=2)["README.md"]
     assert "| `kl_coef` | 0.1 |" in text and "| `learning_rate` | 5e-05 |" in text  # configs actually used
     assert "### Win rates" in text and "### Reward model accuracy" in text and "baseline: the longer response" in text
+    assert "| rouge rougeL |" in text  # eval.reference_metrics
     assert "![Reward distribution per model](eval/plots/reward_distribution.png)" in text
     assert "| `reward_mean` | -0.42 | 0.917 |" in text  # PPO first vs last update
     samples = [json.loads(line) for line in (run / "eval/samples.jsonl").read_text().splitlines()]
@@ -162,7 +163,7 @@ def test_sections_show_what_was_measured_and_used(run):
 
 def test_missing_optional_values_drop_their_sections(run):
     report = json.loads((run / "eval/report.json").read_text())
-    for key in ("win_rates", "reward_improvement", "findings", "plots", "training"):
+    for key in ("win_rates", "reward_improvement", "findings", "plots", "training", "reference_metrics"):
         del report[key]
     del report["metrics"]["gold"]
     for m in report["metrics"].values():
@@ -176,7 +177,7 @@ def test_missing_optional_values_drop_their_sections(run):
         assert not re.search(r"\|[ \t]*\|", text), f"{rel}: empty table cell"
         assert "[More Information Needed]" not in text
     text = render(run)["README.md"]
-    for gone in ("### Win rates", "### Reward improvement", "### Findings", "### Plots", "Gold judge", "first update",
+    for gone in ("### Win rates", "### Reward improvement", "### Reference-based metrics", "### Findings", "### Plots", "Gold judge", "first update",
                  "### Reward model accuracy", "` |  |"):
         assert gone not in text, gone
     assert "| EOS rate | not measured |" in text

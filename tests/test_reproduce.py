@@ -53,9 +53,10 @@ def test_compare_reports_flags_exactly_what_moved():
     new["findings"][0]["holds"] = not new["findings"][0]["holds"]
     new["models"]["ppo"]["revision"] = "sha256:" + "f" * 64  # other weights
     del new["reward_model"]["mean_margin"]
+    new["reference_metrics"]["rouge"]["base"]["rougeL"] += 0.5
     failed = {c.name for c in rep.compare_reports(old, new, 0.02, 0.001) if not c.ok}
     assert failed == {"kl_to_reference.ppo.value", "distinct_2.sft.n", "ppo_vs_sft.win", old["findings"][0]["id"],
-                      "ppo.revision", "reward_model.mean_margin"}
+                      "ppo.revision", "reward_model.mean_margin", "rouge.base.rougeL"}
 
 
 def test_compare_settings_ignores_where_the_models_were():
