@@ -53,7 +53,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_model_files_leave_run_bookkeeping_behind(run):
+def test_model_files_leave_run_bookkeeping_and_pickles_behind(run):
+    (run / "ppo" / "training_args.bin").write_bytes(b"pickle")
     files = model_files(run / "ppo", logs_prefix="training/ppo")
     assert sorted(files) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                              "training/ppo/metrics.json", "training/ppo/metrics.jsonl"]

@@ -56,6 +56,9 @@ TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 # Files of a stage directory that are bookkeeping of the run, not part of the model.
 RUN_FILES = {"COMPLETE", "config.yaml", "metrics.json", "metrics.jsonl"}
 SKIP_DIRS = {"checkpoints", "__pycache__", ".ipynb_checkpoints"}
+# Pickles (e.g. Trainer's training_args.bin) stay home: unpickling runs code, the Hub flags them, and our
+# weights are safetensors.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
 
 
 @dataclass
@@ -132,6 +135,9 @@ def model_files(stage_dir: Path, logs_prefix: str | None = None) -> dict[str, Pa
         if not p.is_file() or any(part in SKIP_DIRS or part.endswith(".partial") for part in rel.parts[:-1]):
             continue
         if p.name.startswith(".") or p.suffix == ".tmp":
+            continue
+        if p.suffix in PICKLE_SUFFIXES:
+            logger.info("not uploading %s: a pickle (the weights are in safetensors)", p)
             continue
         if len(rel.parts) == 1 and p.name in RUN_FILES:
             if logs_prefix and p.name in ("metrics.json", "metrics.jsonl"):
