@@ -1,0 +1,514 @@
+"""Model loading and inference for the Space: no gradio here, and no `train`/`evaluation`.
+
+The Space folder is uploaded alone to the Hub, where the gpt2-rlhf package is not
+installed, so the few lines it needs from ``train/modeling.py`` are restated here
+(and tests/test_space_inference.py checks they agree with it):
+
+* generation: a KV-cached loop over one prompt at a time, streamed token by token;
+* sampling: temperature, then nucleus (top-p) filtering with the same maths as
+  ``transformers.TopPLogitsWarper``, then ``torch.multinomial``;
+* reward: the scalar head read at the last real token of
+  ``prompt + response + EOS`` (the project's convention), normalised with
+  ``reward_stats.json``: (raw - mean) / std.
+
+Deviations from ``train.modeling.generate`` (on purpose, see the notes in each function):
+
+1. We step the decoding loop ourselves instead of calling ``model.generate`` so that
+   each request draws from its **own** ``torch.Generator``. ``generate`` samples from
+   the global RNG, which concurrent requests in a web server would share, so "same
+   seed, same pair" would not hold. With a fresh generator seeded per side, a
+   single-prompt sample is token-for-token the one ``train.modeling.generate`` draws
+   after ``torch.manual_seed(seed)`` (tested).
+2. One prompt per call, so there is no padding in generation; the reward model
+   scores both sides in one right-padded batch and pools at the last real token.
+3. Prompts longer than the context are cut from the left (the recent turns matter
+   most), keeping room for ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+REWARD_STATS = "reward_stats.json"
+HH_HUMAN = "\n\nHuman:"
+HH_ASSISTANT = "\n\nAssistant:"
+
+# Space variables (Settings -> Variables on the Hub); `rlhf push --space` sets them.
+ENV_BASE = "RLHF_BASE_ID"
+ENV_SFT = "RLHF_SFT_ID"
+ENV_POLICY = "RLHF_POLICY_ID"
+ENV_REWARD = "RLHF_REWARD_ID"
+ENV_REVISION = "RLHF_REVISION"  # optional: the branch `rlhf push --revision` pushed the models to
+ENV_VOTES_DATASET = "RLHF_VOTES_DATASET"
+
+
+class InputError(ValueError):
+    """Something the person using the Space can fix; the message is shown to them as is."""
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; protects a shared CPU Space from a single user."""
+
+    max_prompt_chars: int = field(default=4000, metadata={"help": "Longest prompt accepted, in characters."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Cap on max new tokens per response."})
+
+    def __post_init__(self):
+        if self.max_prompt_chars < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"limits must be positive, got {self}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
+        env = os.environ if environ is None else environ
+        return cls(
+            max_prompt_chars=_env_int(env, "RLHF_MAX_PROMPT_CHARS", cls.max_prompt_chars),
+            max_new_tokens=_env_int(env, "RLHF_MAX_NEW_TOKENS", cls.max_new_tokens),
+        )
+
+
+@dataclass
+class Decoding:
+    """Decoding settings shared by both sides of a comparison, so that it is fair."""
+
+    max_new_tokens: int = field(default=64, metadata={"help": "Most tokens per response (capped by Limits)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0 means greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 is off."})
+    seed: int = field(default=0, metadata={"help": "Seed of each side's sampler: same seed, same pair."})
+
+    def checked(self, limits: Limits) -> "Decoding":
+        """A validated copy: bad values raise InputError, max_new_tokens is capped at the limit."""
+        try:
+            n = float(self.max_new_tokens)
+            t = float(self.temperature)
+            p = float(self.top_p)
+            s = float(self.seed)
+        except (TypeError, ValueError):
+            raise InputError(f"decoding settings must be numbers, got {asdict(self)}") from None
+        if not all(math.isfinite(x) for x in (n, t, p, s)):
+            raise InputError("decoding settings must be finite numbers")
+        if n < 1:
+            raise InputError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0.0 <= t <= 5.0:
+            raise InputError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not 0.0 < p <= 1.0:
+            raise InputError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not (0 <= s < 2**63) or s != int(s):
+            raise InputError(f"seed must be a whole number >= 0, got {self.seed}")
+        return Decoding(min(int(n), limits.max_new_tokens), t, p, int(s))
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+# ----------------------------------------------------------------------------- prompts
+
+# C0 and C1 control characters except tab and newline: invisible, and some (NUL, ESC)
+# upset terminals, log viewers and JSON consumers downstream of the vote file.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_prompt(text: str | None, limits: Limits) -> str:
+    """The user's text made safe to tokenise and store; raises InputError with a friendly message.
+
+    HTML stays as text: the page renders prompts and responses in text boxes, so
+    `<script>` is shown, never run. Lone surrogates (possible in JSON from a client)
+    become U+FFFD so the text is valid UTF-8.
+    """
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InputError("the prompt must be text")
+    if len(text) > limits.max_prompt_chars:
+        raise InputError(
+            f"Your prompt is {len(text):,} characters long; this Space accepts at most "
+            f"{limits.max_prompt_chars:,}. Please shorten it."
+        )
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> '?'
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    if not text.strip():
+        raise InputError("Please type a prompt first (for example, a question for the assistant).")
+    return text
+
+
+def format_prompt(text: str) -> str:
+    """A user's message as an HH dialogue ending with the assistant's turn.
+
+    The models were trained on Anthropic HH text ("\\n\\nHuman: ...\\n\\nAssistant: ...");
+    a prompt already written as a dialogue is kept, with "\\n\\nAssistant:" appended
+    when it does not end with it.
+    """
+    text = text.rstrip()
+    if text.lstrip().startswith("Human:"):
+        text = "\n\n" + text.lstrip()
+    if HH_HUMAN in text:
+        return text if text.endswith(HH_ASSISTANT) else text + HH_ASSISTANT
+    return f"{HH_HUMAN} {text.strip()}{HH_ASSISTANT}"
+
+
+# ----------------------------------------------------------------------------- sampling maths
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(B, V) logits -> (B, V) with tokens outside the nucleus set to -inf.
+
+    Keeps the smallest set of most likely tokens whose probability mass reaches
+    `top_p` (Holtzman et al. 2020), computed as transformers' TopPLogitsWarper does
+    (ascending sort, drop tokens whose cumulative mass is <= 1 - top_p, always keep
+    the most likely one) so that seeded samples match `model.generate`.
+    """
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)  # (B, V) ascending
+    cum = sorted_logits.softmax(-1).cumsum(-1)  # (B, V)
+    remove_sorted = cum <= (1.0 - top_p)
+    remove_sorted[..., -1] = False  # the most likely token always stays
+    remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)  # back to vocabulary order
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) last-position logits -> (B,) next token ids: greedy at temperature 0, else sampled."""
+    logits = logits.float()
+    if temperature <= 0.0:
+        return logits.argmax(-1)
+    logits = top_p_filter(logits / temperature, top_p)  # temperature first, as transformers orders them
+    probs = logits.softmax(-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> (B,) column of the last real token of each row, for any padding side."""
+    T = attention_mask.shape[-1]
+    cols = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
+    return torch.where(attention_mask.bool(), cols, torch.full_like(cols, -1)).max(-1).values.clamp(min=0)
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (B, T) ids right-padded with pad_id, (B, T) attention mask."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _context_length(config) -> int:
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1024
+
+
+def _load_error(what: str, name: str, err: Exception) -> Exception:
+    if Path(name).exists():
+        return OSError(f"could not load {what} from {name}: {err}")
+    return OSError(f"could not load {what} {name!r}: not a local folder and not fetchable from the Hub ({type(err).__name__})")
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+    except (OSError, ValueError) as e:
+        raise _load_error("tokenizer", str(name_or_path), e) from e
+
+
+class Policy:
+    """One causal LM of the comparison (base, SFT or RLHF) with its tokenizer."""
+
+    def __init__(self, role: str, model_id: str, model, tokenizer):
+        self.role = role
+        self.model_id = model_id
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.context = _context_length(model.config)
+        self._tok_lock = threading.Lock()  # fast tokenizers are not safe to call from many threads at once
+
+    @classmethod
+    def load(cls, role: str, name_or_path: str, device: str = "cpu", revision: str | None = None) -> "Policy":
+        from transformers import AutoModelForCausalLM
+
+        tok = load_tokenizer(name_or_path, revision)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True, dtype=torch.float32,
+                                                         revision=revision)
+        except (OSError, ValueError) as e:
+            raise _load_error(f"{role} model", str(name_or_path), e) from e
+        return cls(role, str(name_or_path), model.to(device), tok)
+
+    def encode(self, text: str) -> list[int]:
+        with self._tok_lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def stream(self, prompt: str, decoding: Decoding) -> Iterator[str]:
+        """Yields the response decoded so far after each new token; the last yield is the full response.
+
+        Steps:
+        1. tokenise the prompt; keep its last (context - max_new_tokens) tokens;
+        2. one forward over the prompt fills the KV cache;
+        3. repeat: pick the next token from the last logits (own seeded generator),
+           feed only that token with the cache, stop after EOS or max_new_tokens;
+        4. decode without special tokens (EOS is not part of the text).
+        """
+        device = next(self.model.parameters()).device
+        max_new = max(1, min(decoding.max_new_tokens, self.context - 1))
+        ids = self.encode(prompt)[-(self.context - max_new):]  # step 1
+        if not ids:
+            ids = [self.tokenizer.eos_token_id]
+        generator = None
+        if decoding.temperature > 0:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(decoding.seed)
+        eos = self.tokenizer.eos_token_id
+        inputs = torch.tensor([ids], device=device)  # (1, P)
+        past = None
+        out_ids: list[int] = []
+        for _ in range(max_new):
+            out = self.model(input_ids=inputs, past_key_values=past, use_cache=True)  # steps 2-3
+            past = out.past_key_values
+            tok = next_token(out.logits[:, -1, :], decoding.temperature, decoding.top_p, generator)  # (1,)
+            out_ids.append(int(tok))
+            if int(tok) == eos:
+                break
+            inputs = tok.view(1, 1)
+            # A byte-level BPE token may end inside a multi-byte character; hold the
+            # replacement character back until the character is complete.
+            yield self.decode(out_ids).rstrip("\ufffd")
+        yield self.decode(out_ids)  # step 4
+
+
+class RewardScorer:
+    """The reward model (scalar head) and its normalisation statistics."""
+
+    def __init__(self, model_id: str, model, tokenizer, mean: float = 0.0, std: float = 1.0, stats_source: str = "none"):
+        self.model_id = model_id
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.mean = float(mean)
+        self.std = float(std)
+        self.stats_source = stats_source
+        self.context = _context_length(model.config)
+        self._tok_lock = threading.Lock()
+
+    @property
+    def normalised(self) -> bool:
+        return self.stats_source != "none"
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str = "cpu", revision: str | None = None) -> "RewardScorer":
+        from transformers import AutoModelForSequenceClassification
+
+        tok = load_tokenizer(name_or_path, revision)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(name_or_path), num_labels=1, use_safetensors=True, dtype=torch.float32, revision=revision
+            )
+        except (OSError, ValueError) as e:
+            raise _load_error("reward model", str(name_or_path), e) from e
+        mean, std, source = read_reward_stats(str(name_or_path), revision)
+        return cls(str(name_or_path), model.to(device), tok, mean, std, source)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.mean) / max(self.std, 1e-8)
+
+    @torch.no_grad()
+    def score(self, prompt: str, responses: Sequence[str]) -> tuple[list[float], list[float]]:
+        """Raw and normalised scores of `prompt + response + EOS` for each response, in one batch.
+
+        Decoded responses never contain EOS (it is a special token), so EOS is always
+        appended: a response that ended with EOS is scored exactly as sampled.
+        Sequences longer than the context keep their last tokens.
+        """
+        eos = self.tokenizer.eos_token_id
+        with self._tok_lock:
+            rows = [list(self.tokenizer(prompt + r, add_special_tokens=False)["input_ids"]) + [eos] for r in responses]
+        rows = [r[-self.context:] for r in rows]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        ids, mask = pad_right(rows, pad)  # (B, T), (B, T)
+        device = next(self.model.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # GPT-2 does not derive positions from the mask
+        hidden = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        values = self.model.score(hidden).squeeze(-1).float()  # (B, T)
+        raw = values[torch.arange(values.shape[0], device=device), last_token_index(mask)].cpu()  # (B,)
+        return raw.tolist(), self.normalise(raw).tolist()
+
+
+def read_reward_stats(name_or_path: str, revision: str | None = None) -> tuple[float, float, str]:
+    """(mean, std, source) from reward_stats.json in a local folder or a Hub repo; (0, 1, 'none') if absent."""
+    path = Path(name_or_path) / REWARD_STATS
+    if not path.exists() and not Path(name_or_path).exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name_or_path, REWARD_STATS, revision=revision))
+        except Exception as e:  # noqa: BLE001 - any Hub failure means: no statistics
+            logger.warning("no %s for %s (%s); showing raw scores", REWARD_STATS, name_or_path, type(e).__name__)
+            return 0.0, 1.0, "none"
+    if not path.exists():
+        logger.warning("no %s in %s; showing raw scores", REWARD_STATS, name_or_path)
+        return 0.0, 1.0, "none"
+    try:
+        d = json.loads(path.read_text())
+        mean, std = float(d["mean"]), float(d["std"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a valid reward_stats.json ({type(e).__name__}: {e})") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"{path}: mean must be finite and std positive, got mean={mean} std={std}")
+    return mean, std, str(d.get("source", str(path)))
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@dataclass
+class ModelSources:
+    """Where each model comes from: local folders or Hub model ids."""
+
+    policy: str  # the RLHF (PPO) policy
+    reward: str
+    base: str | None = None
+    sft: str | None = None
+    revision: str | None = None  # Hub branch of the pushed models; the base falls back to the default branch
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModelSources":
+        """From the Space variables RLHF_BASE_ID, RLHF_SFT_ID (optional), RLHF_POLICY_ID, RLHF_REWARD_ID, RLHF_REVISION."""
+        env = os.environ if environ is None else environ
+        get = lambda k: (env.get(k) or "").strip() or None  # noqa: E731
+        missing = [k for k in (ENV_BASE, ENV_POLICY, ENV_REWARD) if not get(k)]
+        if missing:
+            raise ValueError(f"set the Space variable(s) {', '.join(missing)} to model ids (Settings -> Variables)")
+        return cls(policy=get(ENV_POLICY), reward=get(ENV_REWARD), base=get(ENV_BASE), sft=get(ENV_SFT),
+                   revision=get(ENV_REVISION))
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> "ModelSources":
+        """base/, sft/ (when finished), ppo/ and reward/ of a run directory (docs/DESIGN.md)."""
+        run = Path(run_dir)
+        if not run.is_dir():
+            raise FileNotFoundError(f"{run}: no such run directory")
+
+        def finished(stage: str) -> str | None:
+            d = run / stage
+            return str(d) if (d / "COMPLETE").is_file() else None
+
+        for stage in ("base", "ppo", "reward"):
+            if not finished(stage):
+                raise FileNotFoundError(f"{run / stage}: missing or unfinished (no COMPLETE marker); run `rlhf run` first")
+        return cls(policy=finished("ppo"), reward=finished("reward"), base=finished("base"), sft=finished("sft"))
+
+
+@dataclass
+class Side:
+    """One finished side of a comparison."""
+
+    role: str
+    model_id: str
+    response: str
+    reward: float | None = None  # raw score
+    reward_normalised: float | None = None
+
+
+@dataclass
+class Update:
+    """What the page shows while a comparison streams; `done` on the last one (with scores)."""
+
+    left: Side
+    right: Side
+    done: bool = False
+
+
+class Engine:
+    """Every model of the Space: the policies by role ("base", "sft", "rlhf") and the reward model."""
+
+    def __init__(self, policies: Mapping[str, Policy], reward: RewardScorer, limits: Limits | None = None):
+        if "rlhf" not in policies:
+            raise ValueError("the Space needs the RLHF policy")
+        self.policies = dict(policies)
+        self.reward = reward
+        self.limits = limits or Limits()
+
+    @classmethod
+    def load(cls, sources: ModelSources, limits: Limits | None = None, device: str | None = None) -> "Engine":
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        rev = sources.revision
+        policies = {}
+        for role, src in (("base", sources.base), ("sft", sources.sft), ("rlhf", sources.policy)):
+            if src:
+                logger.info("loading %s model from %s%s", role, src, f"@{rev}" if rev else "")
+                try:
+                    policies[role] = Policy.load(role, src, device, rev)
+                except OSError:
+                    if role != "base" or not rev:
+                        raise
+                    # the base is often an upstream model (gpt2) without the pushed branch
+                    logger.info("no revision %s for %s; using its default branch", rev, src)
+                    policies[role] = Policy.load(role, src, device)
+        logger.info("loading reward model from %s", sources.reward)
+        return cls(policies, RewardScorer.load(sources.reward, device, rev), limits)
+
+    @property
+    def opponents(self) -> list[str]:
+        """Roles the RLHF policy can be compared against, base first."""
+        return [r for r in ("base", "sft") if r in self.policies]
+
+    def prepare(self, text: str | None, decoding: Decoding) -> tuple[str, Decoding]:
+        """(HH-formatted prompt, checked decoding) or InputError with a message for the user."""
+        return format_prompt(clean_prompt(text, self.limits)), decoding.checked(self.limits)
+
+    def compare(self, prompt: str, decoding: Decoding, left: str, right: str) -> Iterator[Update]:
+        """Streams `left` then `right` on the same prompt and settings, then scores both.
+
+        Each side gets a fresh generator seeded with `decoding.seed` (common random
+        numbers: the comparison differs only by the model), so the same seed gives
+        the same pair whatever else the server is doing. `prompt` is already
+        formatted (see `prepare`).
+        """
+        for role in (left, right):
+            if role not in self.policies:
+                raise InputError(f"no {role!r} model in this Space (have: {', '.join(self.policies)})")
+        sides = [Side(left, self.policies[left].model_id, ""), Side(right, self.policies[right].model_id, "")]
+        for side in sides:
+            for text in self.policies[side.role].stream(prompt, decoding):
+                side.response = text
+                yield Update(sides[0], sides[1])
+        raw, norm = self.reward.score(prompt, [s.response for s in sides])
+        for side, r, n in zip(sides, raw, norm):
+            side.reward, side.reward_normalised = r, n
+        yield Update(sides[0], sides[1], done=True)
