@@ -89,12 +89,16 @@ class StageWriter:
         w.finish(metrics={...}, config=stage_config)
     """
 
-    def __init__(self, run_dir: str | Path, stage: str, resume: bool = False):
+    def __init__(self, run_dir: str | Path, stage: str, resume: bool = False, main_process: bool = True):
         self.run_dir = Path(run_dir)
         self.stage = stage
         self.final = self.run_dir / stage
         self.path = self.run_dir / f"{stage}.partial"
         self.resume = resume
+        # Multi-process runs (torchrun / accelerate launch): only the main process
+        # touches the run directory; on the others enter and finish write nothing,
+        # and the caller puts a barrier after each so they see the main one's files.
+        self.main_process = main_process
         self._finished = False
 
     @property
@@ -102,6 +106,8 @@ class StageWriter:
         return self.path / "checkpoints"
 
     def __enter__(self) -> "StageWriter":
+        if not self.main_process:
+            return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not self.resume:
             # A leftover from a failed or killed run; not resuming means start clean.
@@ -119,6 +125,9 @@ class StageWriter:
         """Writes metrics.json, config.yaml and COMPLETE, then swaps the directory in place."""
         from train.config import write_yaml
 
+        if not self.main_process:
+            self._finished = True
+            return self.final
         if metrics is not None:
             write_json(self.path / "metrics.json", metrics)
         if config is not None:

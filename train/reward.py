@@ -1,0 +1,323 @@
+"""Stage 2: the pairwise reward model, with TRL's ``RewardTrainer``.
+
+Steps (``main``):
+  1. Start from the SFT model (``OUTPUT/sft``; ``OUTPUT/base`` when SFT was
+     skipped) as a ``GPT2ForSequenceClassification`` with one label: GPT-2 plus
+     a fresh scalar head (Ouyang et al. 2022 initialise the RM from the SFT model).
+  2. Measure the untrained model on the held-out test pairs (the chance-level
+     baseline), and the "longer response wins" baseline (a useless RM that only
+     learned length would match it).
+  3. Train on (prompt, chosen, rejected) with the Bradley-Terry loss
+     -log sigmoid(r_chosen - r_rejected). Each text is ``prompt + response + EOS``
+     and the score is read at its last real token (the EOS).
+  4. Measure, with our own code (``train.modeling.RewardModel.score``, which pools
+     at ``last_token_index(attention_mask)``, never at padding): held-out pairwise
+     accuracy (ties count as errors), mean margin, and a health report (score vs
+     length correlation, score distributions of chosen and rejected).
+  5. Normalisation statistics: sample responses from the SFT policy for some
+     train prompts, score them, store mean and std in ``reward_stats.json`` so PPO
+     and evaluation use (raw - mean) / std (lm-human-preferences normalises the
+     RM on policy samples the same way, Ziegler et al. 2019).
+  6. Save model + tokenizer + reward_stats.json + health.json + metrics.json
+     through ``StageWriter`` into ``OUTPUT/reward``.
+
+Deviations: lm-human-preferences normalises to mean 0 / std 1 by adjusting the
+head's gain and bias; we keep the raw head and store the statistics beside it.
+InstructGPT trains one epoch over K-choose-2 comparisons per prompt; we have one
+pair per prompt. Pairs longer than the context are dropped by ``train.data``
+(counted and logged), not truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+import yaml
+
+from train.config import check, to_plain
+
+logger = logging.getLogger(__name__)
+
+HEALTH = "health.json"
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+@dataclass
+class RewardStageConfig:
+    """Stage 2: the reward model (section ``reward``)."""
+
+    init_from: str = field(default="auto", metadata={
+        "help": "auto: OUTPUT/sft when finished, else OUTPUT/base; or 'sft', 'base', or a model path/Hub id."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (seed card: 1e-5)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train pairs (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairs per device per micro-batch."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Texts per batch when scoring."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warmup steps (a value < 1 is a fraction of all steps)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    center_rewards_coefficient: float | None = field(default=None, metadata={
+        "help": "Adds coef * mean((r_c + r_r)^2) to keep raw scores near 0 (Eisenstein et al. 2023); null: off."})
+    max_length: int | None = field(default=None, metadata={"help": "Token cap per prompt + response + EOS (default: n_positions)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many train pairs."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Held-out test pairs for accuracy (null: all)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the train loss every this many steps."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint (into reward.partial/checkpoints) every this many steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
+        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations (always off on CPU)."})
+    stats_prompts: int = field(default=64, metadata={
+        "help": "Train prompts whose SFT-policy samples give the normalisation mean/std."})
+    stats_max_new_tokens: int = field(default=48, metadata={"help": "Sampled response length for the statistics."})
+    stats_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for the statistics (0 = greedy)."})
+    histogram_bins: int = field(default=20, metadata={"help": "Bins of the score histograms in health.json."})
+
+    def __post_init__(self):
+        check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
+        check(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
+        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs or max_steps must be positive")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps", "save_total_limit", "histogram_bins"):
+            check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
+        check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
+        check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
+        check(self.stats_temperature >= 0, f"stats_temperature: must be >= 0, got {self.stats_temperature}")
+        check(self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+        check(self.max_length is None or self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, name)
+            check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
+
+
+# ----------------------------------------------------------------------------- maths (pure, unit-tested)
+
+
+def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """(N,) scores -> share of pairs with chosen strictly above rejected (a tie is an error)."""
+    return (chosen > rejected).float().mean().item() if len(chosen) else float("nan")
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two (N,) tensors; nan when either is constant."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = (x.square().sum() * y.square().sum()).sqrt()
+    return (x * y).sum().div(denom).item() if denom > 0 else float("nan")
+
+
+def score_summary(scores: torch.Tensor, edges: torch.Tensor) -> dict[str, Any]:
+    """(N,) scores -> mean, std, named quantiles and counts per histogram bin (edges (K+1,))."""
+    s = scores.double()
+    q = torch.quantile(s, torch.tensor(QUANTILES, dtype=torch.double))
+    counts = torch.histogram(s.clamp(edges[0], edges[-1]), bins=edges.double()).hist
+    return {"mean": s.mean().item(), "std": s.std().item() if len(s) > 1 else 0.0,
+            "quantiles": {f"q{int(p * 100):02d}": v.item() for p, v in zip(QUANTILES, q)},
+            "histogram": [int(c) for c in counts]}
+
+
+def normalisation_stats(raw: torch.Tensor) -> tuple[float, float]:
+    """(N,) raw scores of policy samples -> (mean, std) with the unbiased std, floored to stay invertible."""
+    return raw.double().mean().item(), max(raw.double().std().item(), 1e-6)
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def token_lengths(tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    return torch.tensor([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])
+
+
+def evaluate_pairs(rm, rows: Sequence[dict], batch_size: int, bins: int = 20) -> tuple[dict, dict]:
+    """Our own measurement of a reward model on preference rows: (metrics, health)."""
+    prompts = [r["prompt"] for r in rows]
+    chosen = rm.score(prompts, [r["chosen"] for r in rows], batch_size=batch_size)
+    rejected = rm.score(prompts, [r["rejected"] for r in rows], batch_size=batch_size)
+    len_c = token_lengths(rm.tokenizer, [r["chosen"] for r in rows])
+    len_r = token_lengths(rm.tokenizer, [r["rejected"] for r in rows])
+    acc = pairwise_accuracy(chosen, rejected)
+    metrics = {
+        "accuracy": acc,
+        "mean_margin": (chosen - rejected).mean().item(),
+        "ties": int((chosen == rejected).sum()),
+        "pairs": len(rows),
+        "length_baseline_accuracy": pairwise_accuracy(len_c.float(), len_r.float()),
+        "length_baseline_accuracy_chars": pairwise_accuracy(
+            torch.tensor([float(len(r["chosen"])) for r in rows]), torch.tensor([float(len(r["rejected"])) for r in rows])),
+    }
+    both = torch.cat([chosen, rejected])
+    lo, hi = both.min().item(), both.max().item()
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    health = {
+        "accuracy": acc,
+        "score_length_correlation": pearson(both, torch.cat([len_c, len_r]).float()),
+        "histogram_edges": edges.tolist(),
+        "chosen": score_summary(chosen, edges),
+        "rejected": score_summary(rejected, edges),
+    }
+    return metrics, health
+
+
+def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageConfig, seed: int) -> list[str]:
+    """Responses sampled from the policy at policy_dir (batched, KV-cached, truncated after EOS)."""
+    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(policy_dir)
+    policy = load_causal_lm(policy_dir).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy.to(device)
+    settings = GenerationSettings(max_new_tokens=cfg.stats_max_new_tokens, temperature=cfg.stats_temperature)
+    texts: list[str] = []
+    for i in range(0, len(prompts), cfg.per_device_eval_batch_size):
+        gen = generate(policy, tok, prompts[i:i + cfg.per_device_eval_batch_size], settings, seed=seed + i)
+        texts.extend(gen.texts)
+    return texts
+
+
+def gold_correlation(prompts: Sequence[str], responses: Sequence[str], raw: torch.Tensor) -> float | None:
+    """Embedded data only: correlation of RM scores with the synthetic world's gold judge on policy samples."""
+    from train.synthetic import gold_score
+
+    gold = torch.tensor([gold_score(p, r) for p, r in zip(prompts, responses)])
+    return pearson(raw, gold)
+
+
+def format_health(h: dict) -> str:
+    c, r = h["chosen"], h["rejected"]
+    return (f"accuracy {h['accuracy']:.3f} | corr(score, length) {h['score_length_correlation']:+.3f} | "
+            f"chosen mean {c['mean']:+.3f} median {c['quantiles']['q50']:+.3f} | "
+            f"rejected mean {r['mean']:+.3f} median {r['quantiles']['q50']:+.3f}")
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
+    """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
+    from train.rundir import is_complete, require_stage
+
+    if cfg.init_from == "auto":
+        if is_complete(output_dir / "sft"):
+            return output_dir / "sft", "sft"
+        logger.warning("no finished %s: the reward model starts from the base model", output_dir / "sft")
+        return require_stage(output_dir / "base", "reward needs the sft or base model"), "base"
+    if cfg.init_from in ("sft", "base"):
+        return require_stage(output_dir / cfg.init_from, f"reward.init_from {cfg.init_from}"), cfg.init_from
+    return cfg.init_from, cfg.init_from
+
+
+def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_length: int, callbacks=None):
+    """The configured RewardTrainer on {prompt, chosen, rejected} rows."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from train.sft import device_settings
+
+    cfg: RewardStageConfig = recipe.reward
+    args = RewardConfig(
+        output_dir=str(output_dir),
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_length=max_length,
+        center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True,
+        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
+        **device_settings(cfg.precision, cfg.gradient_checkpointing),
+    )
+    data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+                              for r in train_rows])
+    return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+
+
+def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Trains the reward model into OUTPUT/reward and returns it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from train.modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
+    from train.pipeline import stage_config
+    from train.rundir import StageWriter, write_json
+    from train.base import finite
+    from train.sft import load_rows, model_context, process_state
+
+    cfg: RewardStageConfig = recipe.reward
+    output_dir = Path(output_dir)
+    state = process_state()
+    if state.is_main_process:
+        logger.info("reward config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    t_start = time.time()
+
+    # 1. Inputs: the starting model, its tokenizer, the data (rows that fit the context).
+    init_dir, init_name = resolve_init(cfg, output_dir)
+    policy_dir = output_dir / "sft" if init_name == "sft" else output_dir / "base"
+    tokenizer = load_tokenizer(init_dir, padding_side="right")
+    max_length = min(cfg.max_length or 10**9, model_context(init_dir))
+    train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
+    test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
+    torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it
+    model = load_sequence_classifier(init_dir)
+    ensure_pad_embedding(model, tokenizer)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    with StageWriter(output_dir, "reward", resume=resume, main_process=state.is_main_process) as writer:
+        state.wait_for_everyone()
+        metrics: dict[str, Any] = {"init_from": str(init_name), "train_pairs": len(train_rows),
+                                   "max_length": max_length, "world_size": state.num_processes}
+        # 2. Baselines on the held-out pairs: the untrained model (random head) and response length.
+        if state.is_main_process:
+            before, _ = evaluate_pairs(RewardModel(model.to(device), tokenizer), test_rows,
+                                       cfg.per_device_eval_batch_size)
+            metrics["initial_accuracy"] = before["accuracy"]
+            model.train()
+
+        # 3. Train (every rank), resuming from the last checkpoint when asked.
+        trainer = build_trainer(recipe, model, tokenizer, train_rows, writer.checkpoints, max_length, callbacks)
+        checkpoint = get_last_checkpoint(str(writer.checkpoints)) if resume and writer.checkpoints.is_dir() else None
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics.update(
+            train_loss=out.training_loss, global_step=trainer.state.global_step,
+            resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
+            samples_per_second=out.metrics.get("train_samples_per_second"),
+            train_seconds=out.metrics.get("train_runtime"),
+            loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        )
+        trainer.save_model(str(writer.path))
+
+        if state.is_main_process:
+            # 4. Held-out accuracy, margin, baselines and health, by our code.
+            rm = RewardModel(trainer.model, tokenizer)
+            after, health = evaluate_pairs(rm, test_rows, cfg.per_device_eval_batch_size, cfg.histogram_bins)
+            metrics.update(after)
+            metrics["accuracy_over_length_baseline"] = after["accuracy"] - after["length_baseline_accuracy"]
+
+            # 5. Normalisation statistics on SFT-policy samples for train prompts.
+            prompts = [r["prompt"] for r in train_rows[: cfg.stats_prompts]]
+            samples = policy_samples(policy_dir, prompts, cfg, recipe.seed)
+            raw = rm.score(prompts, samples, batch_size=cfg.per_device_eval_batch_size)
+            mean, std = normalisation_stats(raw)
+            source = (f"{init_name if init_name in ('sft', 'base') else 'policy'} samples for {len(prompts)} train "
+                      f"prompts (temperature {cfg.stats_temperature}, max_new_tokens {cfg.stats_max_new_tokens}, "
+                      f"seed {recipe.seed})")
+            write_json(writer.path / REWARD_STATS, {"mean": mean, "std": std, "n": len(prompts), "source": source})
+            health["policy_samples"] = {"source": source, "raw_mean": mean, "raw_std": std,
+                                        "empty_responses": sum(not s.strip() for s in samples)}
+            if recipe.data.dataset == "embedded":
+                health["policy_samples"]["gold_correlation"] = gold_correlation(prompts, samples, raw)
+            metrics.update(reward_mean=mean, reward_std=std)
+            write_json(writer.path / HEALTH, finite(health))
+            tokenizer.save_pretrained(str(writer.path))
+            metrics["seconds"] = time.time() - t_start
+            logger.info("reward model health: %s", format_health(health))
+            logger.info("reward metrics: %s", {k: v for k, v in metrics.items() if k != "loss_curve"})
+        state.wait_for_everyone()
+        writer.finish(metrics=finite(metrics), config=stage_config(recipe, "reward"))
+    state.wait_for_everyone()
+    return writer.final
+

@@ -1,0 +1,274 @@
+"""Stage 1: supervised fine-tuning (SFT) on the chosen responses, with TRL's ``SFTTrainer``.
+
+Steps (``main``):
+  1. Load the train and test preference rows; keep ``prompt`` and ``chosen``
+     as a prompt/completion dataset (the rejected responses are not used here).
+  2. Load the base model and tokenizer from ``OUTPUT/base``.
+  3. Train with the next-token loss on the completion tokens only (TRL masks
+     the prompt with -100; EOS is appended to every completion so the policy
+     learns to stop). Sequences are capped at the model's context
+     (``n_positions``).
+  4. Measure, with our own code, the per-token negative log-likelihood of the
+     held-out chosen responses before (= the base model) and after training;
+     perplexity = exp(mean NLL per completion token).
+  5. Save model + tokenizer + metrics through ``StageWriter`` into ``OUTPUT/sft``.
+
+Held-out split: the data's **test** split (capped at ``max_eval_samples``), not a
+slice of train. The test prompts are also the ones evaluation generates from,
+so SFT's perplexity and the evaluation stage talk about the same prompts; no
+test row is ever trained on.
+
+Multi-process: ``torchrun --nproc_per_node 2 -m train.cli sft ...`` (gloo on
+CPU) or ``accelerate launch`` on GPUs. Every rank trains; only the main process
+touches the run directory, the others wait at barriers.
+
+Deviations from InstructGPT's SFT (Ouyang et al. 2022): one pass (or
+``max_steps``) over HH chosen responses rather than 16 epochs over labeller
+demonstrations; no checkpoint selection by reward-model score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from train.config import check, to_plain
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTStageConfig:
+    """Stage 1: supervised fine-tuning (section ``sft``)."""
+
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate (seed card: 5e-5)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per device per micro-batch."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per device when evaluating."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, constant, ...)."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warmup steps (a value < 1 is a fraction of all steps)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int | None = field(default=None, metadata={"help": "Token cap on prompt + completion (default: the model's n_positions)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many train rows (default: all)."})
+    max_eval_samples: int | None = field(default=256, metadata={"help": "Held-out test rows for eval loss/perplexity (None: all)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the train loss every this many steps."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint (into sft.partial/checkpoints) every this many steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
+        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations to save GPU memory (always off on CPU)."})
+
+    def __post_init__(self):
+        check(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
+        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs or max_steps must be positive")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps", "save_total_limit"):
+            check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
+        check(self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+        check(self.max_length is None or self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, name)
+            check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
+
+
+# ----------------------------------------------------------------------------- shared with the reward stage
+
+
+def device_settings(precision: str = "auto", gradient_checkpointing: bool = False) -> dict[str, Any]:
+    """TrainingArguments for this machine. TRL defaults bf16 and gradient checkpointing ON; on CPU both only
+    cost time (bf16 matmuls are emulated, and the small models here fit easily), so the code decides."""
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not bf16_ok:
+        logger.warning("precision bf16 asked for, but %s: training in fp32", "no GPU" if not cuda else "GPU lacks bf16")
+    bf16 = bf16_ok and precision in ("auto", "bf16")
+    if gradient_checkpointing and not cuda:
+        logger.info("gradient checkpointing is off on CPU")
+    return {"use_cpu": not cuda, "bf16": bf16, "fp16": False,
+            # transformers 5 renamed gradient_checkpointing; TRL defaults the old name to True
+            "activation_checkpointing": gradient_checkpointing and cuda,
+            "report_to": "none", "dataloader_num_workers": 0}
+
+
+def process_state():
+    """accelerate's view of this process (rank, world size), initialising torch.distributed under
+    torchrun / accelerate launch. On CPU it must be asked for explicitly (cpu=True), or every rank
+    believes it is the only, main, process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def model_context(model_dir: Path) -> int:
+    """The context length (n_positions) recorded in a saved model's config."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(model_dir))
+    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings"))
+
+
+def load_rows(recipe, split: str, tokenizer=None, max_length: int | None = None, limit: int | None = None) -> list[dict]:
+    """Preference rows of the recipe's "train" or "test" split through train.data (validated there).
+
+    With a tokenizer, rows whose prompt + longer response + EOS exceed `max_length`
+    tokens are counted and dropped by train.data (policy `on_bad_rows`), never
+    silently truncated. `limit` keeps the first rows.
+    """
+    from train.data import load_preferences
+
+    name = {"train": recipe.data.train_split, "test": recipe.data.test_split}[split]
+    # train.data checks prompt + response without EOS; we append one, hence - 1.
+    rows, report = load_preferences(recipe.data, name, tokenizer=tokenizer,
+                                    max_length=max_length - 1 if max_length else None)
+    dropped = getattr(report, "problems", {}) or {}
+    if any(dropped.values()):
+        logger.warning("%s split: dropped rows %s", name, {k: v for k, v in dropped.items() if v})
+    if not rows:
+        raise ValueError(f"data {recipe.data.dataset!r}: the {name} split has no usable rows")
+    return list(rows)[:limit] if limit else list(rows)
+
+
+# ----------------------------------------------------------------------------- maths
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL and token count over labelled positions.
+
+    logits (B, T, V), labels (B, T) with -100 where no loss is taken. Position t
+    predicts labels[t + 1] (the causal-LM shift). Returns (sum NLL (), count ()).
+    """
+    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    mask = shift_labels != -100
+    nll = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.clamp(min=0).reshape(-1), reduction="none"
+    ).view_as(shift_labels)
+    return (nll * mask).sum(), mask.sum()
+
+
+@torch.no_grad()
+def heldout_nll(model, dataset, collator, batch_size: int) -> tuple[float, int]:
+    """Mean NLL per labelled (completion) token over a tokenized dataset; returns (mean, tokens)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    for i in range(0, len(dataset), batch_size):
+        batch = collator([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        s, n = token_nll(logits.cpu(), batch["labels"])
+        total += s
+        count += n
+    model.train(was_training)
+    n = int(count)
+    return (float(total) / n if n else float("nan")), n
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def prompt_completion(rows: list[dict]):
+    """Preference rows -> a datasets.Dataset of {prompt, completion=chosen} (TRL's prompt-completion format)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+
+
+def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: Path, max_length: int, callbacks=None):
+    """The configured SFTTrainer (also used by tests to inspect collated batches)."""
+    from trl import SFTConfig, SFTTrainer
+
+    cfg: SFTStageConfig = recipe.sft
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        max_length=max_length, completion_only_loss=True, packing=False,
+        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
+        **device_settings(cfg.precision, cfg.gradient_checkpointing),
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=prompt_completion(train_rows),
+                      eval_dataset=prompt_completion(eval_rows) if eval_rows else None, processing_class=tokenizer,
+                      callbacks=callbacks)
+
+
+def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Runs SFT into OUTPUT/sft and returns it. `callbacks`: extra transformers TrainerCallbacks."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from train.base import finite
+    from train.modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
+    from train.pipeline import stage_config
+    from train.rundir import StageWriter, require_stage
+
+    cfg: SFTStageConfig = recipe.sft
+    output_dir = Path(output_dir)
+    state = process_state()
+    if state.is_main_process:
+        logger.info("sft config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    t_start = time.time()
+
+    # 1-2. Inputs: data first (its errors name the dataset), then the base model.
+    base_dir = require_stage(output_dir / "base", "sft needs the base model")
+    tokenizer = load_tokenizer(base_dir)
+    max_length = min(cfg.max_length or 10**9, model_context(base_dir))
+    train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
+    eval_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
+    torch.manual_seed(recipe.seed)
+    model = load_causal_lm(base_dir)
+    ensure_pad_embedding(model, tokenizer)
+
+    with StageWriter(output_dir, "sft", resume=resume, main_process=state.is_main_process) as writer:
+        state.wait_for_everyone()  # the main process has (re)created sft.partial/
+        trainer = build_trainer(recipe, model, tokenizer, train_rows, eval_rows, writer.checkpoints, max_length,
+                                callbacks)
+        checkpoint = get_last_checkpoint(str(writer.checkpoints)) if resume and writer.checkpoints.is_dir() else None
+        if resume and checkpoint is None:
+            logger.info("--resume: no checkpoint in %s, starting from the base model", writer.checkpoints)
+
+        # 4a. The base model's held-out NLL (same tokens, same code as after training).
+        metrics: dict[str, Any] = {"train_rows": len(trainer.train_dataset), "max_length": max_length,
+                                   "world_size": state.num_processes}
+        if trainer.eval_dataset is not None and state.is_main_process:
+            nll, ntok = heldout_nll(model, trainer.eval_dataset, trainer.data_collator, cfg.per_device_eval_batch_size)
+            metrics.update(base_eval_loss=nll, base_eval_perplexity=math.exp(nll))
+
+        # 3. Train (every rank), resuming from the last checkpoint when asked.
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics.update(
+            train_loss=out.training_loss, global_step=trainer.state.global_step,
+            resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
+            samples_per_second=out.metrics.get("train_samples_per_second"),
+            train_seconds=out.metrics.get("train_runtime"),
+            loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        )
+        # 4b. Held-out NLL/perplexity of the fine-tuned model, by our code (main process, unwrapped model).
+        if trainer.eval_dataset is not None and state.is_main_process:
+            nll, ntok = heldout_nll(trainer.model, trainer.eval_dataset, trainer.data_collator,
+                                    cfg.per_device_eval_batch_size)
+            metrics.update(eval_loss=nll, eval_perplexity=math.exp(nll), eval_rows=len(trainer.eval_dataset),
+                           eval_tokens=ntok)
+        # 5. Save (Trainer.save_model writes only on the main process) and swap sft.partial -> sft.
+        trainer.save_model(str(writer.path))
+        if state.is_main_process:
+            tokenizer.save_pretrained(str(writer.path))
+            metrics["seconds"] = time.time() - t_start
+            logger.info("sft metrics: %s", {k: v for k, v in metrics.items() if k != "loss_curve"})
+        state.wait_for_everyone()
+        writer.finish(metrics=finite(metrics), config=stage_config(recipe, "sft"))
+    state.wait_for_everyone()
+    return writer.final
