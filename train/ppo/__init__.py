@@ -1,0 +1,294 @@
+"""Stage 3: PPO with a KL penalty -- our own actor-critic implementation for causal LMs.
+
+Why it exists: TRL removed ``PPOTrainer`` in 1.13 (the seed script's
+``PPOTrainer(reward_function=...)`` never existed at all), so the third stage of
+the RLHF recipe is ours: small, tested, and faster than the last TRL one on the
+shared benchmark (benchmarks/bench_ppo.py).
+
+Papers followed:
+
+* Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences"
+  (lm-human-preferences): the score of a sampled response from a learned reward
+  model, normalised; a per-token KL penalty against the frozen SFT policy with a
+  fixed or adaptive coefficient; the critic initialised from the reward model.
+* Huang et al. 2024, "The N Implementation Details of RLHF with PPO": temperature-
+  scaled log-probs, EOS truncation and the missing-EOS penalty, dropout off,
+  GAE with gamma 1 / lambda 0.95, whitened advantages, clipped value loss,
+  Adam epsilon 1e-5.
+* Schulman et al. 2017 (PPO) and 2016 (GAE).
+
+Modules: ``config`` (PPOConfig, the ``ppo:`` recipe section), ``core`` (pure tensor
+maths, unit-tested by hand), ``trainer`` (rollout, score, update loop, checkpoints).
+The deviations from the papers are listed in ``trainer``'s docstring.
+
+``main(recipe, output_dir, resume)`` is the ``rlhf ppo`` stage:
+
+1. Resolve and check the inputs: policy and reference from ``OUTPUT/sft`` (else
+   ``OUTPUT/base``), reward model + ``reward_stats.json`` and critic from
+   ``OUTPUT/reward`` (or a reward function, with the critic on the policy's backbone
+   and a fresh scalar head); the training prompts. Nothing is written before this.
+2. Train (``PPOTrainer.train``), appending ``metrics.jsonl`` and checkpointing every
+   ``save_every`` updates into ``OUTPUT/ppo.partial/checkpoints`` (``--resume``).
+3. Measure the SFT policy against the PPO policy on held-out prompts (mean
+   normalised RM score, the SFT scores' std, KL to the reference, gold judge on the
+   embedded data, reward-function score) and store it in ``metrics.json``.
+4. Save the policy and tokenizer (Hugging Face format) and swap ``OUTPUT/ppo`` in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main", "compare_policies", "resolve_inputs"]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
+    """The model paths PPO reads, from the config or the run directory; StageError names a missing one."""
+    from train.rundir import is_complete, require_stage
+
+    out: dict[str, str | None] = {}
+    if cfg.policy_path:
+        out["policy"] = cfg.policy_path
+    else:
+        sft, base = output_dir / "sft", output_dir / "base"
+        out["policy"] = str(require_stage(sft if is_complete(sft) or not is_complete(base) else base,
+                                          "ppo policy (sft, else base)"))
+    out["ref"] = cfg.ref_path or out["policy"]
+    if cfg.reward_model_path:
+        out["reward"] = cfg.reward_model_path
+    elif cfg.reward_function is None:
+        out["reward"] = str(require_stage(output_dir / "reward", "ppo reward model"))
+    else:  # a reward function; the reward model is optional (used only to report RM scores)
+        out["reward"] = str(output_dir / "reward") if is_complete(output_dir / "reward") else None
+    out["value"] = cfg.value_model_path or out["reward"] or out["policy"]
+    for key in ("policy", "ref", "reward", "value"):
+        p = out[key]
+        if p and (p.startswith(("/", ".", "~")) or Path(p).exists()) and not Path(p).expanduser().is_dir():
+            from train.rundir import StageError
+
+            raise StageError(f"ppo {key} model: {p} is not a directory")
+    return out
+
+
+def _load_models(paths: dict[str, str | None], cfg):
+    """Policy, reference, critic (None with shared_value_head), reward model (or None) and the tokenizer."""
+    import torch
+
+    from train.modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
+                                load_sequence_classifier, load_tokenizer)
+
+    tokenizer = load_tokenizer(paths["policy"])
+    policy = load_causal_lm(paths["policy"])
+    ref = load_causal_lm(paths["ref"])
+    for m in (policy, ref):
+        ensure_pad_embedding(m, tokenizer)
+        disable_dropout(m)
+    rm = RewardModel.load(paths["reward"]) if paths["reward"] else None
+    critic = None
+    if not cfg.shared_value_head:
+        critic = load_sequence_classifier(paths["value"])
+        ensure_pad_embedding(critic, tokenizer)
+        disable_dropout(critic)
+        if paths["value"] in (paths["policy"], paths["ref"]):
+            # A causal LM has no scalar head: start the fresh one at 0 (values start at 0).
+            torch.nn.init.zeros_(critic.score.weight)
+    return policy, ref, critic, rm, tokenizer
+
+
+def _prompts(rows: Sequence[dict]) -> list[str]:
+    return [r["prompt"] for r in rows]
+
+
+# ----------------------------------------------------------------------------- before/after
+
+
+def compare_policies(policies: dict[str, Any], ref, tokenizer, prompts: Sequence[str], cfg,
+                     reward_model=None, reward_fn: Callable | None = None,
+                     gold_fn: Callable[[str, str], float] | None = None, seed: int = 1234,
+                     batch_size: int = 32, device=None) -> dict[str, dict[str, float]]:
+    """Samples each policy on the same prompts with the same seed and the rollout settings; measures them.
+
+    Per policy: mean raw and normalised reward-model score and the normalised
+    scores' std, mean KL(policy || ref) per response (sum of k1 over response tokens,
+    at the sampling temperature), reward-function mean and share > 0, gold judge mean,
+    EOS rate and mean response length (tokens, EOS included).
+    """
+    import torch
+
+    from train.ppo import core
+    from train.ppo.trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
+
+    with torch.no_grad():
+        return _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size,
+                        device)
+
+
+def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size, device):
+    import torch
+
+    from train.ppo import core
+    from train.ppo.trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
+
+    device = device or next(ref.parameters()).device
+    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    max_ctx = getattr(ref.config, "n_positions", None) or getattr(ref.config, "max_position_embeddings", 10**9)
+    keep = max(1, min(cfg.max_prompt_tokens, max_ctx - cfg.max_new_tokens - 1))
+    enc = [e[-keep:] for e in enc]
+    results: dict[str, dict[str, float]] = {}
+    for name, policy in policies.items():
+        torch.manual_seed(seed)
+        cols: dict[str, list] = {k: [] for k in ("raw", "norm", "kl", "fn", "gold", "eos", "len")}
+        for s in range(0, len(prompts), batch_size):
+            q_ids, q_mask = left_pad(enc[s:s + batch_size], tokenizer.pad_token_id, device)
+            r_ids, r_mask, has_eos = sample_responses(policy, q_ids, q_mask, cfg, tokenizer.eos_token_id,
+                                                      tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(r_ids, skip_special_tokens=True)
+            batch = Rollout(list(prompts[s:s + batch_size]), texts, q_ids, q_mask, r_ids, r_mask, has_eos)
+            ids, mask, P = batch.input_ids, batch.attention_mask, batch.context_len
+            lp = core.token_logprobs(response_logits(policy, ids, mask, P), r_ids, cfg.temperature)
+            ref_lp = core.token_logprobs(response_logits(ref, ids, mask, P), r_ids, cfg.temperature)
+            cols["kl"].append(((lp - ref_lp) * r_mask).sum(1).cpu())
+            cols["eos"].append(has_eos.float().cpu())
+            cols["len"].append(r_mask.sum(1).cpu())
+            if reward_model is not None:
+                if reward_model.tokenizer.get_vocab() == tokenizer.get_vocab():
+                    rm_ids, rm_mask = append_eos_where_missing(ids, mask, has_eos, tokenizer.eos_token_id,
+                                                               tokenizer.pad_token_id)
+                    raw = reward_model.score_ids(rm_ids.to(device), rm_mask.to(device)).cpu()
+                else:
+                    raw = reward_model.score(batch.prompts, texts).cpu()
+                cols["raw"].append(raw)
+                cols["norm"].append(reward_model.normalise(raw))
+            if reward_fn is not None:
+                cols["fn"].append(torch.tensor([float(v) for v in reward_fn(batch.prompts, texts)]))
+            if gold_fn is not None:
+                cols["gold"].append(torch.tensor([float(gold_fn(p, r)) for p, r in zip(batch.prompts, texts)]))
+        res: dict[str, float] = {"n": len(prompts)}
+        if cols["raw"]:
+            raw, norm = torch.cat(cols["raw"]), torch.cat(cols["norm"])
+            res.update(score=raw.mean().item(), score_norm=norm.mean().item(),
+                       score_norm_std=norm.std().item() if len(norm) > 1 else 0.0)
+        res["kl"] = torch.cat(cols["kl"]).mean().item()
+        if cols["fn"]:
+            fn = torch.cat(cols["fn"])
+            res.update(reward_fn=fn.mean().item(), reward_fn_positive=(fn > 0).float().mean().item())
+        if cols["gold"]:
+            res["gold"] = torch.cat(cols["gold"]).mean().item()
+        res["eos_rate"] = torch.cat(cols["eos"]).mean().item()
+        res["response_length"] = torch.cat(cols["len"]).mean().item()
+        results[name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()}
+    return results
+
+
+def summarise_comparison(cmp: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The headline numbers: score gain in SFT standard deviations, KL, gold and reward-function change."""
+    sft, ppo = cmp["sft"], cmp["ppo"]
+    out: dict[str, float] = {"kl": ppo["kl"]}
+    if "score_norm" in sft:
+        gain = ppo["score_norm"] - sft["score_norm"]
+        out["score_norm_gain"] = round(gain, 6)
+        std = sft["score_norm_std"]
+        out["score_gain_in_sft_std"] = round(gain / std, 6) if std > 0 else None
+    if "gold" in sft:
+        out["gold_gain"] = round(ppo["gold"] - sft["gold"], 6)
+    if "reward_fn" in sft:
+        out["reward_fn_gain"] = round(ppo["reward_fn"] - sft["reward_fn"], 6)
+        out["reward_fn_positive_gain"] = round(ppo["reward_fn_positive"] - sft["reward_fn_positive"], 6)
+    return out
+
+
+def _log_comparison(cmp: dict, summary: dict) -> None:
+    keys = [k for k in ("score", "score_norm", "score_norm_std", "kl", "gold", "reward_fn", "reward_fn_positive",
+                        "eos_rate", "response_length") if k in cmp["sft"]]
+    lines = [f"{'':>20} {'SFT':>10} {'PPO':>10}"]
+    lines += [f"{k:>20} {cmp['sft'][k]:>10.4f} {cmp['ppo'][k]:>10.4f}" for k in keys]
+    lines += [f"{k:>20} {v if v is None else round(v, 4)}" for k, v in summary.items()]
+    logger.info("held-out comparison on %d prompts (SFT policy vs PPO policy):\n%s", cmp["sft"]["n"], "\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def main(recipe, output_dir: Path, resume: bool = False) -> Path:
+    """`rlhf ppo`: trains OUTPUT/ppo from OUTPUT/sft and OUTPUT/reward (see the module docstring)."""
+    import torch
+    import yaml
+    from accelerate import Accelerator
+
+    from train.config import to_plain
+    from train.data import load_preferences
+    from train.pipeline import stage_config
+    from train.ppo.trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
+    from train.rundir import StageWriter
+
+    cfg = recipe.ppo
+    output_dir = Path(output_dir)
+    # cpu=True on a machine without GPUs: otherwise under torchrun / accelerate launch every rank
+    # believes it is the only, main, process (see train/sft.py: process_state)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    seed = recipe.seed + cfg.seed_offset
+
+    # 1. inputs, checked before anything is written
+    paths = resolve_inputs(cfg, output_dir)
+    reward_fn = load_reward_function(cfg.reward_function) if cfg.reward_function else None
+    train_rows, _ = load_preferences(recipe.data, "train")
+    test_rows, _ = load_preferences(recipe.data, "test") if cfg.eval_prompts else ([], None)
+    if not train_rows:
+        raise ValueError(f"data {recipe.data.dataset!r}: no training prompts for PPO")
+    logger.info("ppo config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    logger.info("ppo inputs: %s; %d training prompts, %d updates of %d episodes on %d process(es)", paths,
+                len(train_rows), cfg.num_updates, cfg.batch_size, accelerator.num_processes)
+    policy, ref, critic, rm, tokenizer = _load_models(paths, cfg)
+    if reward_fn is not None:
+        scorer = FunctionScorer(reward_fn, cfg.reward_function)
+    else:
+        rm.model.to(accelerator.device)
+        scorer = RewardModelScorer(rm, tokenizer, normalise=cfg.normalise_reward)
+        logger.info("reward model %s, normalisation %s", paths["reward"], rm.stats)
+
+    with StageWriter(output_dir, "ppo", resume=resume, main_process=accelerator.is_main_process) as writer:
+        accelerator.wait_for_everyone()  # the partial dir (and its checkpoints) exists for every process
+        # 2. train
+        trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, _prompts(train_rows), critic=critic, seed=seed,
+                             accelerator=accelerator, checkpoint_dir=writer.checkpoints,
+                             metrics_path=writer.path / "metrics.jsonl")
+        t0 = time.time()
+        history = trainer.train(resume=resume)
+        train_s = time.time() - t0
+        metrics: dict[str, Any] = {
+            "updates": len(history), "episodes": len(history) * cfg.batch_size, "train_s": round(train_s, 2),
+            "final": history[-1] if history else {},
+            "gen_s": round(sum(r["gen_s"] for r in history), 2),
+            "score_s": round(sum(r["score_s"] for r in history), 2),
+            "optimise_s": round(sum(r["train_s"] for r in history), 2),
+            "inputs": paths, "processes": accelerator.num_processes,
+        }
+        if accelerator.is_main_process:
+            # 3. before/after on held-out prompts
+            if cfg.eval_prompts and test_rows:
+                gold_fn = None
+                if str(recipe.data.dataset) == "embedded":
+                    from train.synthetic import gold_score as gold_fn
+                prompts = list(dict.fromkeys(_prompts(test_rows)))[: cfg.eval_prompts]
+                if rm is not None:
+                    rm.model.to(accelerator.device)
+                cmp = compare_policies({"sft": ref, "ppo": trainer.policy}, ref, tokenizer, prompts, cfg,
+                                       reward_model=rm, reward_fn=reward_fn, gold_fn=gold_fn, seed=seed + 1,
+                                       batch_size=cfg.eval_batch_size, device=accelerator.device)
+                summary = summarise_comparison(cmp)
+                _log_comparison(cmp, summary)
+                metrics["comparison"] = {**cmp, "summary": summary}
+            # 4. the policy, in Hugging Face format
+            trainer.policy.save_pretrained(writer.path, safe_serialization=True)
+            tokenizer.save_pretrained(writer.path)
+        writer.finish(metrics=metrics, config=stage_config(recipe, "ppo"))
+    accelerator.wait_for_everyone()
+    return writer.final

@@ -1,0 +1,700 @@
+"""The PPO loop: rollout -> score -> advantages -> several epochs of clipped updates.
+
+Steps of one update (``PPOTrainer.step``), after Ziegler et al. 2019 and Huang et al. 2024:
+
+1. Rollout: a batch of left-padded prompts; one KV-cached ``generate`` call samples a
+   response per prompt (temperature, top-k, top-p, max new tokens); responses are cut
+   after the first EOS and right-padded; columns past the longest response are dropped.
+2. Score: the reward model on prompt + response (+ EOS when the response has none),
+   read at the last real token and normalised with ``reward_stats.json``; or a Python
+   reward function on the texts. Responses without EOS get ``missing_eos_penalty``.
+3. Forward passes, each once: the frozen reference (log-probs at the sampling
+   temperature) and the actor-critic (old log-probs and values). When a PPO epoch is
+   one minibatch without accumulation, the actor-critic pass of the rollout keeps its
+   graph and *is* the first training forward (the parameters have not moved yet, so
+   the old log-probs are exactly the first epoch's log-probs): one forward saved.
+4. Rewards: -kl_coef * KL_t per token (k1 or k3), plus the score at the last real token.
+5. GAE (gamma, lambda) -> advantages (whitened over the batch's real tokens) and returns.
+6. ``ppo_epochs`` passes over the batch in ``num_mini_batches`` minibatches (each
+   ``gradient_accumulation_steps`` micro-batches): clipped policy loss + vf_coef *
+   clipped value loss, gradient-norm clipping per model, one AdamW step per minibatch.
+7. KL controller update (adaptive only), learning-rate schedule step, one metrics row.
+
+Deviations from the papers, on purpose:
+
+* Policy and critic share one AdamW (two parameter groups, their own learning rates)
+  and are clipped separately; lm-human-preferences used two optimisers.
+* Old log-probs are recomputed by a full forward (or taken from the first training
+  forward, see 3), not taken from the sampler's logits: the same code path as the
+  training forward, so the first ratio is exactly 1.
+* With top-k/top-p < full, the sampler draws from a truncated distribution while the
+  log-probs are those of the untruncated, temperature-scaled one (as in TRL).
+* Each update reseeds the RNGs from (seed, update, process), so a resumed run samples
+  exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from train.modeling import RewardModel, position_ids_from_mask
+from train.ppo import core
+from train.ppo.config import PPOConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "update-"
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class ActorCritic(nn.Module):
+    """The trained models behind one forward: policy logits and critic values on the response columns.
+
+    One module so that distributed data parallel wraps (and synchronises) both with
+    one call. ``critic`` is a separate *ForSequenceClassification model (initialised
+    from the reward model), or None with ``value_head`` on the policy's last hidden
+    state (the shared-backbone option).
+    """
+
+    def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Module | None = None):
+        super().__init__()
+        if (critic is None) == (value_head is None):
+            raise ValueError("ActorCritic needs exactly one of critic or value_head")
+        self.policy = policy
+        self.critic = critic
+        self.value_head = value_head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_len: int):
+        """(B, T) ids/mask of prompt (P = context_len columns) + response -> logits (B, R, V), values (B, R).
+
+        Column t of the outputs is the prediction made *before* response token t,
+        i.e. hidden state at sequence position P - 1 + t. The LM head runs on the
+        response columns only: the prompt's logits are never needed.
+        """
+        pos = position_ids_from_mask(attention_mask)
+        hidden = self.policy.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                                        use_cache=False).last_hidden_state  # (B, T, H)
+        hidden = hidden[:, context_len - 1:-1]  # (B, R, H)
+        logits = self.policy.get_output_embeddings()(hidden)  # (B, R, V)
+        if self.value_head is not None:
+            values = self.value_head(hidden).squeeze(-1)
+        else:
+            c_hidden = self.critic.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                                              use_cache=False).last_hidden_state
+            values = self.critic.score(c_hidden[:, context_len - 1:-1]).squeeze(-1)  # (B, R)
+        return logits, values.float()
+
+
+def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    context_len: int) -> torch.Tensor:
+    """Logits (B, R, V) of a causal LM on the response columns (the reference policy's pass)."""
+    pos = position_ids_from_mask(attention_mask)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                              use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, context_len - 1:-1])
+
+
+# ----------------------------------------------------------------------------- rewards
+
+
+def load_reward_function(spec: str) -> Callable[[list[str], list[str]], list[float]]:
+    """'module:function' -> the function; a one-line error when it cannot be imported."""
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"ppo.reward_function {spec!r}: cannot import it ({type(e).__name__}: {e})") from e
+    if not callable(fn):
+        raise ValueError(f"ppo.reward_function {spec!r}: not callable")
+    return fn
+
+
+class FunctionScorer:
+    """A Python reward function on (prompt, response) texts as the score."""
+
+    normalised = False
+
+    def __init__(self, fn: Callable, name: str = ""):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "reward_function")
+
+    def __call__(self, batch: "Rollout") -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.fn(list(batch.prompts), list(batch.responses))
+        try:
+            values = [float(v) for v in out]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"reward function {self.name}: must return a list of numbers ({e})") from e
+        if len(values) != len(batch.prompts):
+            raise ValueError(f"reward function {self.name}: returned {len(values)} scores for {len(batch.prompts)} responses")
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"reward function {self.name}: non-finite score for response {bad[0]}: {batch.responses[bad[0]]!r}")
+        raw = torch.tensor(values, dtype=torch.float32, device=batch.response_ids.device)
+        return raw, raw
+
+
+class RewardModelScorer:
+    """The reward model on prompt + response + EOS, read at the last real token; raw and normalised scores.
+
+    When the reward model shares the policy's vocabulary (every run of this project)
+    the sampled ids are scored directly, without decoding and re-tokenising.
+    """
+
+    def __init__(self, reward_model: RewardModel, policy_tokenizer, normalise: bool = True, batch_size: int = 0):
+        self.rm = reward_model
+        self.normalise = normalise
+        self.batch_size = batch_size
+        self.eos_id = policy_tokenizer.eos_token_id
+        self.pad_id = policy_tokenizer.pad_token_id
+        self.same_vocab = reward_model.tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+        if not self.same_vocab:
+            logger.warning("reward model tokenizer differs from the policy's: scoring decoded text (slower)")
+
+    @torch.no_grad()
+    def __call__(self, batch: "Rollout") -> tuple[torch.Tensor, torch.Tensor]:
+        if self.same_vocab:
+            ids, mask = append_eos_where_missing(batch.input_ids, batch.attention_mask, batch.has_eos,
+                                                 self.eos_id, self.pad_id)
+            bs = self.batch_size or len(ids)
+            raw = torch.cat([self.rm.score_ids(ids[i:i + bs], mask[i:i + bs]) for i in range(0, len(ids), bs)])
+        else:
+            raw = self.rm.score(batch.prompts, [r for r in batch.responses], batch_size=self.batch_size or 32)
+            raw = raw.to(batch.response_ids.device)
+        return raw, (self.rm.normalise(raw) if self.normalise else raw)
+
+
+def append_eos_where_missing(input_ids: torch.Tensor, attention_mask: torch.Tensor, has_eos: torch.Tensor,
+                             eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) right-padded sequences -> (B, T + 1) with EOS after the last real token of rows without EOS.
+
+    The reward model was trained on texts that end with EOS, so a truncated response
+    is scored as ``prompt + response + EOS`` (project convention, docs/DESIGN.md).
+    """
+    B = input_ids.shape[0]
+    ids = torch.cat([input_ids, input_ids.new_full((B, 1), pad_id)], 1)
+    mask = torch.cat([attention_mask, attention_mask.new_zeros((B, 1))], 1)
+    T = mask.shape[1]
+    cols = torch.arange(T, device=mask.device).expand_as(mask)
+    nxt = torch.where(mask.bool(), cols, torch.full_like(cols, -1)).max(1).values + 1  # (B,) first free column
+    rows = torch.nonzero(~has_eos.bool()).squeeze(1)
+    ids[rows, nxt[rows]] = eos_id
+    mask[rows, nxt[rows]] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> (B, P) left-padded ids and mask (the generation layout)."""
+    P = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), P), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, P - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, P - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class PromptSchedule:
+    """Which prompts episode e (global count) uses: a fresh seeded permutation per pass over the prompts.
+
+    A pure function of (seed, episode index): a resumed run needs no sampler state.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def indices(self, start: int, count: int) -> list[int]:
+        out = []
+        for e in range(start, start + count):
+            epoch, j = divmod(e, self.n)
+            if epoch not in self._perms:
+                g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+                self._perms = {epoch: torch.randperm(self.n, generator=g)}  # keep one pass in memory
+            out.append(int(self._perms[epoch][j]))
+        return out
+
+
+# ----------------------------------------------------------------------------- rollout batch
+
+
+@dataclass
+class Rollout:
+    """One batch of episodes on one process and everything the update computes from it."""
+
+    prompts: list[str]
+    responses: list[str]
+    query_ids: torch.Tensor  # (B, P) left-padded
+    query_mask: torch.Tensor  # (B, P)
+    response_ids: torch.Tensor  # (B, R) right-padded with pad after the first EOS
+    response_mask: torch.Tensor  # (B, R) float, 1 up to and including the first EOS
+    has_eos: torch.Tensor  # (B,) bool
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # logprobs, values, rewards, ... (B, R) or (B,)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.query_ids, self.response_ids], 1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.query_mask, self.response_mask.long()], 1)
+
+    @property
+    def context_len(self) -> int:
+        return self.query_ids.shape[1]
+
+
+@torch.no_grad()
+def sample_responses(policy, query_ids: torch.Tensor, query_mask: torch.Tensor, cfg: PPOConfig, eos_id: int,
+                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batched, KV-cached `generate` call -> (response ids (B, R), mask (B, R) float, has_eos (B,)).
+
+    A fresh GenerationConfig so that nothing from the model's saved generation
+    defaults (repetition penalty, top-k 50, ...) changes the sampling distribution.
+    """
+    from transformers import GenerationConfig
+
+    gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                               max_new_tokens=cfg.max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
+                               use_cache=True)
+    was_training = policy.training
+    policy.eval()
+    out = policy.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=gen_cfg)
+    policy.train(was_training)
+    response = out[:, query_ids.shape[1]:]
+    is_eos = response == eos_id
+    has_eos = is_eos.any(1)
+    keep = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and including the first EOS
+    response = torch.where(keep, response, torch.full_like(response, pad_id))
+    return response, keep.float(), has_eos
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    return state
+
+
+class PPOTrainer:
+    """Actor-critic PPO for a causal LM against a reward model or a reward function.
+
+    trainer = PPOTrainer(cfg, policy, ref_policy, tokenizer, scorer, prompts, critic=critic)
+    rows = trainer.train()          # one metrics dict per update
+    trainer.policy                  # the trained (unwrapped) policy
+    """
+
+    def __init__(self, cfg: PPOConfig, policy, ref_policy, tokenizer, scorer, prompts: Sequence[str],
+                 critic=None, seed: int = 0, accelerator=None, checkpoint_dir: str | Path | None = None,
+                 metrics_path: str | Path | None = None, progress: bool = True):
+        if accelerator is None:
+            from accelerate import Accelerator
+
+            accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.acc = accelerator
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.scorer = scorer
+        self.seed = seed
+        self.device = accelerator.device
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        self.is_main = accelerator.is_main_process
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.progress = progress
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        if self.eos_id is None or self.pad_id is None or self.eos_id == self.pad_id:
+            raise ValueError("PPO needs a tokenizer with an EOS token and a distinct pad token (train.modeling.load_tokenizer)")
+        if cfg.batch_size % self.world:
+            raise ValueError(f"ppo.batch_size ({cfg.batch_size}) must be divisible by the number of processes ({self.world})")
+        self.local_batch = cfg.batch_size // self.world
+        if self.local_batch % (cfg.num_mini_batches * cfg.gradient_accumulation_steps):
+            raise ValueError(f"per-process batch {self.local_batch} is not divisible by num_mini_batches * "
+                             f"gradient_accumulation_steps ({cfg.num_mini_batches} * {cfg.gradient_accumulation_steps})")
+
+        # Prompts: tokenised once, keeping the last max_prompt_tokens tokens (the end of a
+        # dialogue matters most: it holds the question being answered).
+        max_ctx = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings", None)
+        self.max_prompt_tokens = cfg.max_prompt_tokens
+        if max_ctx and cfg.max_prompt_tokens + cfg.max_new_tokens + 1 > max_ctx:
+            self.max_prompt_tokens = max_ctx - cfg.max_new_tokens - 1
+            if self.max_prompt_tokens < 1:
+                raise ValueError(f"ppo.max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the "
+                                 f"policy's {max_ctx}-token context")
+            logger.warning("prompts truncated to their last %d tokens (context %d = prompt + %d new tokens + EOS)",
+                           self.max_prompt_tokens, max_ctx, cfg.max_new_tokens)
+        if not prompts:
+            raise ValueError("PPO needs at least one training prompt")
+        self.prompts = list(prompts)
+        enc = tokenizer(self.prompts, add_special_tokens=False)["input_ids"]
+        self.prompt_tokens = [ids[-self.max_prompt_tokens:] for ids in enc]
+        if any(len(t) == 0 for t in self.prompt_tokens):
+            i = next(i for i, t in enumerate(self.prompt_tokens) if len(t) == 0)
+            raise ValueError(f"training prompt {i} is empty after tokenisation")
+        self.schedule = PromptSchedule(len(self.prompts), seed)
+
+        # Models: dropout off in all four (Huang et al. 2024) -- done by the loaders; eval() here
+        # keeps it off for any module that checks `training` instead of p.
+        for m in (policy, ref_policy, critic):
+            if m is not None:
+                _dropout_off(m)
+        self.ref = ref_policy.to(self.device).eval().requires_grad_(False)
+        value_head = None
+        if critic is None:
+            value_head = nn.Linear(policy.config.hidden_size if hasattr(policy.config, "hidden_size") else policy.config.n_embd, 1)
+            nn.init.zeros_(value_head.weight)
+            nn.init.zeros_(value_head.bias)
+        self.model = ActorCritic(policy, critic, value_head).to(self.device)
+        self.model.train()
+        vf_lr = cfg.value_learning_rate or cfg.learning_rate
+        value_params = list(critic.parameters()) if critic is not None else list(value_head.parameters())
+        self.optimizer = torch.optim.AdamW(
+            [{"params": list(policy.parameters()), "lr": cfg.learning_rate},
+             {"params": value_params, "lr": vf_lr}],
+            lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.num_updates = cfg.num_updates
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.ddp_model = accelerator.prepare_model(self.model)
+        self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+                       else core.FixedKLController(cfg.kl_coef))
+        # Step 3's shortcut (the rollout's actor-critic forward is the first training forward); a switch
+        # only so that tests can check it changes nothing but speed.
+        self.reuse_rollout_forward = True
+        self.update_idx = 0  # updates done
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def policy(self):
+        return self.model.policy
+
+    def _lr_factor(self, update: int) -> float:
+        if update < self.cfg.warmup_updates:
+            return (update + 1) / (self.cfg.warmup_updates + 1)
+        if self.cfg.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, 1.0 - (update - self.cfg.warmup_updates) / max(1, self.num_updates - self.cfg.warmup_updates))
+
+    def _reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self.acc.reduce(x, reduction="mean") if self.world > 1 else x
+
+    def _reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.acc.reduce(x, reduction="sum") if self.world > 1 else x
+
+    def _global_whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked whitening with mean and (Bessel) variance over the real tokens of *all* processes."""
+        m = mask.to(x.dtype)
+        stats = self._reduce_sum(torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()]))
+        s, ss, n = stats[0], stats[1], stats[2].clamp(min=2.0)
+        mean = s / n
+        var = (ss / n - mean**2).clamp(min=0.0) * n / (n - 1)
+        return core.whiten(x, mask, mean, var, shift_mean=True)
+
+    # ------------------------------------------------------------------ 1-5: rollout and advantages
+
+    @torch.no_grad()
+    def rollout(self, prompt_indices: Sequence[int], keep_graph: bool = False) -> tuple[Rollout, dict]:
+        """Steps 1-5 for one process's share of the batch; returns the batch and its timings."""
+        cfg = self.cfg
+        timings = {}
+        t0 = time.perf_counter()
+        # 1. sample, in chunks of rollout_batch_size (each chunk one generate call)
+        prompts = [self.prompts[i] for i in prompt_indices]
+        chunk = cfg.rollout_batch_size or len(prompt_indices)
+        parts = []
+        query_ids, query_mask = left_pad([self.prompt_tokens[i] for i in prompt_indices], self.pad_id, self.device)
+        for s in range(0, len(prompts), chunk):
+            parts.append(sample_responses(self.policy, query_ids[s:s + chunk], query_mask[s:s + chunk], cfg,
+                                          self.eos_id, self.pad_id))
+        R = max(int(m.sum(1).max()) for _, m, _ in parts)  # drop columns past the longest response
+        response_ids = torch.cat([nn.functional.pad(r[:, :R], (0, R - r[:, :R].shape[1]), value=self.pad_id)
+                                  for r, _, _ in parts])
+        response_mask = torch.cat([nn.functional.pad(m[:, :R], (0, R - m[:, :R].shape[1])) for _, m, _ in parts])
+        has_eos = torch.cat([h for _, _, h in parts])
+        responses = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+        batch = Rollout(prompts, responses, query_ids, query_mask, response_ids, response_mask, has_eos)
+        timings["gen_s"] = time.perf_counter() - t0
+
+        # 2. score
+        t0 = time.perf_counter()
+        raw, score = self.scorer(batch)
+        score = core.apply_missing_eos_penalty(score, has_eos, cfg.missing_eos_penalty)
+
+        # 3. reference log-probs, old log-probs and values, at the sampling temperature
+        ids, mask, P = batch.input_ids, batch.attention_mask, batch.context_len
+        logprobs, ref_logprobs, values, entropy = [], [], [], []
+        graph = None
+        for s in range(0, len(prompts), chunk):
+            sl = slice(s, s + chunk)
+            ref_logits = response_logits(self.ref, ids[sl], mask[sl], P)
+            ref_logprobs.append(core.token_logprobs(ref_logits, response_ids[sl], cfg.temperature))
+            if keep_graph:  # this forward is also the first training forward (see module docstring, step 3)
+                with torch.enable_grad():
+                    logits, v = self.ddp_model(ids, mask, P)
+                graph = (logits, v)
+            else:
+                logits, v = self.model(ids[sl], mask[sl], P)
+            logprobs.append(core.token_logprobs(logits.detach(), response_ids[sl], cfg.temperature))
+            entropy.append(core.entropy_from_logits(logits.detach(), cfg.temperature))
+            values.append(v.detach())
+        logprobs, ref_logprobs = torch.cat(logprobs), torch.cat(ref_logprobs)
+        values, entropy = torch.cat(values), torch.cat(entropy)
+
+        # 4. per-token rewards: KL penalty everywhere, the score at the last real token
+        kl = core.kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator) * response_mask
+        rewards = core.per_token_rewards(score, kl, response_mask, self.kl_ctl.value)
+
+        # 5. advantages and returns
+        advantages, returns = core.gae(rewards, values, response_mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = self._global_whiten(advantages, response_mask)
+        batch.tensors = dict(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values * response_mask,
+                             entropy=entropy, kl=kl, rewards=rewards, advantages=advantages, returns=returns,
+                             raw_score=raw, score=score)
+        batch.tensors["k1"] = (logprobs - ref_logprobs) * response_mask
+        self._graph = graph
+        timings["score_s"] = time.perf_counter() - t0
+        return batch, timings
+
+    # ------------------------------------------------------------------ 6: PPO epochs
+
+    def _loss(self, batch: Rollout, idx: torch.Tensor | None, out=None):
+        t = batch.tensors
+        sel = (lambda x: x) if idx is None else (lambda x: x[idx])
+        if out is None:
+            ids, mask = batch.input_ids, batch.attention_mask
+            out = self.ddp_model(sel(ids), sel(mask), batch.context_len)
+        logits, values = out
+        mask = sel(batch.response_mask)
+        logprobs = core.token_logprobs(logits, sel(batch.response_ids), self.cfg.temperature)
+        pg_loss, pg = core.policy_loss(logprobs, sel(t["logprobs"]), sel(t["advantages"]), mask, self.cfg.cliprange)
+        vf_loss, vf_clipfrac = core.value_loss(values, sel(t["values"]), sel(t["returns"]), mask,
+                                               self.cfg.cliprange_value)
+        loss = pg_loss + self.cfg.vf_coef * vf_loss
+        stats = torch.stack([pg_loss.detach(), vf_loss.detach(), pg.clipfrac, pg.approx_kl, pg.ratio_mean,
+                             vf_clipfrac])
+        return loss, stats
+
+    def _clip_and_step(self) -> None:
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), self.cfg.max_grad_norm)
+            value_part = self.model.critic if self.model.critic is not None else self.model.value_head
+            torch.nn.utils.clip_grad_norm_(value_part.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def optimise(self, batch: Rollout, update: int) -> dict[str, float]:
+        """Step 6: ppo_epochs x num_mini_batches optimiser steps; returns mean loss statistics."""
+        cfg = self.cfg
+        B = batch.response_ids.shape[0]
+        mb = B // cfg.num_mini_batches
+        micro = mb // cfg.gradient_accumulation_steps
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + update * 101 + self.rank)
+        stats = []
+        for epoch in range(cfg.ppo_epochs):
+            perm = torch.randperm(B, generator=g).to(self.device)
+            for m in range(cfg.num_mini_batches):
+                mb_idx = perm[m * mb:(m + 1) * mb]
+                for a in range(cfg.gradient_accumulation_steps):
+                    idx = mb_idx[a * micro:(a + 1) * micro]
+                    if epoch == 0 and m == 0 and self._graph is not None:
+                        loss, s = self._loss(batch, None, self._graph)  # the rollout's forward (step 3)
+                        self._graph = None
+                    else:
+                        loss, s = self._loss(batch, idx)
+                    (loss / cfg.gradient_accumulation_steps).backward()
+                    stats.append(s)
+                self._clip_and_step()
+        s = torch.stack(stats).mean(0)
+        names = ["policy_loss", "value_loss", "clipfrac", "approx_kl", "ratio_mean", "value_clipfrac"]
+        return dict(zip(names, s.tolist()))
+
+    # ------------------------------------------------------------------ one update
+
+    def step(self) -> dict[str, float]:
+        """One PPO update (steps 1-7); returns its metrics row (averaged over processes)."""
+        cfg = self.cfg
+        u = self.update_idx
+        _seed_everything(self.seed * 1_000_003 + u * 1009 + self.rank)
+        start = u * cfg.batch_size + self.rank * self.local_batch
+        indices = self.schedule.indices(start, self.local_batch)
+        keep_graph = (self.reuse_rollout_forward and cfg.num_mini_batches == 1 and cfg.gradient_accumulation_steps == 1
+                      and (cfg.rollout_batch_size == 0 or cfg.rollout_batch_size >= self.local_batch))
+        batch, timings = self.rollout(indices, keep_graph=keep_graph)
+        t0 = time.perf_counter()
+        loss_stats = self.optimise(batch, u)
+        timings["train_s"] = time.perf_counter() - t0
+
+        # 7. controller, schedule, metrics
+        t = batch.tensors
+        mask = batch.response_mask
+        seq_kl = t["k1"].sum(1)  # (B,) per-episode KL estimate (k1), what the target refers to
+        lengths = mask.sum(1)
+        local = {
+            "score": t["raw_score"].mean(), "score_norm": t["score"].mean(),
+            "kl": seq_kl.mean(), "kl_penalty": (self.kl_ctl.value * t["kl"].sum(1)).mean(),
+            "reward": t["rewards"].sum(1).mean(), "entropy": core.masked_mean(t["entropy"], mask),
+            "eos_rate": batch.has_eos.float().mean(), "response_length": lengths.mean(),
+            "value_mean": core.masked_mean(t["values"], mask), "return_mean": core.masked_mean(t["returns"], mask),
+            "explained_variance": torch.tensor(core.explained_variance(t["values"], t["returns"], mask)),
+        }
+        local.update({k: torch.tensor(v) for k, v in loss_stats.items()})
+        local.update({k: torch.tensor(v) for k, v in timings.items()})
+        keys = list(local)
+        vec = self._reduce_mean(torch.stack([local[k].float().to(self.device) for k in keys]))
+        row = {"update": u + 1, "episodes": (u + 1) * cfg.batch_size}
+        row.update({k: round(float(v), 6) for k, v in zip(keys, vec.tolist())})
+        row["kl_coef"] = self.kl_ctl.value
+        row["lr"] = self.scheduler.get_last_lr()[0]
+        self.kl_ctl.update(row["kl"], cfg.batch_size)
+        self.scheduler.step()
+        self.update_idx += 1
+        return row
+
+    # ------------------------------------------------------------------ loop, checkpoints
+
+    def train(self, resume: bool = False) -> list[dict]:
+        """Runs every update (from the last checkpoint when resume), appending rows to metrics_path."""
+        if resume:
+            self.load_latest_checkpoint()
+        self._rewrite_metrics()
+        bar = tqdm(total=self.num_updates, initial=self.update_idx, desc="ppo", unit="update",
+                   disable=not (self.progress and self.is_main), dynamic_ncols=True)
+        while self.update_idx < self.num_updates:
+            row = self.step()
+            self.history.append(row)
+            if self.is_main and self.metrics_path:
+                with self.metrics_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix(score=f"{row['score']:.3f}", kl=f"{row['kl']:.2f}", ent=f"{row['entropy']:.2f}",
+                            eos=f"{row['eos_rate']:.2f}", len=f"{row['response_length']:.1f}")
+            if self.cfg.save_every and self.update_idx % self.cfg.save_every == 0 and self.update_idx < self.num_updates:
+                self.save_checkpoint()
+        bar.close()
+        self._check_replicas_in_sync()
+        return self.history
+
+    @torch.no_grad()
+    def _check_replicas_in_sync(self) -> None:
+        """Data parallel must leave every process with the same weights; a silent divergence is an error."""
+        if self.world == 1:
+            return
+        total = torch.stack([p.double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        lo = self.acc.gather(total).min()
+        hi = self.acc.gather(total).max()
+        if not torch.isclose(lo, hi, rtol=1e-9, atol=1e-9):
+            raise RuntimeError(f"PPO processes diverged: parameter sums range over [{lo.item()}, {hi.item()}]")
+        logger.info("%d processes finished with identical weights (checksum %.6f)", self.world, hi.item())
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl holds exactly the rows of the updates done (a resumed run drops the lost ones)."""
+        if self.is_main and self.metrics_path:
+            tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            os.replace(tmp, self.metrics_path)
+
+    def save_checkpoint(self) -> Path | None:
+        """Writes checkpoints/update-N atomically (temporary dir, then rename); keeps only the newest."""
+        if not self.checkpoint_dir:
+            return None
+        self.acc.wait_for_everyone()
+        final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.update_idx:06d}"
+        if self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.checkpoint_dir / f".tmp-{final.name}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            torch.save({
+                "update": self.update_idx,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "kl_ctl": self.kl_ctl.state_dict(),
+                "rng": _rng_state(),
+                "history": self.history,
+            }, tmp / "state.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+            logger.debug("checkpoint %s", final)
+        self.acc.wait_for_everyone()
+        return final
+
+    def load_latest_checkpoint(self) -> bool:
+        """Restores the newest finished checkpoint, if any; returns whether one was found."""
+        if not self.checkpoint_dir or not self.checkpoint_dir.is_dir():
+            return False
+        found = sorted(p for p in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.pt").is_file())
+        if not found:
+            return False
+        state = torch.load(found[-1] / "state.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.update_idx = int(state["update"])
+        self.history = list(state["history"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if "numpy" in rng:
+            import numpy as np
+
+            np.random.set_state(rng["numpy"])
+        logger.info("resumed from %s (update %d of %d)", found[-1], self.update_idx, self.num_updates)
+        return True
+
+
+def _dropout_off(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout", "attention_dropout"):
+        if cfg is not None and hasattr(cfg, name):
+            setattr(cfg, name, 0.0)
