@@ -46,7 +46,9 @@ EXAMPLES = [
     "What should I pack for a weekend hiking trip?",
 ]
 VOTE_TEXT = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both are bad"}
-VOTE_BUTTONS = tuple((c, f"{icon}  {VOTE_TEXT[c]}") for c, icon in zip(VOTE_TEXT, ("👈", "👉", "🤝", "👎")))
+# Plain arrows, no emoji: emoji fonts are missing in many browsers (and in Debian's chromium).
+VOTE_BUTTONS = (("left", "← Left is better"), ("right", "Right is better →"), ("tie", "Tie"),
+                ("both_bad", "Both are bad"))
 _shuffle = random.SystemRandom()  # anonymised order must not be guessable from the seed
 
 
@@ -68,6 +70,10 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
     limits = engine.limits
     opponents = engine.opponents
     pending = pending if pending is not None else PendingComparisons()
+    logger.info("Space: models %s, reward %s (%s), %s, generation concurrency %d, max queue %d, votes -> %s",
+                {r: p.model_id for r, p in engine.policies.items()}, engine.reward.model_id,
+                "normalised" if engine.reward.normalised else "raw", limits, concurrency, max_queue,
+                votes.path if votes is not None else "not stored")
     score_label = "Reward (normalised)" if engine.reward.normalised else "Reward (raw: no reward_stats.json)"
 
     def compare(prompt, max_new_tokens, temperature, top_p, seed, opponent, anonymise):
@@ -149,7 +155,7 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (same seed, same pair)")
-                new_seed = gr.Button("🎲 New seed", size="sm")
+                new_seed = gr.Button("New seed", size="sm")
                 opponent = gr.Radio(opponents, value=opponents[0], label="Compare RLHF with",
                                     visible=len(opponents) > 1)
                 anonymise = gr.Checkbox(False, label="Anonymise: hide names and scores, random order (arena mode)")

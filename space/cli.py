@@ -60,8 +60,6 @@ def cli(args) -> int:
     demo = build_demo(engine, votes, examples=example_prompts(run),
                       concurrency=_env_int(os.environ, "RLHF_CONCURRENCY", 1),
                       max_queue=_env_int(os.environ, "RLHF_MAX_QUEUE", 256))
-    logger.info("models: %s; reward: %s; votes -> %s",
-                {r: p.model_id for r, p in engine.policies.items()}, engine.reward.model_id, votes.path)
     logger.info("serving on http://%s:%d (Ctrl-C to stop)", args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=False)
     return 0

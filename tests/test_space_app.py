@@ -296,3 +296,22 @@ def test_space_folder_metadata():
             if line.strip() and not line.startswith("#")]
     assert sorted(reqs) == ["huggingface_hub", "torch", "transformers"]
     assert "rlhf space" in text
+
+
+def test_demo_from_env_builds_the_hub_space(served, tmp_path, monkeypatch):
+    """What `python app.py` does on the Hub: models from the Space variables (local paths work as ids)."""
+    from space.app import demo_from_env
+
+    monkeypatch.chdir(tmp_path)
+    env = {"RLHF_BASE_ID": str(served.run / "base"), "RLHF_POLICY_ID": str(served.run / "ppo"),
+           "RLHF_REWARD_ID": str(served.run / "reward"), "RLHF_MAX_NEW_TOKENS": "32", "RLHF_CONCURRENCY": "3"}
+    demo = demo_from_env(env)
+    config = demo.get_config_file()
+    sliders = [c for c in config["components"] if c.get("props", {}).get("label") == "Max new tokens"]
+    assert sliders and sliders[0]["props"]["maximum"] == 32
+    radios = [c for c in config["components"] if c.get("props", {}).get("label") == "Compare RLHF with"]
+    assert radios[0]["props"]["visible"] is False  # no SFT variable: base only
+    compare_fn = [f for f in demo.fns.values() if f.api_name == "compare"][0]
+    assert compare_fn.concurrency_limit == 3 and demo._queue.max_size == 256
+    with pytest.raises(ValueError, match="RLHF_POLICY_ID"):
+        demo_from_env({"RLHF_BASE_ID": "x", "RLHF_REWARD_ID": "y"})
