@@ -95,6 +95,9 @@ class RewardStageConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
             check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
+        from train.sft import check_scheduler
+
+        check_scheduler(self.lr_scheduler_type)
 
 
 # ----------------------------------------------------------------------------- maths (pure, unit-tested)
@@ -234,18 +237,19 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
     )
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
-    return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+    from train.sft import log_at_checkpoints_callback
+
+    return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         callbacks=[log_at_checkpoints_callback(), *(callbacks or [])])
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
     """Trains the reward model into OUTPUT/reward and returns it."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from train.modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
     from train.pipeline import stage_config
     from train.rundir import StageWriter, write_json
     from train.base import finite
-    from train.sft import load_rows, model_context, process_state
+    from train.sft import last_complete_checkpoint, load_rows, model_context, run_train_loss, process_state
 
     cfg: RewardStageConfig = recipe.reward
     output_dir = Path(output_dir)
@@ -279,10 +283,10 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
         trainer = build_trainer(recipe, model, tokenizer, train_rows, writer.checkpoints, max_length, callbacks)
-        checkpoint = get_last_checkpoint(str(writer.checkpoints)) if resume and writer.checkpoints.is_dir() else None
+        checkpoint = last_complete_checkpoint(writer.checkpoints) if resume else None
         out = trainer.train(resume_from_checkpoint=checkpoint)
         metrics.update(
-            train_loss=out.training_loss, global_step=trainer.state.global_step,
+            train_loss=run_train_loss(trainer.state.log_history), global_step=trainer.state.global_step,
             resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
             samples_per_second=out.metrics.get("train_samples_per_second"),
             train_seconds=out.metrics.get("train_runtime"),

@@ -79,6 +79,15 @@ class SFTStageConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
             check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
+        check_scheduler(self.lr_scheduler_type)
+
+
+def check_scheduler(name: str) -> None:
+    """An unknown scheduler name fails with the recipe, not inside the trainer after the stage started."""
+    from transformers.trainer_utils import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    check(name in names, f"lr_scheduler_type: {name!r} is not one of {', '.join(names)}")
 
 
 # ----------------------------------------------------------------------------- shared with the reward stage
@@ -109,11 +118,62 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-N in `folder` whose trainer_state.json (written last by transformers) parses.
+
+    transformers writes checkpoint-N/ in place, so a kill during a save leaves a
+    newer, torn checkpoint that `get_last_checkpoint` would pick and fail to load.
+    """
+    import json
+
+    if not Path(folder).is_dir():
+        return None
+    found = sorted((int(p.name.split("-")[-1]), p) for p in Path(folder).glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[-1].isdigit())
+    for _, ckpt in reversed(found):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return str(ckpt)
+        except (OSError, ValueError):
+            logger.warning("skipping %s: unfinished checkpoint (no readable trainer_state.json)", ckpt)
+    return None
+
+
+def run_train_loss(log_history: list[dict]) -> float | None:
+    """Mean per-step train loss of the whole run from the logged windows: sum(loss_i * steps_i) / steps.
+
+    transformers' `training_loss` covers only the steps run since the last (re)start,
+    so a resumed run would report a different number for the same model; the log
+    history is restored from the checkpoint, and `LogAtCheckpoints` makes sure no
+    logging window straddles a checkpoint or leaves the last steps out.
+    """
+    total, last = 0.0, 0
+    for h in log_history:
+        if "loss" in h:
+            total += h["loss"] * (h["step"] - last)
+            last = h["step"]
+    return total / last if last else None
+
+
+def log_at_checkpoints_callback():
+    """A TrainerCallback that also logs at every checkpoint step and at the last step (see run_train_loss)."""
+    from transformers import TrainerCallback
+
+    class LogAtCheckpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if (args.save_steps and step % int(args.save_steps) == 0) or step >= state.max_steps:
+                control.should_log = True
+            return control
+
+    return LogAtCheckpoints()
+
+
 def model_context(model_dir: Path) -> int:
     """The context length (n_positions) recorded in a saved model's config."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(str(model_dir))
+    cfg = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
     return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings"))
 
 
@@ -203,13 +263,11 @@ def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: P
     )
     return SFTTrainer(model=model, args=args, train_dataset=prompt_completion(train_rows),
                       eval_dataset=prompt_completion(eval_rows) if eval_rows else None, processing_class=tokenizer,
-                      callbacks=callbacks)
+                      callbacks=[log_at_checkpoints_callback(), *(callbacks or [])])
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
     """Runs SFT into OUTPUT/sft and returns it. `callbacks`: extra transformers TrainerCallbacks."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from train.base import finite
     from train.modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
     from train.pipeline import stage_config
@@ -236,7 +294,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         state.wait_for_everyone()  # the main process has (re)created sft.partial/
         trainer = build_trainer(recipe, model, tokenizer, train_rows, eval_rows, writer.checkpoints, max_length,
                                 callbacks)
-        checkpoint = get_last_checkpoint(str(writer.checkpoints)) if resume and writer.checkpoints.is_dir() else None
+        checkpoint = last_complete_checkpoint(writer.checkpoints) if resume else None
         if resume and checkpoint is None:
             logger.info("--resume: no checkpoint in %s, starting from the base model", writer.checkpoints)
 
@@ -250,7 +308,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
         out = trainer.train(resume_from_checkpoint=checkpoint)
         metrics.update(
-            train_loss=out.training_loss, global_step=trainer.state.global_step,
+            train_loss=run_train_loss(trainer.state.log_history), global_step=trainer.state.global_step,
             resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
             samples_per_second=out.metrics.get("train_samples_per_second"),
             train_seconds=out.metrics.get("train_runtime"),
