@@ -92,6 +92,19 @@ def _load_models(paths: dict[str, str | None], cfg):
         ensure_pad_embedding(m, tokenizer)
         disable_dropout(m)
     rm = RewardModel.load(paths["reward"]) if paths["reward"] else None
+    # The reference and the critic read the policy's token ids: their vocabularies must be the
+    # policy's (a reward model with another tokenizer can still score, from decoded text, but it
+    # cannot be the critic). Checked here, before anything is written.
+    if paths["ref"] != paths["policy"] and load_tokenizer(paths["ref"]).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"ppo reference model {paths['ref']}: its tokenizer differs from the policy's "
+                         f"({paths['policy']}); the KL penalty compares the two on the same token ids")
+    if not cfg.shared_value_head and paths["value"] != paths["policy"]:
+        value_tok = rm.tokenizer if rm is not None and paths["value"] == paths["reward"] else load_tokenizer(paths["value"])
+        if value_tok.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"ppo value model {paths['value']}: its tokenizer differs from the policy's ({paths['policy']}), and "
+                f"the critic reads the policy's token ids; use a reward model trained on this policy's tokenizer, or "
+                f"set ppo.value_model_path to the policy or ppo.shared_value_head: true")
     critic = None
     if not cfg.shared_value_head:
         critic = load_sequence_classifier(paths["value"])

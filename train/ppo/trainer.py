@@ -308,7 +308,9 @@ def _rng_state() -> dict:
     try:
         import numpy as np
 
-        state["numpy"] = np.random.get_state()
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain Python values, so the checkpoint loads with torch.load(weights_only=True)
+        state["numpy"] = (str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss))
     except ImportError:
         pass
     return state
@@ -672,7 +674,8 @@ class PPOTrainer:
         found = sorted(p for p in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.pt").is_file())
         if not found:
             return False
-        state = torch.load(found[-1] / "state.pt", map_location=self.device, weights_only=False)
+        # weights_only: tensors and plain containers only; unpickling arbitrary objects can run code.
+        state = torch.load(found[-1] / "state.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -685,7 +688,8 @@ class PPOTrainer:
         if "numpy" in rng:
             import numpy as np
 
-            np.random.set_state(rng["numpy"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
         logger.info("resumed from %s (update %d of %d)", found[-1], self.update_idx, self.num_updates)
         return True
 
