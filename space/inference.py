@@ -238,7 +238,8 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+        # trust_remote_code explicitly off: left out, transformers asks on stdin for a folder with custom code
+        return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise _load_error("tokenizer", str(name_or_path), e) from e
 
@@ -260,8 +261,8 @@ class Policy:
 
         tok = load_tokenizer(name_or_path, revision)
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True, dtype=torch.float32,
-                                                         revision=revision)
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True, trust_remote_code=False,
+                                                         dtype=torch.float32, revision=revision)
         except (OSError, ValueError) as e:
             raise _load_error(f"{role} model", str(name_or_path), e) from e
         return cls(role, str(name_or_path), model.to(device), tok)
@@ -336,7 +337,8 @@ class RewardScorer:
         tok = load_tokenizer(name_or_path, revision)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(name_or_path), num_labels=1, use_safetensors=True, dtype=torch.float32, revision=revision
+                str(name_or_path), num_labels=1, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
+                revision=revision
             )
         except (OSError, ValueError) as e:
             raise _load_error("reward model", str(name_or_path), e) from e
