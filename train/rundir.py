@@ -65,13 +65,32 @@ def write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def finish_interrupted_swap(stage_dir: str | Path) -> None:
+    """Completes a swap that a kill interrupted, so a finished stage is never lost.
+
+    `StageWriter.finish` writes COMPLETE into `<stage>.partial/` last, then renames
+    `<stage>/` aside and `<stage>.partial/` into place. Killed between the two renames,
+    it leaves no `<stage>/` but a `<stage>.partial/` with COMPLETE: that is the
+    finished stage, so roll forward (rename it into place, drop the old copy).
+    """
+    final = Path(stage_dir)
+    partial, old = final.with_name(f"{final.name}.partial"), final.with_name(f".{final.name}.old")
+    if not final.exists() and (partial / COMPLETE).is_file():
+        os.replace(partial, final)
+        logger.warning("%s: finishing a swap a killed run left half done (%s was complete)", final, partial.name)
+    if final.exists() and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def is_complete(stage_dir: str | Path) -> bool:
+    finish_interrupted_swap(stage_dir)
     return (Path(stage_dir) / COMPLETE).is_file()
 
 
 def require_stage(path: str | Path, what: str) -> Path:
     """The finished stage directory at `path`, or a one-line StageError naming it."""
     p = Path(path)
+    finish_interrupted_swap(p)
     if not p.exists():
         raise StageError(f"{what}: {p} does not exist (run that stage first)")
     if not p.is_dir():
@@ -109,6 +128,7 @@ class StageWriter:
         if not self.main_process:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        finish_interrupted_swap(self.final)  # a finished stage left half swapped is kept, not retrained over
         if self.path.exists() and not self.resume:
             # A leftover from a failed or killed run; not resuming means start clean.
             logger.info("removing unfinished %s from an earlier run", self.path)
