@@ -325,8 +325,10 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             chosen_scores=chosen, rejected_scores=rejected, chosen_lengths=[len(r["chosen"]) for r in pairs],
             rejected_lengths=[len(r["rejected"]) for r in pairs], **boot))
     trained = _training(run_dir).get("reward", {})
-    if isinstance(trained.get("untrained_accuracy"), (int, float)):
-        rm_block["untrained_accuracy"] = float(trained["untrained_accuracy"])
+    for key in ("untrained_accuracy", "initial_accuracy"):  # the reward stage measured its random-head start
+        if isinstance(trained.get(key), (int, float)) and not isinstance(trained.get(key), bool):
+            rm_block["untrained_accuracy"] = float(trained[key])
+            break
     del rm
 
     # optional classifier (e.g. toxicity) on the responses

@@ -117,6 +117,45 @@ def test_token_logprobs_by_hand():
     assert token_logprobs(logits, ids, 2.0)[0, 0].item() == pytest.approx(math.log(s3 / (1 + s3)))
 
 
+@pytest.mark.parametrize("k, kept", [
+    (0, [True, True, True, True]),     # off
+    (2, [True, False, True, False]),   # the two largest
+    (1, [False, False, True, False]),
+    (3, [True, True, True, False]),
+])
+def test_top_k_filter_by_hand(k, kept):
+    from evaluation.generate import top_k_filter
+
+    out = top_k_filter(torch.tensor([[2.0, 1.0, 3.0, 0.0]]), k)
+    assert torch.isfinite(out[0]).tolist() == kept
+
+
+@pytest.mark.parametrize("p, kept", [
+    (1.0, [True, True, True, True]),
+    # probabilities .5, .25, .125, .125 (sorted ascending cum: .125, .25, .5, 1.0); drop cum <= 1 - p
+    (0.5, [True, False, False, False]),   # 1 - p = .5: drops .125, .125, .25 (cum .5 <= .5)
+    (0.6, [True, True, False, False]),    # 1 - p = .4: drops the two .125s
+    (0.9, [True, True, True, True]),      # 1 - p = .1: drops nothing
+    (0.01, [True, False, False, False]),  # the most likely token always stays
+])
+def test_top_p_filter_by_hand(p, kept):
+    from evaluation.generate import top_p_filter
+
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+    assert torch.isfinite(top_p_filter(logits, p)[0]).tolist() == kept
+
+
+def test_next_tokens_greedy_and_sampled():
+    from evaluation.generate import next_tokens
+    from train.modeling import GenerationSettings
+
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    assert next_tokens(logits, GenerationSettings(temperature=0.0), None).tolist() == [1, 0]
+    # top_k = 1 makes sampling deterministic whatever the seed
+    g = torch.Generator().manual_seed(0)
+    assert next_tokens(logits, GenerationSettings(temperature=1.0, top_k=1), g).tolist() == [1, 0]
+
+
 def test_masked_rows_keeps_the_masked_values():
     from evaluation.generate import masked_rows
 
@@ -163,18 +202,72 @@ def test_run_policy_records_consistent_numbers(policy):
         assert all(v <= 0 for v in lp)
 
 
+PROMPTS = ["\n\nHuman: How do I learn to code?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:",
+           "\n\nHuman: Any tips for cooking rice? Please.\n\nAssistant:", "\n\nHuman: How can I sleep?\n\nAssistant:"]
+
+
 def test_greedy_batched_equals_one_prompt_at_a_time(policy):
-    """Left padding + KV cache do not change greedy outputs (the benchmark's identity check, small)."""
+    """Left padding, the KV cache and dropping finished rows do not change greedy outputs."""
     from evaluation.generate import run_policy
     from train.modeling import GenerationSettings
 
     model, tok = policy
-    prompts = ["\n\nHuman: How do I learn to code?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:",
-               "\n\nHuman: Any tips for cooking rice? Please.\n\nAssistant:"]
     greedy = GenerationSettings(max_new_tokens=8, temperature=0.0)
-    batched = run_policy(model, tok, prompts, greedy, seed=0, batch_size=3, max_prompt_tokens=64)
-    single = [run_policy(model, tok, [p], greedy, seed=0, batch_size=1, max_prompt_tokens=64).texts[0] for p in prompts]
+    batched = run_policy(model, tok, PROMPTS, greedy, seed=0, batch_size=4, max_prompt_tokens=64)
+    single = [run_policy(model, tok, [p], greedy, seed=0, batch_size=1, max_prompt_tokens=64).texts[0] for p in PROMPTS]
     assert batched.texts == single
+
+
+@pytest.mark.parametrize("eos_offset", [None, 1, 3])
+def test_decode_matches_the_shared_generate_under_greedy(policy, eos_offset):
+    """decode == train.modeling.generate (model.generate), tensor for tensor, also when rows end at different steps."""
+    from evaluation.generate import decode
+    from train.modeling import GenerationSettings, generate
+
+    model, tok = policy
+    if eos_offset is not None:  # rows end at different steps and leave the batch early
+        model = forced_eos(model, tok, eos_offset)
+    greedy = GenerationSettings(max_new_tokens=6, temperature=0.0)
+    ours = decode(model, tok, PROMPTS, greedy, seed=0, max_prompt_tokens=64)
+    ref = generate(model, tok, PROMPTS, greedy, seed=0, max_prompt_tokens=64)
+    width = ours.response_ids.shape[1]
+    assert ours.texts == ref.texts and torch.equal(ours.has_eos, ref.has_eos)
+    assert torch.equal(ours.response_ids, ref.response_ids[:, :width]) and not ref.response_mask[:, width:].any()
+    assert torch.equal(ours.response_mask, ref.response_mask[:, :width])
+    if eos_offset is not None:
+        lengths = ours.response_mask.sum(1)
+        assert ours.has_eos.any() and len(set(lengths.tolist())) > 1  # really staggered
+
+
+def forced_eos(model, tok, offset: int):
+    """The model, except that EOS becomes the argmax once a row holds L = (longest prompt + offset) real tokens:
+    rows with different prompt lengths end at different steps (some never). A rule on the input only, so
+    both decoders see the same model."""
+    import copy
+
+    L = max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS) + offset
+    m = copy.deepcopy(model)
+    orig = m.forward
+
+    def forward(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        ends = kwargs["attention_mask"].sum(1) == L  # (B,)
+        out.logits[ends, -1, tok.eos_token_id] = out.logits[ends, -1].max(-1).values + 10.0
+        return out
+
+    m.forward = forward
+    return m
+
+
+def test_decode_sampling_is_seeded(policy):
+    from evaluation.generate import decode
+    from train.modeling import GenerationSettings
+
+    model, tok = policy
+    s = GenerationSettings(max_new_tokens=6, temperature=1.0, top_k=20, top_p=0.9)
+    a, b = (decode(model, tok, PROMPTS, s, seed=3, max_prompt_tokens=64) for _ in range(2))
+    c = decode(model, tok, PROMPTS, s, seed=4, max_prompt_tokens=64)
+    assert a.texts == b.texts and torch.equal(a.response_ids, b.response_ids) and a.texts != c.texts
 
 
 def test_score_unique_scores_identical_responses_once():
@@ -440,11 +533,14 @@ def test_reference_metrics_from_a_local_script_and_offline_hub(tiny_run, tmp_pat
 def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
     from train.cli import main as rlhf
 
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: patch it too
     code = rlhf(["evaluate", str(tmp_path / "run"), "--config", "micro", "--eval.models", "ppo",
                  "--eval.ppo_model", "someone/gpt2-rlhf-missing", "--eval.reward_model", str(tiny_run / "reward")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "someone/gpt2-rlhf-missing" in err and "\n" not in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bars
+    assert code == 2 and err.startswith("rlhf evaluate: error: ") and "someone/gpt2-rlhf-missing" in err
     assert not (tmp_path / "run" / "eval").exists()
 
 

@@ -1,0 +1,111 @@
+"""Batched evaluation generation vs one prompt at a time (what the seed scripts do).
+
+    PYTHONPATH=. python benchmarks/bench_generate.py [--run-dir outputs/tiny] [--model sft]
+
+Prints one JSON line. The seed scripts call `model.generate` once per prompt
+(`one_at_a_time_s`, with the KV cache, as HF does by default). The evaluation
+decodes the prompts in batches with `evaluation.generate.decode` (left padding, KV
+cache, finished rows dropped from the batch; `batched_s`). For context the line
+also has `hf_batched_s`: the same batches through `train.modeling.generate`
+(`model.generate`, which keeps finished rows in the batch until the longest ends).
+
+All paths decode the same held-out prompts of the embedded test split greedily,
+with the same prompt truncation, so their texts must be identical: `identical`
+compares the evaluation's batched texts with the one-at-a-time texts, and
+`speedup` = one_at_a_time_s / batched_s (target >= 5). Each timing is the best of
+`--repeats` after a warm-up. Timings on a shared machine are noisy: compare runs
+made at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", default="outputs/tiny", help="run directory with the embedded models")
+    ap.add_argument("--model", default="sft", help="model key in the run dir (falls back to base), or a model dir")
+    ap.add_argument("--n-prompts", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-prompt-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from evaluation.generate import decode
+    from train.config import load_recipe
+    from train.data import load_preferences
+    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+
+    run = Path(args.run_dir)
+    path = Path(args.model) if Path(args.model).is_dir() else run / args.model
+    if not (path / "config.json").is_file():
+        path = run / "base"
+    if not (path / "config.json").is_file():
+        print(f"bench_generate: no model at {path}: run `rlhf run` (the tiny recipe) first, or pass --model DIR",
+              file=sys.stderr)
+        return 2
+    model, tok = load_causal_lm(path).eval(), load_tokenizer(path)
+    rows, _ = load_preferences(load_recipe("tiny").data, "test")
+    prompts = [r["prompt"] for r in rows[:args.n_prompts]]
+    greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    bs = args.batch_size
+
+    def batched():  # the evaluation
+        return [t for i in range(0, len(prompts), bs)
+                for t in decode(model, tok, prompts[i:i + bs], greedy, 0, args.max_prompt_tokens).texts]
+
+    def hf_batched():  # the shared helper, model.generate on the same batches
+        return [t for i in range(0, len(prompts), bs)
+                for t in generate(model, tok, prompts[i:i + bs], greedy, 0, args.max_prompt_tokens).texts]
+
+    @torch.no_grad()
+    def one_at_a_time():  # the seed scripts: encode one prompt, model.generate, decode
+        out = []
+        tok.truncation_side = "left"
+        for p in prompts:
+            ids = tok(p, return_tensors="pt", add_special_tokens=False, truncation=True,
+                      max_length=args.max_prompt_tokens)["input_ids"]
+            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                                 do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+        return out
+
+    def timed(fn):
+        best, out = float("inf"), None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        return best, out
+
+    decode(model, tok, prompts[:4], greedy, 0, args.max_prompt_tokens)  # warm-up (allocator, kernels)
+    t_single, out_single = timed(one_at_a_time)
+    t_batched, out_batched = timed(batched)
+    t_hf, out_hf = timed(hf_batched)
+    mismatches = [i for i, (a, b) in enumerate(zip(out_batched, out_single)) if a != b]
+    print(json.dumps({
+        "bench": "generate", "model": str(path), "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "batch_size": bs, "threads": args.threads, "decoding": "greedy", "repeats": args.repeats,
+        "one_at_a_time_s": round(t_single, 3), "batched_s": round(t_batched, 3), "hf_batched_s": round(t_hf, 3),
+        "speedup": round(t_single / t_batched, 2), "hf_batched_speedup": round(t_single / t_hf, 2),
+        "identical": not mismatches and len(out_batched) == len(out_single), "mismatched_prompts": mismatches,
+        "hf_batched_identical": out_hf == out_single,
+        "mean_response_chars": round(sum(map(len, out_batched)) / max(len(out_batched), 1), 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
