@@ -1,0 +1,252 @@
+"""Crash safety: SIGKILL a stage mid-run, rerun it with --resume, get the uninterrupted result.
+
+For every stage (base, sft, reward, ppo) on the micro recipe:
+
+1. copy the finished stages it reads from the session's `micro_run` into a fresh
+   run directory;
+2. start `python -m train.cli <stage> --resume ...` as a subprocess; poll the run
+   directory every 20 ms and check, at every poll, that `<stage>/` never exists
+   without `COMPLETE` (a half-written directory is never a finished stage);
+3. once a checkpoint exists in `<stage>.partial/checkpoints` (base has none: once
+   `base.partial` exists), wait a seeded random delay and SIGKILL the process;
+4. check that the stage is not taken as finished (`require_stage` refuses it);
+5. plant a newer, half-written checkpoint (what a kill during a checkpoint save
+   leaves) and rerun with `--resume`: it must complete;
+6. compare metrics.json (and PPO's metrics.jsonl) with the uninterrupted run,
+   timing fields and the resume bookkeeping left out: equal, bit for bit.
+
+The uninterrupted reference of base/sft/reward is the session's `micro_run`
+(same recipe, seed and thread count); PPO's is run here once.
+
+A kill can also land inside `StageWriter.finish` (between the writes of
+metrics/COMPLETE and the two renames that swap the directory in): that window is
+too short to hit with a signal, so it is tested in-process by stopping `finish`
+at each of its filesystem calls in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_run
+
+ROOT = Path(__file__).resolve().parent.parent
+NEEDS = {"base": (), "sft": ("base",), "reward": ("base", "sft"), "ppo": ("base", "sft", "reward")}
+# Wall-clock and throughput fields, and the resume bookkeeping: the only fields allowed to differ.
+TIMING = re.compile(r"(^|_)(s|seconds|runtime|per_second)$|^resumed_from_step$|_at$")
+POLL_S = 0.02
+
+
+def comparable(obj, run_dir: Path):
+    """metrics without timing fields, with the run directory's path replaced by <RUN>."""
+    if isinstance(obj, dict):
+        return {k: comparable(v, run_dir) for k, v in obj.items() if not TIMING.search(k)}
+    if isinstance(obj, list):
+        return [comparable(v, run_dir) for v in obj]
+    if isinstance(obj, str):
+        return obj.replace(str(run_dir), "<RUN>")
+    return obj
+
+
+def stage_outputs(run_dir: Path, stage: str) -> dict:
+    out = {"metrics.json": comparable(json.loads((run_dir / stage / "metrics.json").read_text()), run_dir)}
+    jsonl = run_dir / stage / "metrics.jsonl"
+    if jsonl.exists():
+        out["metrics.jsonl"] = [comparable(json.loads(line), run_dir) for line in jsonl.read_text().splitlines()]
+    return out
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    """Flat list of `path: a != b` for every leaf that differs (readable assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in differences(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def rlhf(stage: str, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "train.cli", stage, "--config", "micro", "--output-dir", str(run_dir), *extra]
+
+
+def env() -> dict[str, str]:
+    # One thread, as the session fixture that made the reference (tests/conftest.py), so floats match.
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "RLHF_TEST_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def checkpoint_written(partial: Path, stage: str) -> bool:
+    if stage == "base":  # no checkpoints (a short stage): any point after it started writing
+        return partial.is_dir()
+    ckpts = partial / "checkpoints"
+    return ckpts.is_dir() and any(p.name.startswith(("checkpoint-", "update-")) for p in ckpts.iterdir())
+
+
+def kill_after_checkpoint(stage: str, run_dir: Path, seed: int, timeout_s: float = 240.0) -> float:
+    """Runs the stage, SIGKILLs it a seeded random delay after its first checkpoint; returns the delay.
+
+    Every poll checks the invariant: OUTPUT/<stage> exists only with COMPLETE.
+    """
+    delay = random.Random(f"{stage}-{seed}").uniform(0.0, 0.4)
+    final, partial = run_dir / stage, run_dir / f"{stage}.partial"
+    proc = subprocess.Popen(rlhf(stage, run_dir, "--resume"), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, kill_at = time.time() + timeout_s, None
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            assert not final.exists() or (final / "COMPLETE").is_file(), f"{final} exists without COMPLETE"
+            if kill_at is None and checkpoint_written(partial, stage):
+                kill_at = time.time() + delay
+            if kill_at is not None and time.time() >= kill_at:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+                break
+            time.sleep(POLL_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == -signal.SIGKILL, (
+        f"{stage}: wanted to kill it {delay:.2f} s after its first checkpoint, but it ended with "
+        f"{proc.returncode} first (make the micro stage longer?)\n{stderr[-2000:]}")
+    return delay
+
+
+def plant_half_written_checkpoint(run_dir: Path, stage: str) -> Path | None:
+    """What SIGKILL during a checkpoint save leaves: a newer checkpoint folder with part of its files."""
+    ckpts = run_dir / f"{stage}.partial" / "checkpoints"
+    if stage in ("sft", "reward"):  # transformers writes checkpoint-N/ in place, trainer_state.json last
+        bad = ckpts / "checkpoint-999"
+        bad.mkdir(parents=True, exist_ok=True)
+        (bad / "model.safetensors").write_bytes(b"\x00" * 64)  # a torn write
+        return bad
+    if stage == "ppo":  # ours writes .tmp-update-N/ and renames it: a torn one never has the final name
+        bad = ckpts / ".tmp-update-000999"
+        bad.mkdir(parents=True, exist_ok=True)
+        (bad / "state.pt").write_bytes(b"\x00" * 64)
+        return bad
+    return None
+
+
+@pytest.fixture(scope="module")
+def ppo_reference(micro_run, tmp_path_factory) -> Path:
+    """An uninterrupted micro PPO run in a copy of micro_run (in-process, like micro_run itself)."""
+    from train.config import load_recipe
+    from train.pipeline import run_stage
+
+    run = copy_run(micro_run, tmp_path_factory.mktemp("ppo_reference") / "run")
+    run_stage("ppo", load_recipe("micro"), run)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["base", "sft", "reward", "ppo"])
+def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, micro_run, tmp_path, request):
+    from train.rundir import StageError, require_stage
+
+    reference = request.getfixturevalue("ppo_reference") if stage == "ppo" else micro_run
+    run = copy_run(micro_run, tmp_path / "run", stages=NEEDS[stage])
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+    delay = kill_after_checkpoint(stage, run, seed=0)
+
+    # 4. killed: nothing looks finished, the inputs are untouched
+    assert not (run / stage).exists(), f"{stage}/ exists after a kill"
+    with pytest.raises(StageError, match="does not exist"):
+        require_stage(run / stage, stage)
+    assert {p: p.stat().st_mtime_ns for p in before} == before, "the stages it read were modified"
+
+    # 5. resume past a torn checkpoint
+    plant_half_written_checkpoint(run, stage)
+    proc = subprocess.run(rlhf(stage, run, "--resume"), cwd=ROOT, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{stage} --resume failed (killed {delay:.2f} s after a checkpoint):\n{proc.stderr[-3000:]}"
+    require_stage(run / stage, stage)
+    assert not (run / f"{stage}.partial").exists()
+
+    # 6. the same result as without the crash
+    diff = differences(stage_outputs(run, stage), stage_outputs(reference, stage))
+    assert not diff, f"{stage}: resumed (killed {delay:.2f} s after a checkpoint) != uninterrupted:\n" + "\n".join(diff)
+    if stage in ("sft", "reward"):
+        resumed = json.loads((run / stage / "metrics.json").read_text())["resumed_from_step"]
+        assert resumed is not None, f"{stage} did not resume from its checkpoint"
+    if stage == "ppo":
+        assert "resumed from" in proc.stderr, "ppo did not resume from its checkpoint"
+
+
+# ----------------------------------------------------------------------------- a kill inside finish()
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no `except Exception` handler sees it."""
+
+
+def _finish_stage(run: Path, value: str, resume: bool = False) -> None:
+    from train.rundir import StageWriter
+
+    with StageWriter(run, "sft", resume=resume) as w:
+        (w.path / "weights.txt").write_text(value)
+        (w.checkpoints / "checkpoint-1").mkdir(parents=True, exist_ok=True)
+        w.finish(metrics={"value": value}, config={"value": value})
+
+
+def _count_fs_calls(monkeypatch, kill_at: int | None) -> list[str]:
+    """Counts os.replace / shutil.rmtree calls in train.rundir; raises _Killed at call number kill_at."""
+    import train.rundir as rundir
+
+    calls: list[str] = []
+    real_replace, real_rmtree = rundir.os.replace, rundir.shutil.rmtree
+
+    def wrap(name, real):
+        def call(*args, **kwargs):
+            calls.append(f"{name}{tuple(str(a) for a in args)}")
+            if kill_at is not None and len(calls) == kill_at:
+                raise _Killed(calls[-1])
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(rundir.os, "replace", wrap("os.replace", real_replace))
+    monkeypatch.setattr(rundir.shutil, "rmtree", wrap("shutil.rmtree", real_rmtree))
+    return calls
+
+
+def test_a_kill_at_any_point_of_finish_never_loses_a_finished_stage(tmp_path, monkeypatch):
+    from train.rundir import is_complete, require_stage
+
+    probe = tmp_path / "probe"
+    _finish_stage(probe, "old")
+    calls = _count_fs_calls(monkeypatch, kill_at=None)
+    _finish_stage(probe, "new")
+    n = len(calls)
+    monkeypatch.undo()
+    assert n >= 5, calls  # metrics, config, checkpoints, COMPLETE, two renames, cleanup
+
+    for kill_at in range(1, n + 1):
+        run = tmp_path / f"kill_{kill_at}"
+        _finish_stage(run, "old")
+        _count_fs_calls(monkeypatch, kill_at)
+        with pytest.raises(_Killed):
+            _finish_stage(run, "new")
+        monkeypatch.undo()
+        final = run / "sft"
+        # what is there is either the old finished stage or the new one, never a half-written or missing one
+        assert not final.exists() or is_complete(final), f"kill at call {kill_at}: sft/ without COMPLETE"
+        got = (require_stage(final, "sft") / "weights.txt").read_text()
+        assert got in ("old", "new"), f"kill at call {kill_at}: {got!r}"
+        assert json.loads((final / "metrics.json").read_text()) == {"value": got}
+        # and a rerun with --resume finishes the new one
+        _finish_stage(run, "new", resume=True)
+        assert (require_stage(final, "sft") / "weights.txt").read_text() == "new"
+        assert sorted(p.name for p in run.iterdir()) == ["sft"], f"kill at call {kill_at}: leftovers"
