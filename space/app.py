@@ -10,8 +10,9 @@ Runs two ways:
 * locally, on a run directory: `rlhf space OUTPUT` (space/cli.py calls `build_demo`);
 * on the Hub, as a Space (this folder uploaded alone): `python app.py` builds the
   demo from the Space variables RLHF_BASE_ID, RLHF_SFT_ID (optional),
-  RLHF_POLICY_ID, RLHF_REWARD_ID and, to push votes to a dataset, RLHF_VOTES_DATASET
-  (needs an HF_TOKEN secret with write access). Nothing is built at import otherwise.
+  RLHF_POLICY_ID, RLHF_REWARD_ID, RLHF_REVISION (optional) and, to push votes to a
+  dataset, RLHF_VOTES_DATASET (needs an HF_TOKEN secret with write access). Nothing
+  is built at import otherwise.
 
 Safety: prompts and responses are shown in text boxes (rendered as text, never as
 HTML), prompt length and max new tokens are capped, the queue is bounded, and
@@ -28,10 +29,10 @@ from typing import Any, Sequence
 
 import gradio as gr
 
-try:  # imported as the package module space.app (`rlhf space`, tests)
+if __package__:  # imported as the package module space.app (`rlhf space`, tests)
     from .inference import Decoding, Engine, InputError, Limits, ModelSources, _env_int
     from .votes import PendingComparisons, VoteLog, hub_vote_log, make_record
-except ImportError:  # run as the Space's app.py, next to inference.py and votes.py
+else:  # run as the Space's app.py, next to inference.py and votes.py
     from inference import Decoding, Engine, InputError, Limits, ModelSources, _env_int  # type: ignore[no-redef]
     from votes import PendingComparisons, VoteLog, hub_vote_log, make_record  # type: ignore[no-redef]
 

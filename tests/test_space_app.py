@@ -119,7 +119,7 @@ def test_bad_input_gets_a_friendly_message(served):
 def test_votes_anonymised_arena_mode(served):
     before = len(records(served.votes))
     names = set()
-    for seed in range(6):  # random order: over a few comparisons both orders show up
+    for seed in range(40):  # random order: both orders show up (all 40 alike: p = 2**-39)
         out = compare(served.client, anonymise=True, seed=seed, max_new_tokens=4)
         assert (out[0], out[3]) == ("Model A", "Model B") and out[2] is None and out[5] is None
         assert "hidden until you vote" in out[6]
@@ -132,13 +132,15 @@ def test_votes_anonymised_arena_mode(served):
         assert left_name.endswith(rec["chosen_model"]) and right_name.endswith(rec["rejected_model"])
         assert round(rec["left"]["reward_normalised"], 4) == left_score
         names.add(rec["left"]["role"])
+        if len(names) == 2 and seed >= 2:
+            break
     assert names == {"base", "rlhf"}
-    assert len(records(served.votes)) == before + 6
+    assert len(records(served.votes)) == before + seed + 1
     again = served.client.predict(out[7], api_name="/vote_right")
     assert again[0].startswith("You already voted on this pair")
     assert served.client.predict("", api_name="/vote_tie")[0].startswith("Compare two responses first")
     assert served.client.predict("not-an-id", api_name="/vote_both_bad")[0].startswith("Compare two responses first")
-    assert len(records(served.votes)) == before + 6
+    assert len(records(served.votes)) == before + seed + 1
 
 
 def test_twenty_concurrent_clients(served):
