@@ -22,9 +22,10 @@ Record (`SCHEMA`):
 `votes_to_preferences` keeps only decisive votes ("left"/"right"): a tie or "both
 bad" says nothing about which response is better, so it stays in the raw votes
 (for analysis) but makes no pair. It also drops (and counts) what
-`train.data.load_preferences` would reject: empty or identical responses, and
-responses that contain a new "Human:"/"Assistant:" turn (HH text would then be
-split at the wrong place), and a second vote on the same comparison id. The
+`train.data.load_preferences` would reject or misread: empty or identical
+responses, responses that contain a "\n\nAssistant:" turn (HH text is split at
+its last one, which would then fall inside the response), and a second vote on
+the same comparison id. The
 output is an HH JSONL file that `rlhf reward --dataset FILE` trains on.
 
 Like inference.py, this module is uploaded with the Space and must not import
@@ -249,8 +250,10 @@ def votes_to_preferences(path: str | Path) -> tuple[list[dict[str, str]], Counte
         if chosen.strip() == rejected.strip():
             counts["skipped_identical"] += 1
             continue
-        if any(t in s for s in (chosen, rejected) for t in (HH_HUMAN, HH_ASSISTANT)):
-            counts["skipped_extra_turn"] += 1
+        if HH_ASSISTANT in chosen or HH_ASSISTANT in rejected:
+            # HH text is split at its LAST "\n\nAssistant:"; one inside a response would
+            # move part of it into the prompt. (A "\n\nHuman:" turn inside is harmless.)
+            counts["skipped_assistant_turn"] += 1
             continue
         rows.append({"chosen": prompt + chosen, "rejected": prompt + rejected})
         counts["pairs"] += 1

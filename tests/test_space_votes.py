@@ -155,7 +155,8 @@ def test_votes_to_preferences_keeps_decisive_distinct_pairs(tmp_path):
         make_record("tie", comparison(cid="c")),
         make_record("both_bad", comparison(cid="d")),
         make_record("left", comparison(left=" same", right=" same ", cid="e")),
-        make_record("left", comparison(left=" ok\n\nHuman: more?", cid="f")),
+        make_record("left", comparison(left=" ok\n\nHuman: more?\n\nAssistant: sure", cid="f")),
+        make_record("left", comparison(left=" ok\n\nHuman: more?", cid="g")),  # a Human turn splits fine
         make_record("right", comparison(cid="a")),  # the same comparison twice
     ]
     path = tmp_path / "votes.jsonl"
@@ -163,10 +164,11 @@ def test_votes_to_preferences_keeps_decisive_distinct_pairs(tmp_path):
     rows, counts = votes_to_preferences(path)
     good, bad = " Tea is made with <b>leaves</b>\n& water.", " Boil water."
     assert rows == [{"chosen": PROMPT + good, "rejected": PROMPT + bad},
-                    {"chosen": PROMPT + bad, "rejected": PROMPT + good}]
-    assert counts == {"votes": 7, "vote_right": 2, "vote_left": 3, "vote_tie": 1, "vote_both_bad": 1,
-                      "skipped_not_decisive": 2, "skipped_identical": 1, "skipped_extra_turn": 1,
-                      "skipped_duplicate_id": 1, "pairs": 2}
+                    {"chosen": PROMPT + bad, "rejected": PROMPT + good},
+                    {"chosen": PROMPT + " ok\n\nHuman: more?", "rejected": PROMPT + good}]
+    assert counts == {"votes": 8, "vote_right": 2, "vote_left": 4, "vote_tie": 1, "vote_both_bad": 1,
+                      "skipped_not_decisive": 2, "skipped_identical": 1, "skipped_assistant_turn": 1,
+                      "skipped_duplicate_id": 1, "pairs": 3}
     # HH split: everything up to the last "\n\nAssistant:" is the shared prompt
     for row in rows:
         cut = [t.rfind("\n\nAssistant:") + len("\n\nAssistant:") for t in (row["chosen"], row["rejected"])]
@@ -179,13 +181,15 @@ def test_preferences_load_with_the_project_loader(tmp_path):
     path = tmp_path / "votes.jsonl"
     records = [make_record("right", comparison(cid=str(i), left=f" answer {i}")) for i in range(4)]
     records.append(make_record("left", comparison(left="", cid="empty")))  # EOS first: an empty response
+    records.append(make_record("left", comparison(left=" ok\n\nHuman: more?", cid="turn")))
     _write_votes(path, records)
     out = tmp_path / "prefs.jsonl"
     assert cli(Namespace(votes=str(path), out=str(out))) == 0
     rows, report = load_preferences(DataConfig(dataset=str(out), on_bad_rows="error"), "train")
     assert report.n_problems == 0
-    assert rows == [{"prompt": PROMPT, "chosen": " Tea is made with <b>leaves</b>\n& water.", "rejected": f" answer {i}"}
-                    for i in range(4)]
+    good = " Tea is made with <b>leaves</b>\n& water."
+    assert rows == [*({"prompt": PROMPT, "chosen": good, "rejected": f" answer {i}"} for i in range(4)),
+                    {"prompt": PROMPT, "chosen": " ok\n\nHuman: more?", "rejected": good}]
 
 
 def test_cli_writes_hh_jsonl_and_prints_counts(tmp_path, capsys):
