@@ -1,14 +1,15 @@
 """Crash safety: SIGKILL a stage mid-run, rerun it with --resume, get the uninterrupted result.
 
-For every stage (base, sft, reward, ppo) on the micro recipe:
+For every stage (base, sft, reward, ppo, eval) on the micro recipe:
 
 1. copy the finished stages it reads from the session's `micro_run` into a fresh
    run directory;
 2. start `python -m train.cli <stage> --resume ...` as a subprocess; poll the run
    directory every 20 ms and check, at every poll, that `<stage>/` never exists
    without `COMPLETE` (a half-written directory is never a finished stage);
-3. once a checkpoint exists in `<stage>.partial/checkpoints` (base has none: once
-   `base.partial` exists), wait a seeded random delay and SIGKILL the process;
+3. once a checkpoint exists in `<stage>.partial/checkpoints` (base and eval have
+   none: once `<stage>.partial` exists), wait a seeded random delay and SIGKILL
+   the process;
 4. check that the stage is not taken as finished (`require_stage` refuses it);
 5. plant a newer, half-written checkpoint (what a kill during a checkpoint save
    leaves) and rerun with `--resume`: it must complete;
@@ -16,7 +17,7 @@ For every stage (base, sft, reward, ppo) on the micro recipe:
    timing fields and the resume bookkeeping left out: equal, bit for bit.
 
 The uninterrupted reference of base/sft/reward is the session's `micro_run`
-(same recipe, seed and thread count); PPO's is run here once.
+(same recipe, seed and thread count); PPO's and eval's are run here once.
 
 A kill can also land inside `StageWriter.finish` (between the writes of
 metrics/COMPLETE and the two renames that swap the directory in): that window is
@@ -41,28 +42,38 @@ import pytest
 from conftest import copy_run
 
 ROOT = Path(__file__).resolve().parent.parent
-NEEDS = {"base": (), "sft": ("base",), "reward": ("base", "sft"), "ppo": ("base", "sft", "reward")}
+NEEDS = {"base": (), "sft": ("base",), "reward": ("base", "sft"), "ppo": ("base", "sft", "reward"),
+         "eval": ("base", "sft", "reward", "ppo")}
+# eval has no checkpoints and writes only at its end (plots, report): kill it soon after it starts writing.
+MAX_DELAY_S = {"eval": 0.1}
 # Wall-clock and throughput fields, and the resume bookkeeping: the only fields allowed to differ.
-TIMING = re.compile(r"(^|_)(s|seconds|runtime|per_second)$|^resumed_from_step$|_at$")
+TIMING = re.compile(r"(^|_)(s|seconds|runtime|per_second)$|^resumed_from_step$|_at$|^created$")
 POLL_S = 0.02
 
 
-def comparable(obj, run_dir: Path):
-    """metrics without timing fields, with the run directory's path replaced by <RUN>."""
+def comparable(obj, roots: tuple[Path, ...]):
+    """metrics without timing fields, with the run directories' paths replaced by <RUN>."""
     if isinstance(obj, dict):
-        return {k: comparable(v, run_dir) for k, v in obj.items() if not TIMING.search(k)}
+        return {k: comparable(v, roots) for k, v in obj.items() if not TIMING.search(k)}
     if isinstance(obj, list):
-        return [comparable(v, run_dir) for v in obj]
+        return [comparable(v, roots) for v in obj]
     if isinstance(obj, str):
-        return obj.replace(str(run_dir), "<RUN>")
+        for root in roots:
+            obj = obj.replace(str(root), "<RUN>")
     return obj
 
 
-def stage_outputs(run_dir: Path, stage: str) -> dict:
-    out = {"metrics.json": comparable(json.loads((run_dir / stage / "metrics.json").read_text()), run_dir)}
-    jsonl = run_dir / stage / "metrics.jsonl"
-    if jsonl.exists():
-        out["metrics.jsonl"] = [comparable(json.loads(line), run_dir) for line in jsonl.read_text().splitlines()]
+def stage_outputs(run_dir: Path, stage: str, *roots: Path) -> dict:
+    """metrics.json / report.json and the JSONL logs of a finished stage, comparable across run directories
+    (`roots`: other run directories whose paths a copied input stage may mention)."""
+    roots = (run_dir, *roots)
+    out = {}
+    for name in ("metrics.json", "report.json"):
+        if (run_dir / stage / name).exists():
+            out[name] = comparable(json.loads((run_dir / stage / name).read_text()), roots)
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        if (run_dir / stage / name).exists():
+            out[name] = [comparable(json.loads(line), roots) for line in (run_dir / stage / name).read_text().splitlines()]
     return out
 
 
@@ -77,6 +88,8 @@ def differences(a, b, path: str = "") -> list[str]:
 
 
 def rlhf(stage: str, run_dir: Path, *extra: str) -> list[str]:
+    if stage == "eval":  # `rlhf evaluate RUN_DIR` (the run's recipe.yaml); it has no checkpoints to resume
+        return [sys.executable, "-m", "train.cli", "evaluate", str(run_dir)]
     return [sys.executable, "-m", "train.cli", stage, "--config", "micro", "--output-dir", str(run_dir), *extra]
 
 
@@ -87,7 +100,7 @@ def env() -> dict[str, str]:
 
 
 def checkpoint_written(partial: Path, stage: str) -> bool:
-    if stage == "base":  # no checkpoints (a short stage): any point after it started writing
+    if stage in ("base", "eval"):  # no checkpoints: any point after it started writing
         return partial.is_dir()
     ckpts = partial / "checkpoints"
     return ckpts.is_dir() and any(p.name.startswith(("checkpoint-", "update-")) for p in ckpts.iterdir())
@@ -98,7 +111,7 @@ def kill_after_checkpoint(stage: str, run_dir: Path, seed: int, timeout_s: float
 
     Every poll checks the invariant: OUTPUT/<stage> exists only with COMPLETE.
     """
-    delay = random.Random(f"{stage}-{seed}").uniform(0.0, 0.4)
+    delay = random.Random(f"{stage}-{seed}").uniform(0.0, MAX_DELAY_S.get(stage, 0.4))
     final, partial = run_dir / stage, run_dir / f"{stage}.partial"
     proc = subprocess.Popen(rlhf(stage, run_dir, "--resume"), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -141,23 +154,24 @@ def plant_half_written_checkpoint(run_dir: Path, stage: str) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def ppo_reference(micro_run, tmp_path_factory) -> Path:
-    """An uninterrupted micro PPO run in a copy of micro_run (in-process, like micro_run itself)."""
+def full_reference(micro_run, tmp_path_factory) -> Path:
+    """Uninterrupted micro PPO and eval runs on a copy of micro_run (in-process, like micro_run itself)."""
     from train.config import load_recipe
     from train.pipeline import run_stage
 
-    run = copy_run(micro_run, tmp_path_factory.mktemp("ppo_reference") / "run")
-    run_stage("ppo", load_recipe("micro"), run)
+    run = copy_run(micro_run, tmp_path_factory.mktemp("full_reference") / "run")
+    for stage in ("ppo", "eval"):
+        run_stage(stage, load_recipe("micro"), run)
     return run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["base", "sft", "reward", "ppo"])
+@pytest.mark.parametrize("stage", ["base", "sft", "reward", "ppo", "eval"])
 def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, micro_run, tmp_path, request):
     from train.rundir import StageError, require_stage
 
-    reference = request.getfixturevalue("ppo_reference") if stage == "ppo" else micro_run
-    run = copy_run(micro_run, tmp_path / "run", stages=NEEDS[stage])
+    reference = request.getfixturevalue("full_reference") if stage in ("ppo", "eval") else micro_run
+    run = copy_run(reference, tmp_path / "run", stages=NEEDS[stage])
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
 
     delay = kill_after_checkpoint(stage, run, seed=0)
@@ -177,7 +191,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, micro_run, tm
     assert not (run / f"{stage}.partial").exists()
 
     # 6. the same result as without the crash
-    diff = differences(stage_outputs(run, stage), stage_outputs(reference, stage))
+    diff = differences(stage_outputs(run, stage, reference), stage_outputs(reference, stage))
     assert not diff, f"{stage}: resumed (killed {delay:.2f} s after a checkpoint) != uninterrupted:\n" + "\n".join(diff)
     if stage in ("sft", "reward"):
         resumed = json.loads((run / stage / "metrics.json").read_text())["resumed_from_step"]
