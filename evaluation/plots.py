@@ -40,7 +40,7 @@ def reward_distribution(scores: dict[str, list[float]], means: dict[str, dict], 
             ax.axvspan(means[key]["ci_low"], means[key]["ci_high"], color=c, alpha=0.15)
     ax.set_xlabel("normalised reward-model score")
     ax.set_ylabel("responses")
-    ax.set_title("Reward per model on the same held-out prompts (line: mean, band: 95% CI)")
+    ax.set_title("Reward per model on the same held-out prompts (line: mean, band: 95% CI)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, metadata=METADATA)
@@ -82,7 +82,8 @@ def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
     nrows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
+        pts = [(r.get("update", r.get("step", i)), r[key]) for i, r in enumerate(rows)
+               if isinstance(r.get(key), (int, float))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.5)
         ax.set_title(key)
         ax.set_xlabel("update")
