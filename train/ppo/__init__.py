@@ -252,8 +252,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     # 1. inputs, checked before anything is written
     paths = resolve_inputs(cfg, output_dir)
     reward_fn = load_reward_function(cfg.reward_function) if cfg.reward_function else None
-    train_rows, _ = load_preferences(recipe.data, "train")
-    test_rows, _ = load_preferences(recipe.data, "test") if cfg.eval_prompts else ([], None)
+    train_rows, _ = load_preferences(recipe.data, recipe.data.train_split)
+    test_rows, _ = load_preferences(recipe.data, recipe.data.test_split) if cfg.eval_prompts else ([], None)
     if not train_rows:
         raise ValueError(f"data {recipe.data.dataset!r}: no training prompts for PPO")
     logger.info("ppo config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
