@@ -47,7 +47,7 @@ def cli(args) -> int:
 
     run = Path(args.run_dir)
     for stage in ("base", "ppo", "reward"):
-        require_stage(run / stage, f"rlhf space: the {stage} stage")
+        require_stage(run / stage, f"the {stage} stage")
     votes_path = Path(args.votes) if args.votes else run / "votes" / "votes.jsonl"
     if votes_path.is_dir():
         raise ValueError(f"--votes {votes_path}: is a folder; give a .jsonl file")
