@@ -12,15 +12,19 @@ also has `hf_batched_s`: the same batches through `train.modeling.generate`
 All paths decode the same held-out prompts of the embedded test split greedily,
 with the same prompt truncation, so their texts must be identical: `identical`
 compares the evaluation's batched texts with the one-at-a-time texts, and
-`speedup` = one_at_a_time_s / batched_s (target >= 5). Each timing is the best of
-`--repeats` after a warm-up. Timings on a shared machine are noisy: compare runs
-made at the same time.
+`speedup` = one_at_a_time_s / batched_s (wall clock; target >= 5) and
+`speedup_cpu` the same ratio of this process's CPU time, which is what an idle
+machine's wall time would be with one thread. Each timing is the best of
+`--repeats` after a warm-up. On a shared machine wall times are noisy (the
+one-prompt-at-a-time path, overhead-bound, suffers most from contention): the
+line records the 1-minute load average; compare runs made at the same time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,23 +87,28 @@ def main() -> int:
         return out
 
     def timed(fn):
-        best, out = float("inf"), None
+        """(best wall seconds, best CPU seconds of this process, output): CPU time is what an idle machine's
+        wall time would be for a single thread; on a shared machine wall time also counts waiting."""
+        best, best_cpu, out = float("inf"), float("inf"), None
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
+            best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+        return best, best_cpu, out
 
     decode(model, tok, prompts[:4], greedy, 0, args.max_prompt_tokens)  # warm-up (allocator, kernels)
-    t_single, out_single = timed(one_at_a_time)
-    t_batched, out_batched = timed(batched)
-    t_hf, out_hf = timed(hf_batched)
+    t_single, c_single, out_single = timed(one_at_a_time)
+    t_batched, c_batched, out_batched = timed(batched)
+    t_hf, c_hf, out_hf = timed(hf_batched)
     mismatches = [i for i, (a, b) in enumerate(zip(out_batched, out_single)) if a != b]
     print(json.dumps({
         "bench": "generate", "model": str(path), "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "batch_size": bs, "threads": args.threads, "decoding": "greedy", "repeats": args.repeats,
         "one_at_a_time_s": round(t_single, 3), "batched_s": round(t_batched, 3), "hf_batched_s": round(t_hf, 3),
         "speedup": round(t_single / t_batched, 2), "hf_batched_speedup": round(t_single / t_hf, 2),
+        "one_at_a_time_cpu_s": round(c_single, 3), "batched_cpu_s": round(c_batched, 3),
+        "hf_batched_cpu_s": round(c_hf, 3), "speedup_cpu": round(c_single / c_batched, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "identical": not mismatches and len(out_batched) == len(out_single), "mismatched_prompts": mismatches,
         "hf_batched_identical": out_hf == out_single,
         "mean_response_chars": round(sum(map(len, out_batched)) / max(len(out_batched), 1), 1),
