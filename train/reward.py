@@ -237,10 +237,10 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
     )
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
-    from train.sft import log_at_checkpoints_callback
+    from train.sft import resumable_checkpoints_callback
 
     return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         callbacks=[log_at_checkpoints_callback(), *(callbacks or [])])
+                         callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:

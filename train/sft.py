@@ -119,10 +119,13 @@ def process_state():
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint-N in `folder` whose trainer_state.json (written last by transformers) parses.
+    """The newest checkpoint-N in `folder` that transformers can resume from exactly, or None.
 
-    transformers writes checkpoint-N/ in place, so a kill during a save leaves a
-    newer, torn checkpoint that `get_last_checkpoint` would pick and fail to load.
+    Skipped: a torn checkpoint (transformers writes checkpoint-N/ in place, its
+    trainer_state.json last, so a kill during a save leaves one that
+    `get_last_checkpoint` would pick and fail to load), and a checkpoint taken at
+    the last step (resuming from it, transformers trains one step more than
+    max_steps: its loop checks for the end only after a step).
     """
     import json
 
@@ -132,10 +135,14 @@ def last_complete_checkpoint(folder: Path) -> str | None:
                    if p.is_dir() and p.name.split("-")[-1].isdigit())
     for _, ckpt in reversed(found):
         try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-            return str(ckpt)
+            state = json.loads((ckpt / "trainer_state.json").read_text())
         except (OSError, ValueError):
             logger.warning("skipping %s: unfinished checkpoint (no readable trainer_state.json)", ckpt)
+            continue
+        if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:
+            logger.warning("skipping %s: taken at the last step (resuming from it would add a step)", ckpt)
+            continue
+        return str(ckpt)
     return None
 
 
@@ -144,8 +151,8 @@ def run_train_loss(log_history: list[dict]) -> float | None:
 
     transformers' `training_loss` covers only the steps run since the last (re)start,
     so a resumed run would report a different number for the same model; the log
-    history is restored from the checkpoint, and `LogAtCheckpoints` makes sure no
-    logging window straddles a checkpoint or leaves the last steps out.
+    history is restored from the checkpoint, and `ResumableCheckpoints` makes sure
+    no logging window straddles a checkpoint or leaves the last steps out.
     """
     total, last = 0.0, 0
     for h in log_history:
@@ -155,18 +162,27 @@ def run_train_loss(log_history: list[dict]) -> float | None:
     return total / last if last else None
 
 
-def log_at_checkpoints_callback():
-    """A TrainerCallback that also logs at every checkpoint step and at the last step (see run_train_loss)."""
+def resumable_checkpoints_callback():
+    """A TrainerCallback (after transformers' DefaultFlowCallback) that makes --resume exact:
+
+    * it also logs at every checkpoint step and at the last step (see run_train_loss);
+    * it takes no checkpoint at the last step: the stage saves the final model right
+      after training, and resuming from such a checkpoint would add a step (see
+      last_complete_checkpoint); a kill after the last step redoes the steps since
+      the previous checkpoint instead, with the same result.
+    """
     from transformers import TrainerCallback
 
-    class LogAtCheckpoints(TrainerCallback):
+    class ResumableCheckpoints(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
             if (args.save_steps and step % int(args.save_steps) == 0) or step >= state.max_steps:
                 control.should_log = True
+            if step >= state.max_steps:
+                control.should_save = False
             return control
 
-    return LogAtCheckpoints()
+    return ResumableCheckpoints()
 
 
 def model_context(model_dir: Path) -> int:
@@ -263,7 +279,7 @@ def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: P
     )
     return SFTTrainer(model=model, args=args, train_dataset=prompt_completion(train_rows),
                       eval_dataset=prompt_completion(eval_rows) if eval_rows else None, processing_class=tokenizer,
-                      callbacks=[log_at_checkpoints_callback(), *(callbacks or [])])
+                      callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
