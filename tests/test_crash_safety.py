@@ -8,8 +8,9 @@ For every stage (base, sft, reward, ppo, eval) on the micro recipe:
    directory every 20 ms and check, at every poll, that `<stage>/` never exists
    without `COMPLETE` (a half-written directory is never a finished stage);
 3. once a checkpoint exists in `<stage>.partial/checkpoints` (base and eval have
-   none: once `<stage>.partial` exists), wait a seeded random delay and SIGKILL
-   the process;
+   none: once `<stage>.partial` exists; and, for the reward model, once more after
+   training, while it measures the trained model), wait a seeded random delay and
+   SIGKILL the process;
 4. check that the stage is not taken as finished (`require_stage` refuses it);
 5. plant a newer, half-written checkpoint (what a kill during a checkpoint save
    leaves) and rerun with `--resume`: it must complete;
@@ -99,27 +100,34 @@ def env() -> dict[str, str]:
             "RLHF_TEST_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def checkpoint_written(partial: Path, stage: str) -> bool:
-    if stage in ("base", "eval"):  # no checkpoints: any point after it started writing
+def kill_point_reached(partial: Path, stage: str, when: str) -> bool:
+    """"checkpoint": the first checkpoint exists (base and eval have none: the stage started writing);
+    "trained": the trained model is saved and the stage measures it (transformers' stages only)."""
+    if when == "trained":
+        return (partial / "model.safetensors").is_file()
+    if stage in ("base", "eval"):
         return partial.is_dir()
     ckpts = partial / "checkpoints"
     return ckpts.is_dir() and any(p.name.startswith(("checkpoint-", "update-")) for p in ckpts.iterdir())
 
 
-def kill_after_checkpoint(stage: str, run_dir: Path, seed: int, timeout_s: float = 240.0) -> float:
-    """Runs the stage, SIGKILLs it a seeded random delay after its first checkpoint; returns the delay.
+def kill_at_a_seeded_point(stage: str, run_dir: Path, seed: int, when: str = "checkpoint",
+                           timeout_s: float = 240.0) -> float:
+    """Runs the stage, SIGKILLs it a seeded random delay after the kill point; returns the delay.
 
     Every poll checks the invariant: OUTPUT/<stage> exists only with COMPLETE.
     """
-    delay = random.Random(f"{stage}-{seed}").uniform(0.0, MAX_DELAY_S.get(stage, 0.4))
+    delay = random.Random(f"{stage}-{when}-{seed}").uniform(0.0, MAX_DELAY_S.get(stage, 0.4))
     final, partial = run_dir / stage, run_dir / f"{stage}.partial"
-    proc = subprocess.Popen(rlhf(stage, run_dir, "--resume"), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log = run_dir.parent / f"{stage}-killed.log"  # a file, not a pipe: a full pipe would stall the child
+    with log.open("w") as err:
+        proc = subprocess.Popen(rlhf(stage, run_dir, "--resume"), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                                stderr=err)
     deadline, kill_at = time.time() + timeout_s, None
     try:
         while proc.poll() is None and time.time() < deadline:
             assert not final.exists() or (final / "COMPLETE").is_file(), f"{final} exists without COMPLETE"
-            if kill_at is None and checkpoint_written(partial, stage):
+            if kill_at is None and kill_point_reached(partial, stage, when):
                 kill_at = time.time() + delay
             if kill_at is not None and time.time() >= kill_at:
                 proc.send_signal(signal.SIGKILL)
@@ -130,10 +138,9 @@ def kill_after_checkpoint(stage: str, run_dir: Path, seed: int, timeout_s: float
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    stderr = proc.stderr.read() if proc.stderr else ""
     assert proc.returncode == -signal.SIGKILL, (
-        f"{stage}: wanted to kill it {delay:.2f} s after its first checkpoint, but it ended with "
-        f"{proc.returncode} first (make the micro stage longer?)\n{stderr[-2000:]}")
+        f"{stage}: wanted to kill it {delay:.2f} s after the {when} point, but it ended with "
+        f"{proc.returncode} first (make the micro stage longer?)\n{log.read_text()[-2000:]}")
     return delay
 
 
@@ -166,15 +173,16 @@ def full_reference(micro_run, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["base", "sft", "reward", "ppo", "eval"])
-def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, micro_run, tmp_path, request):
+@pytest.mark.parametrize("stage,when", [("base", "checkpoint"), ("sft", "checkpoint"), ("reward", "checkpoint"),
+                                        ("reward", "trained"), ("ppo", "checkpoint"), ("eval", "checkpoint")])
+def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, when, micro_run, tmp_path, request):
     from train.rundir import StageError, require_stage
 
     reference = request.getfixturevalue("full_reference") if stage in ("ppo", "eval") else micro_run
     run = copy_run(reference, tmp_path / "run", stages=NEEDS[stage])
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
 
-    delay = kill_after_checkpoint(stage, run, seed=0)
+    delay = kill_at_a_seeded_point(stage, run, seed=0, when=when)
 
     # 4. killed: nothing looks finished, the inputs are untouched
     assert not (run / stage).exists(), f"{stage}/ exists after a kill"
@@ -186,13 +194,13 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, micro_run, tm
     plant_half_written_checkpoint(run, stage)
     proc = subprocess.run(rlhf(stage, run, "--resume"), cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 0, f"{stage} --resume failed (killed {delay:.2f} s after a checkpoint):\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{stage} --resume failed (killed {delay:.2f} s after the {when} point):\n{proc.stderr[-3000:]}"
     require_stage(run / stage, stage)
     assert not (run / f"{stage}.partial").exists()
 
     # 6. the same result as without the crash
     diff = differences(stage_outputs(run, stage, reference), stage_outputs(reference, stage))
-    assert not diff, f"{stage}: resumed (killed {delay:.2f} s after a checkpoint) != uninterrupted:\n" + "\n".join(diff)
+    assert not diff, f"{stage}: resumed (killed {delay:.2f} s after the {when} point) != uninterrupted:\n" + "\n".join(diff)
     if stage in ("sft", "reward"):
         resumed = json.loads((run / stage / "metrics.json").read_text())["resumed_from_step"]
         assert resumed is not None, f"{stage} did not resume from its checkpoint"
@@ -264,3 +272,36 @@ def test_a_kill_at_any_point_of_finish_never_loses_a_finished_stage(tmp_path, mo
         _finish_stage(run, "new", resume=True)
         assert (require_stage(final, "sft") / "weights.txt").read_text() == "new"
         assert sorted(p.name for p in run.iterdir()) == ["sft"], f"kill at call {kill_at}: leftovers"
+
+
+# ----------------------------------------------------------------------------- the resume helpers, by hand
+
+
+def test_last_complete_checkpoint_skips_torn_and_last_step_checkpoints(tmp_path):
+    from train.sft import last_complete_checkpoint
+
+    def ckpt(step, state):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    ckpt(3, json.dumps({"global_step": 3, "max_steps": 6}))
+    ckpt(20, json.dumps({"global_step": 20, "max_steps": 20}))  # taken at the last step
+    ckpt(100, None)  # torn: no trainer_state.json
+    ckpt(200, '{"global_step": 2')  # torn: half-written trainer_state.json
+    (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    ckpt(10, json.dumps({"global_step": 10, "max_steps": 20}))  # numeric order, not string order
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_run_train_loss_weighs_each_logged_window_by_its_steps():
+    from train.sft import run_train_loss
+
+    # windows: step 1 (1 step, loss 4), steps 2-3 (2 steps, mean 1), steps 4-6 (3 steps, mean 2)
+    history = [{"step": 1, "loss": 4.0}, {"step": 3, "loss": 1.0}, {"step": 3, "eval": 0.5},
+               {"step": 6, "loss": 2.0}, {"step": 6, "train_runtime": 1.0}]
+    assert run_train_loss(history) == pytest.approx((4 * 1 + 1 * 2 + 2 * 3) / 6)
+    assert run_train_loss([]) is None
