@@ -94,7 +94,7 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
     from transformers import GenerationConfig
 
     from train.ppo import core
-    from train.ppo.trainer import left_pad, response_logits
+    from train.ppo.trainer import left_pad, pack_episodes, response_logits
 
     tr = _trainer(tiny, _cfg(temperature=0.7))
     tok, policy = tr.tokenizer, tr.policy.eval()
@@ -108,16 +108,34 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
     sampler = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)  # (B, R)
     keep = (resp == tok.eos_token_id).long().cumsum(1) - (resp == tok.eos_token_id).long() == 0
     resp = torch.where(keep, resp, tok.pad_token_id)
-    ids, mask = torch.cat([q_ids, resp], 1), torch.cat([q_mask, keep.long()], 1)
+    ids, mask, index = pack_episodes(q_ids, q_mask, resp, keep.float(), tok.pad_token_id)
     with torch.no_grad():
-        ours = core.token_logprobs(response_logits(policy, ids, mask, q_ids.shape[1]), resp, 0.7)
-        logits, _ = tr.model(ids, mask, q_ids.shape[1])
+        ours = core.token_logprobs(response_logits(policy, ids, mask, index), resp, 0.7)
+        logits, _ = tr.model(ids, mask, index)
         ours_ac = core.token_logprobs(logits, resp, 0.7)
     assert torch.allclose(ours[keep], sampler[keep], atol=1e-4)
     assert torch.allclose(ours_ac[keep], sampler[keep], atol=1e-4)
     # and not those of the untempered distribution
-    assert not torch.allclose(core.token_logprobs(response_logits(policy, ids, mask, q_ids.shape[1]), resp)[keep],
+    assert not torch.allclose(core.token_logprobs(response_logits(policy, ids, mask, index), resp)[keep],
                               sampler[keep], atol=1e-2)
+
+
+def test_pack_episodes_by_hand():
+    from train.ppo.trainer import pack_episodes
+
+    pad = 0
+    q_ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])  # left-padded prompts of 2 and 4 tokens
+    q_mask = (q_ids != 0).long()
+    r_ids = torch.tensor([[11, 12, 13], [14, 0, 0]])  # right-padded responses of 3 and 1 tokens
+    r_mask = (r_ids != 0).float()
+    ids, mask, index = pack_episodes(q_ids, q_mask, r_ids, r_mask, pad)
+    assert ids.tolist() == [[5, 6, 11, 12, 13], [7, 8, 9, 10, 14]]  # L = max(2 + 3, 4 + 1) = 5, not 4 + 3
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    # the state that predicts response token t sits at prompt_len - 1 + t (clamped on padding)
+    assert index.tolist() == [[1, 2, 3], [3, 4, 4]]
+    ids, mask, index = pack_episodes(q_ids, q_mask, torch.tensor([[11, 0, 0], [14, 0, 0]]),
+                                     torch.tensor([[1.0, 0, 0], [1.0, 0, 0]]), pad)
+    assert ids.tolist() == [[5, 6, 11, 0, 0], [7, 8, 9, 10, 14]] and mask.tolist()[0] == [1, 1, 1, 0, 0]
 
 
 def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
@@ -185,6 +203,19 @@ def test_reward_function_scorer_validates_output(tiny):
     tr = _trainer(tiny, _cfg(), scorer=FunctionScorer(lambda p, r: [1.0]))
     with pytest.raises(ValueError, match="returned 1 scores for 8"):
         tr.step()
+
+
+def test_fused_gelu_is_the_same_function(tiny):
+    from transformers import AutoModelForCausalLM
+
+    from train.ppo.trainer import use_fused_gelu
+
+    a = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    b = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
+    assert use_fused_gelu(b) == 2 and use_fused_gelu(b) == 0  # one per block, idempotent
+    ids = torch.randint(2, 200, (3, 20))
+    with torch.no_grad():
+        assert torch.allclose(a(input_ids=ids).logits, b(input_ids=ids).logits, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- updates
@@ -397,3 +428,18 @@ def test_accelerate_launch_two_processes(micro_run, tmp_path):
     rows = _read_jsonl(out / "metrics.jsonl")
     assert [r["update"] for r in rows] == [1, 2, 3, 4]  # written once, by the main process
     assert (out / "COMPLETE").is_file() and not (run / "ppo.partial").exists()
+
+
+def test_keyword_recipe_is_tiny_with_the_seed_reward():
+    """configs/keyword.yaml = tiny.yaml with PPO on the seed's keyword reward (so its stages reuse tiny's)."""
+    import yaml
+
+    from train.config import load_recipe
+
+    tiny = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())
+    keyword = yaml.safe_load((ROOT / "configs/keyword.yaml").read_text())
+    for section in set(tiny) | set(keyword):
+        if section != "ppo":
+            assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
+    recipe = load_recipe(ROOT / "configs/keyword.yaml")
+    assert recipe.ppo.reward_function == "train.rewards:contains_good"

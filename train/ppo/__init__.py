@@ -164,10 +164,11 @@ def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, go
             r_ids, r_mask, has_eos = sample_responses(policy, q_ids, q_mask, cfg, tokenizer.eos_token_id,
                                                       tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(r_ids, skip_special_tokens=True)
-            batch = Rollout(list(prompts[s:s + batch_size]), texts, q_ids, q_mask, r_ids, r_mask, has_eos)
-            ids, mask, P = batch.input_ids, batch.attention_mask, batch.context_len
-            lp = core.token_logprobs(response_logits(policy, ids, mask, P), r_ids, cfg.temperature)
-            ref_lp = core.token_logprobs(response_logits(ref, ids, mask, P), r_ids, cfg.temperature)
+            batch = Rollout(list(prompts[s:s + batch_size]), texts, q_ids, q_mask, r_ids, r_mask, has_eos,
+                            tokenizer.pad_token_id)
+            ids, mask, index = batch.ids, batch.mask, batch.index
+            lp = core.token_logprobs(response_logits(policy, ids, mask, index), r_ids, cfg.temperature)
+            ref_lp = core.token_logprobs(response_logits(ref, ids, mask, index), r_ids, cfg.temperature)
             cols["kl"].append(((lp - ref_lp) * r_mask).sum(1).cpu())
             cols["eos"].append(has_eos.float().cpu())
             cols["len"].append(r_mask.sum(1).cpu())
@@ -267,12 +268,17 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         scorer = RewardModelScorer(rm, tokenizer, normalise=cfg.normalise_reward)
         logger.info("reward model %s, normalisation %s", paths["reward"], rm.stats)
 
+    gold_fn = None
+    if str(recipe.data.dataset) == "embedded":
+        from train.synthetic import gold_score as gold_fn
+    extra = {"gold": lambda ps, rs: [gold_fn(p, r) for p, r in zip(ps, rs)]} if gold_fn else {}
+
     with StageWriter(output_dir, "ppo", resume=resume, main_process=accelerator.is_main_process) as writer:
         accelerator.wait_for_everyone()  # the partial dir (and its checkpoints) exists for every process
         # 2. train
         trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, _prompts(train_rows), critic=critic, seed=seed,
                              accelerator=accelerator, checkpoint_dir=writer.checkpoints,
-                             metrics_path=writer.path / "metrics.jsonl")
+                             metrics_path=writer.path / "metrics.jsonl", extra_scorers=extra)
         t0 = time.time()
         history = trainer.train(resume=resume)
         train_s = time.time() - t0
@@ -287,9 +293,6 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         if accelerator.is_main_process:
             # 3. before/after on held-out prompts
             if cfg.eval_prompts and test_rows:
-                gold_fn = None
-                if str(recipe.data.dataset) == "embedded":
-                    from train.synthetic import gold_score as gold_fn
                 prompts = list(dict.fromkeys(_prompts(test_rows)))[: cfg.eval_prompts]
                 if rm is not None:
                     rm.model.to(accelerator.device)
