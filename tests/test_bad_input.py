@@ -147,3 +147,9 @@ def test_corpus_is_large_and_every_file_is_used():
     assert not unused, f"corpus files no case uses: {unused}"
     for case in CASES:
         assert case["fault"] and case["expect"], case["id"]
+
+
+def test_every_case_is_in_the_reliability_table():
+    doc = (ROOT / "docs" / "RELIABILITY.md").read_text()
+    missing = [c["id"] for c in CASES if f"`{c['id']}`" not in doc]
+    assert not missing, f"docs/RELIABILITY.md does not list: {missing}"

@@ -45,8 +45,9 @@ from conftest import copy_run
 ROOT = Path(__file__).resolve().parent.parent
 NEEDS = {"base": (), "sft": ("base",), "reward": ("base", "sft"), "ppo": ("base", "sft", "reward"),
          "eval": ("base", "sft", "reward", "ppo")}
-# eval has no checkpoints and writes only at its end (plots, report): kill it soon after it starts writing.
-MAX_DELAY_S = {"eval": 0.1}
+# The kill comes 0 to MAX_DELAY_S after the kill point: at micro scale a stage may finish well under a second
+# after its first checkpoint, and a kill after it finished tests nothing.
+MAX_DELAY_S = 0.1
 # Wall-clock and throughput fields, and the resume bookkeeping: the only fields allowed to differ.
 TIMING = re.compile(r"(^|_)(s|seconds|runtime|per_second)$|^resumed_from_step$|_at$|^created$")
 POLL_S = 0.02
@@ -117,7 +118,7 @@ def kill_at_a_seeded_point(stage: str, run_dir: Path, seed: int, when: str = "ch
 
     Every poll checks the invariant: OUTPUT/<stage> exists only with COMPLETE.
     """
-    delay = random.Random(f"{stage}-{when}-{seed}").uniform(0.0, MAX_DELAY_S.get(stage, 0.4))
+    delay = random.Random(f"{stage}-{when}-{seed}").uniform(0.0, MAX_DELAY_S)
     final, partial = run_dir / stage, run_dir / f"{stage}.partial"
     log = run_dir.parent / f"{stage}-killed.log"  # a file, not a pipe: a full pipe would stall the child
     with log.open("w") as err:
@@ -185,7 +186,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, when, micro_r
     delay = kill_at_a_seeded_point(stage, run, seed=0, when=when)
 
     # 4. killed: nothing looks finished, the inputs are untouched
-    assert not (run / stage).exists(), f"{stage}/ exists after a kill"
+    assert not (run / stage).exists(), f"{stage}: killed {delay:.2f} s after the {when} point, it had already finished"
     with pytest.raises(StageError, match="does not exist"):
         require_stage(run / stage, stage)
     assert {p: p.stat().st_mtime_ns for p in before} == before, "the stages it read were modified"
