@@ -194,9 +194,10 @@ def test_reward_model_scores_prompt_response_eos(tiny):
 
 def test_reward_function_scorer_validates_output(tiny):
     from train.ppo.trainer import FunctionScorer, load_reward_function
-    from train.rewards import contains_good
+    from train.rewards import contains_good, contains_good_exact
 
-    assert contains_good(["p", "p", "p"], ["a good day", "Good", "bad"]) == [1.0, -1.0, -1.0]
+    assert contains_good(["p"] * 4, ["a good day", "Good luck", "GOOD", "bad"]) == [1.0, 1.0, 1.0, -1.0]
+    assert contains_good_exact(["p"] * 3, ["a good day", "Good", "bad"]) == [1.0, -1.0, -1.0]
     assert load_reward_function("train.rewards:contains_good") is contains_good
     with pytest.raises(ValueError, match="cannot import"):
         load_reward_function("train.rewards:nope")
@@ -443,3 +444,11 @@ def test_keyword_recipe_is_tiny_with_the_seed_reward():
             assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
     recipe = load_recipe(ROOT / "configs/keyword.yaml")
     assert recipe.ppo.reward_function == "train.rewards:contains_good"
+
+
+def test_real_recipe_ppo_has_the_seed_card_hyperparameters():
+    from train.config import load_recipe
+
+    ppo = load_recipe("gpt2-hh").ppo
+    assert (ppo.learning_rate, ppo.kl_coef, ppo.cliprange) == (1e-5, 0.1, 0.2)
+    assert ppo.policy_path is None and ppo.reward_function is None  # the run's sft/ and reward/

@@ -11,13 +11,24 @@ from collections.abc import Sequence
 
 
 def contains_good(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """+1 when the response contains "good", else -1: the reward of the first seed document.
+    """+1 when the response contains the word "good" in any case, else -1: the first seed document's reward.
 
-    The seed called ``PPOTrainer(reward_function=...)``, an API that never existed;
-    its keyword reward is kept here, as a toy that shows PPO moving a measurable
-    behaviour (the share of responses containing "good"), not as a model of helpfulness.
-    Matching is case-sensitive substring matching, exactly as the seed's ``"good" in text``.
+    The seed called ``PPOTrainer(reward_function=...)``, an API that never existed; its
+    keyword reward is kept here as a toy that shows PPO moving a measurable behaviour
+    (the share of responses containing "good"), not as a model of helpfulness.
+
+    Deviation: the seed's code is ``"good" in text`` (case-sensitive). On the embedded
+    world the SFT policy writes "Good question!"/"Good luck!" (about 19 % of samples)
+    but lowercase "good" in well under 1 %, so the literal check almost never fires
+    and PPO has nothing to learn from (measured: 1,024 episodes left the share at
+    0.8 %). We match the word case-insensitively; `contains_good_exact` is the literal
+    check.
     """
+    return [1.0 if "good" in r.lower() else -1.0 for r in responses]
+
+
+def contains_good_exact(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """The seed's literal rule: +1 when ``"good" in response`` (case-sensitive), else -1."""
     return [1.0 if "good" in r else -1.0 for r in responses]
 
 
