@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 import json
 import sys
@@ -25,6 +27,10 @@ from train.data import (
     split_prompt_response,
     validate_command,
 )
+
+# Validation tests read a whole single file as one split (file_test_fraction 0);
+# the train/test cut of single files has its own tests below.
+WholeFile = functools.partial(DataConfig, file_test_fraction=0.0)
 
 PROMPT = "\n\nHuman: How do I cook rice?\n\nAssistant:"
 
@@ -80,7 +86,7 @@ def _file_with_bad_line(tmp_path: Path, bad: Any) -> Path:
 @pytest.mark.parametrize(("kind", "bad", "reason"), BAD_LINES, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(BAD_LINES)])
 def test_problem_error_policy_names_file_line_and_reason(tmp_path: Path, kind: str, bad: Any, reason: str) -> None:
     path = _file_with_bad_line(tmp_path, bad)
-    cfg = DataConfig(dataset=str(path), on_bad_rows="error")
+    cfg = WholeFile(dataset=str(path), on_bad_rows="error")
     with pytest.raises(DataError) as info:
         load_preferences(cfg, "train", tokenizer=WordTokenizer(), max_length=20)
     message = str(info.value)
@@ -94,7 +100,7 @@ def test_problem_error_policy_names_file_line_and_reason(tmp_path: Path, kind: s
 def test_problem_skip_policy_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, bad: Any,
                                     reason: str) -> None:
     path = _file_with_bad_line(tmp_path, bad)
-    rows, report = load_preferences(DataConfig(dataset=str(path)), "train", tokenizer=WordTokenizer(), max_length=20)
+    rows, report = load_preferences(WholeFile(dataset=str(path)), "train", tokenizer=WordTokenizer(), max_length=20)
     assert len(rows) == report.rows_kept == 3
     assert report.rows_read == 4 and report.blank_lines == 1
     assert report.problems == {k: int(k == kind) for k in PROBLEM_KINDS}
@@ -105,14 +111,14 @@ def test_problem_skip_policy_counts(tmp_path: Path, caplog: pytest.LogCaptureFix
 
 def test_too_long_needs_tokenizer_and_max_length(tmp_path: Path) -> None:
     path = _file_with_bad_line(tmp_path, dict(BAD_LINES[-1][1]))
-    rows, report = load_preferences(DataConfig(dataset=str(path)), "train")
+    rows, report = load_preferences(WholeFile(dataset=str(path)), "train")
     assert len(rows) == 4 and report.n_problems == 0
 
 
 def test_rows_follow_the_design_contract(tmp_path: Path) -> None:
     multi = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Rice?\n\nAssistant:"
     path = write_jsonl(tmp_path / "d.jsonl", [pair(0), pair(1, multi)])
-    rows, report = load_preferences(DataConfig(dataset=str(path)), "train")
+    rows, report = load_preferences(WholeFile(dataset=str(path)), "train")
     assert report.source == str(path) and report.rows_kept == 2
     assert rows[1] == {"prompt": multi, "chosen": " Rinse the rice first (1).", "rejected": " No idea (1)."}
     for row, raw in zip(rows, [pair(0), pair(1, multi)]):
@@ -126,7 +132,7 @@ def test_jsonl_json_and_parquet_load_identically(tmp_path: Path) -> None:
     jsonl = write_jsonl(tmp_path / "d.jsonl", raw)
     (tmp_path / "d.json").write_text(json.dumps(raw), encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(raw), tmp_path / "d.parquet")
-    loaded = [load_preferences(DataConfig(dataset=str(p)), "train")[0]
+    loaded = [load_preferences(WholeFile(dataset=str(p)), "train")[0]
               for p in (jsonl, tmp_path / "d.json", tmp_path / "d.parquet")]
     assert loaded[0] == loaded[1] == loaded[2]
     assert len(loaded[0]) == 8
@@ -139,19 +145,19 @@ def test_parquet_and_json_problems_name_the_row_index(tmp_path: Path) -> None:
     for name in ("d.parquet", "d.json"):
         path = tmp_path / name
         with pytest.raises(DataError, match=rf"^{path} row 1: prompt_mismatch: "):
-            load_preferences(DataConfig(dataset=str(path), on_bad_rows="error"), "train")
+            load_preferences(WholeFile(dataset=str(path), on_bad_rows="error"), "train")
 
 
 def test_jsonl_saved_as_json_is_read_line_by_line(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "lines.json", [pair(0), pair(1)])
-    rows, _ = load_preferences(DataConfig(dataset=str(path)), "train")
+    rows, _ = load_preferences(WholeFile(dataset=str(path)), "train")
     assert len(rows) == 2
 
 
 def test_folder_with_splits_and_the_embedded_set(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [pair(i) for i in range(3)])
     pq.write_table(pa.Table.from_pylist([pair(9)]), tmp_path / "test.parquet")
-    cfg = DataConfig(dataset=str(tmp_path))
+    cfg = WholeFile(dataset=str(tmp_path))
     assert len(load_preferences(cfg, "train")[0]) == 3
     rows, report = load_preferences(cfg, "test")
     assert report.source == str(tmp_path / "test.parquet") and len(rows) == 1
@@ -167,7 +173,7 @@ def test_folder_with_splits_and_the_embedded_set(tmp_path: Path) -> None:
 
 def test_max_pairs_keeps_the_first_valid_rows(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [pair(0), {"chosen": 1}, pair(1), pair(2), pair(3)])
-    rows, report = load_preferences(DataConfig(dataset=str(path), max_train_pairs=2), "train")
+    rows, report = load_preferences(WholeFile(dataset=str(path), max_train_pairs=2), "train")
     assert [r["chosen"] for r in rows] == [" Rinse the rice first (0).", " Rinse the rice first (1)."]
     assert report.stopped_early and report.rows_read == 3 and report.problems["missing_field"] == 1
 
@@ -179,7 +185,7 @@ def test_column_mapping_for_presplit_data(tmp_path: Path) -> None:
         {"question": "\n\nHuman: Rice?", "good": " a", "bad": " b"},  # has markers but no final Assistant turn
     ]
     pq.write_table(pa.Table.from_pylist(raw), tmp_path / "d.parquet")
-    cfg = DataConfig(dataset=str(tmp_path / "d.parquet"), prompt_column="question", chosen_column="good",
+    cfg = WholeFile(dataset=str(tmp_path / "d.parquet"), prompt_column="question", chosen_column="good",
                      rejected_column="bad")
     rows, report = load_preferences(cfg, "train")
     assert rows[0] == {"prompt": PROMPT, "chosen": " Rinse it.", "rejected": " No."}
@@ -189,11 +195,11 @@ def test_column_mapping_for_presplit_data(tmp_path: Path) -> None:
 
     # Renamed HH columns (no prompt column): whole dialogues, split as usual.
     path = write_jsonl(tmp_path / "renamed.jsonl", [{"win": p["chosen"], "lose": p["rejected"]} for p in (pair(0),)])
-    rows, _ = load_preferences(DataConfig(dataset=str(path), chosen_column="win", rejected_column="lose"), "train")
+    rows, _ = load_preferences(WholeFile(dataset=str(path), chosen_column="win", rejected_column="lose"), "train")
     assert rows[0]["prompt"] == PROMPT
 
     with pytest.raises(DataError, match=r"line 1: missing_field: no 'question' field \(fields: win, lose\)"):
-        load_preferences(DataConfig(dataset=str(path), prompt_column="question", chosen_column="good",
+        load_preferences(WholeFile(dataset=str(path), prompt_column="question", chosen_column="good",
                                     on_bad_rows="error"), "train")
 
 
@@ -201,14 +207,14 @@ def test_empty_split_and_all_bad_rows_are_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"\n\n")
     with pytest.raises(DataError, match=rf"^{empty}: split 'train' is empty$"):
-        load_preferences(DataConfig(dataset=str(empty)), "train")
+        load_preferences(WholeFile(dataset=str(empty)), "train")
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"x": 1}, {"y": 2}])
     with pytest.raises(DataError, match=r"no usable rows in split 'test': all 2 rows had problems \(missing_field=2"):
-        load_preferences(DataConfig(dataset=str(bad)), "test")
+        load_preferences(WholeFile(dataset=str(bad)), "test")
     pq.write_table(pa.Table.from_pylist([], schema=pa.schema([("chosen", pa.string()), ("rejected", pa.string())])),
                    tmp_path / "e.parquet")
     with pytest.raises(DataError, match="is empty"):
-        load_preferences(DataConfig(dataset=str(tmp_path / "e.parquet")), "train")
+        load_preferences(WholeFile(dataset=str(tmp_path / "e.parquet")), "train")
 
 
 def test_missing_or_unreadable_files(tmp_path: Path) -> None:
@@ -217,16 +223,16 @@ def test_missing_or_unreadable_files(tmp_path: Path) -> None:
             load_preferences(DataConfig(dataset=missing), "train")
     (tmp_path / "d.csv").write_text("chosen,rejected\n")
     with pytest.raises(DataError, match="unsupported file type '.csv'"):
-        load_preferences(DataConfig(dataset=str(tmp_path / "d.csv")), "train")
+        load_preferences(WholeFile(dataset=str(tmp_path / "d.csv")), "train")
     (tmp_path / "broken.json").write_text('[{"chosen": ')
     with pytest.raises(DataError, match=r"broken.json line 1: bad JSON"):
-        load_preferences(DataConfig(dataset=str(tmp_path / "broken.json")), "train")
+        load_preferences(WholeFile(dataset=str(tmp_path / "broken.json")), "train")
     (tmp_path / "obj.json").write_text('{"rows": []}')
     with pytest.raises(DataError, match="expected a JSON array"):
-        load_preferences(DataConfig(dataset=str(tmp_path / "obj.json")), "train")
+        load_preferences(WholeFile(dataset=str(tmp_path / "obj.json")), "train")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="cannot read Parquet"):
-        load_preferences(DataConfig(dataset=str(tmp_path / "junk.parquet")), "train")
+        load_preferences(WholeFile(dataset=str(tmp_path / "junk.parquet")), "train")
 
 
 def test_offline_hub_id_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -320,3 +326,31 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     long_file = write_jsonl(tmp_path / "long.jsonl", [pair(0)])
     assert validate_command(str(long_file), max_length=3) == 1  # too_long needs a tokenizer
     assert "tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n,fraction,n_test", [(10, 0.1, 1), (10, 0.25, 3), (3, 0.1, 1), (1, 0.1, 0)])
+def test_a_single_file_is_cut_into_train_then_test(tmp_path: Path, n: int, fraction: float, n_test: int) -> None:
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: yes {i}", "rejected": f"\n\nHuman: q{i}\n\nAssistant: no"}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(dataset=str(path), file_test_fraction=fraction)
+    train, _ = load_preferences(cfg, "train")
+    assert [r["chosen"] for r in train] == [f" yes {i}" for i in range(n - n_test)]
+    if n_test:
+        test, report = load_preferences(cfg, "test")
+        assert [r["chosen"] for r in test] == [f" yes {i}" for i in range(n - n_test, n)]
+        assert f"last {n_test} of {n} rows" in report.source
+    else:
+        with pytest.raises(DataError, match="empty"):
+            load_preferences(cfg, "test")
+
+
+def test_file_test_fraction_zero_uses_the_whole_file_and_says_so(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}) + "\n")
+    cfg = DataConfig(dataset=str(path), file_test_fraction=0.0)
+    assert load_preferences(cfg, "train")[0] == load_preferences(cfg, "test")[0]
+    assert "measured on training rows" in caplog.text
+    with pytest.raises(ValueError, match="file_test_fraction"):
+        DataConfig(file_test_fraction=1.0)

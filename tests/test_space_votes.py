@@ -185,7 +185,7 @@ def test_preferences_load_with_the_project_loader(tmp_path):
     _write_votes(path, records)
     out = tmp_path / "prefs.jsonl"
     assert cli(Namespace(votes=str(path), out=str(out))) == 0
-    rows, report = load_preferences(DataConfig(dataset=str(out), on_bad_rows="error"), "train")
+    rows, report = load_preferences(DataConfig(dataset=str(out), on_bad_rows="error", file_test_fraction=0.0), "train")
     assert report.n_problems == 0
     good = " Tea is made with <b>leaves</b>\n& water."
     assert rows == [*({"prompt": PROMPT, "chosen": good, "rejected": f" answer {i}"} for i in range(4)),

@@ -4,8 +4,11 @@ Sources (``DataConfig.dataset``):
 
 * ``"embedded"``: the shipped synthetic world (``train.synthetic.EMBEDDED_DATA_DIR``).
 * a local file (``.jsonl``, ``.json`` = a JSON array of objects, ``.parquet``). A file
-  is a single split: it is returned whatever split name is asked for. Use a folder
-  to have separate splits.
+  has no splits of its own: its last ``file_test_fraction`` of rows (by position, so
+  deterministic) is the test split and the rest the train split, so held-out numbers
+  stay held out. With ``file_test_fraction: 0`` the whole file is both splits and a
+  warning says that "held-out" numbers are then measured on training rows. Use a
+  folder to have separate splits.
 * a local folder holding ``<split>.jsonl``, ``<split>.json`` or ``<split>.parquet``.
 * anything else is a Hugging Face Hub dataset id (``Anthropic/hh-rlhf``), loaded with
   ``datasets.load_dataset(id, data_dir=..., split=...)``. Strings that look like
@@ -29,6 +32,7 @@ not treated as problems.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import sys
@@ -109,6 +113,9 @@ class DataConfig:
         "Keep only the first N valid training pairs (None: all).")})
     max_test_pairs: int | None = field(default=None, metadata={"help": (
         "Keep only the first N valid test pairs (None: all).")})
+    file_test_fraction: float = field(default=0.1, metadata={"help": (
+        "A single data file has no splits: its last fraction of rows (by position) is the test split, the rest "
+        "the train split. 0: the whole file is both (held-out numbers are then measured on training rows).")})
     on_bad_rows: str = field(default="skip", metadata={"help": (
         "'error': stop at the first bad row with file, line and reason; 'skip': count, report and drop bad rows.")})
     prompt_column: str | None = field(default=None, metadata={"help": (
@@ -128,6 +135,8 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
+        if not 0.0 <= self.file_test_fraction < 1.0:
+            raise ValueError(f"file_test_fraction: must be in [0, 1), got {self.file_test_fraction!r}")
         for name in ("train_split", "test_split"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name}: must be a non-empty string, got {getattr(self, name)!r}")
@@ -376,7 +385,28 @@ def _open_split(cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Ra
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json or .parquet)")
+    if kind == "file":
+        return _file_split(reader(path, report), cfg, split, report)
     return reader(path, report)
+
+
+def _file_split(raw_rows: Iterator[_Raw], cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Raw]:
+    """A single file's train or test part: the last `file_test_fraction` of its rows are the test split.
+
+    Without this, `--dataset pairs.jsonl` would train the reward model on the very
+    rows its "held-out" accuracy is measured on.
+    """
+    if cfg.file_test_fraction == 0.0:
+        if split == cfg.test_split:
+            logger.warning("%s: one file is both the train and the test split (file_test_fraction 0): held-out "
+                           "numbers are measured on training rows", report.source)
+        return raw_rows
+    rows = list(raw_rows)
+    n_test = math.ceil(len(rows) * cfg.file_test_fraction) if len(rows) > 1 else 0
+    cut = len(rows) - n_test
+    report.source = f"{report.source} [{'last' if split == cfg.test_split else 'first'} " \
+                    f"{n_test if split == cfg.test_split else cut} of {len(rows)} rows]"
+    return iter(rows[cut:] if split == cfg.test_split else rows[:cut])
 
 
 # ----------------------------------------------------------------- row checks
@@ -527,7 +557,7 @@ def _columns_config(columns: tuple[str | None, ...] | list[str | None] | None) -
 def _splits_to_check(cfg: DataConfig) -> list[str]:
     kind, path = _resolve(cfg)
     if kind == "file":
-        return [cfg.train_split]  # a file is one split
+        return [cfg.train_split]  # validated whole (validate_command sets file_test_fraction 0)
     if kind == "dir":
         assert path is not None
         present = []
@@ -564,7 +594,9 @@ def validate_command(
     try:
         if on_bad_rows not in ON_BAD_ROWS:
             raise ValueError(f"on_bad_rows: must be one of {', '.join(ON_BAD_ROWS)}, got {on_bad_rows!r}")
-        cfg = DataConfig(dataset=dataset, data_dir=data_dir, on_bad_rows="skip", **_columns_config(columns))
+        # A single file is validated whole: the train/test cut is a training-time matter.
+        cfg = DataConfig(dataset=dataset, data_dir=data_dir, on_bad_rows="skip", file_test_fraction=0.0,
+                         **_columns_config(columns))
         if max_length is not None and tokenizer is None:
             raise ValueError("max_length: the too_long check needs a tokenizer too")
         if max_length is not None and max_length < 1:
