@@ -104,6 +104,13 @@ def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_d
     assert hub_env.repos[("space", "alice/tiny-space")].variables == {
         "RLHF_POLICY_ID": "alice/tiny", "RLHF_SFT_ID": "alice/tiny-sft", "RLHF_REWARD_ID": "alice/tiny-rm",
         "RLHF_BASE_ID": "alice/tiny-base"}
+    space_card = tmp_path / "space_README.md"
+    space_card.write_bytes(hub_env.files("alice/tiny-space", "space")["README.md"])
+    from huggingface_hub import SpaceCard
+
+    space_meta = SpaceCard.load(space_card).data
+    assert space_meta.models == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-base"]
+    assert space_meta.sdk == "gradio" and space_meta.app_file == "app.py"
     assert [c.repo_id for c in hub_env.commits] == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-base",
                                                      "alice/tiny-space"]
 

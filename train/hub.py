@@ -147,6 +147,18 @@ def model_files(stage_dir: Path, logs_prefix: str | None = None) -> dict[str, Pa
     return out
 
 
+def space_card_with_models(readme: Path, model_ids: list[str], out_dir: Path) -> Path:
+    """A copy of the Space's README.md whose front matter `models:` names `model_ids`."""
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(readme)
+    card.data.models = list(dict.fromkeys(model_ids))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "README.md"
+    card.save(out)
+    return out
+
+
 def bundle_files(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, Path]:
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
             if p.is_file() and not p.relative_to(folder).as_posix().startswith(exclude)}
@@ -210,6 +222,10 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
                 variables[SPACE_VARIABLES[key]] = rid
         if revision:
             variables[SPACE_VARIABLES["revision"]] = revision
+        # The Space card's `models:` lists what the Space really loads, so the Hub links them.
+        files["README.md"] = space_card_with_models(files["README.md"], [v for k, v in variables.items()
+                                                                          if k != SPACE_VARIABLES["revision"]],
+                                                     staging / "space-card")
         uploads.append(Upload(space_id, "space", "space", files, variables))
     return uploads
 
