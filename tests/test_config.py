@@ -95,6 +95,14 @@ def test_recipe_file_errors_name_the_file(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="no such file"):
         recipe_path(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        recipe_path(tmp_path)
+
+
+def test_a_shipped_name_wins_over_a_same_named_folder(tmp_path, monkeypatch):
+    (tmp_path / "tiny").mkdir()  # e.g. benchmark artifacts in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert recipe_path("tiny").name == "tiny.yaml" and recipe_path("tiny").is_file()
 
 
 def test_recipe_round_trips_through_yaml(tmp_path):

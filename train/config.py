@@ -233,11 +233,13 @@ def validate(obj: Any, where: str) -> Any:
 def recipe_path(name_or_path: str | Path) -> Path:
     """A recipe file path, or the name of a shipped recipe (`tiny`, `micro`, `gpt2-hh`)."""
     p = Path(name_or_path)
-    if p.exists():
+    if p.is_file():
         return p
     shipped = RECIPES_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
+    if shipped.is_file():  # a shipped name wins over a same-named folder (`rlhf run` in a dir holding tiny/)
         return shipped
+    if p.exists():
+        raise ConfigError(f"recipe {str(name_or_path)!r}: is a directory, not a YAML file")
     names = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml"))
     raise ConfigError(f"recipe {str(name_or_path)!r}: no such file, and not a shipped recipe ({', '.join(names)})")
 
