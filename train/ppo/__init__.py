@@ -136,9 +136,6 @@ def compare_policies(policies: dict[str, Any], ref, tokenizer, prompts: Sequence
     """
     import torch
 
-    from train.ppo import core
-    from train.ppo.trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
-
     with torch.no_grad():
         return _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size,
                         device)

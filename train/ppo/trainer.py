@@ -412,7 +412,7 @@ class PPOTrainer:
         self.ref = ref_policy.to(self.device).eval().requires_grad_(False)
         value_head = None
         if critic is None:
-            value_head = nn.Linear(policy.config.hidden_size if hasattr(policy.config, "hidden_size") else policy.config.n_embd, 1)
+            value_head = nn.Linear(policy.get_output_embeddings().weight.shape[1], 1)  # hidden size -> 1
             nn.init.zeros_(value_head.weight)
             nn.init.zeros_(value_head.bias)
         self.model = ActorCritic(policy, critic, value_head).to(self.device)
