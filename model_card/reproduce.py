@@ -157,9 +157,32 @@ def compare_settings(old: dict, new: dict) -> list[Check]:
     checks.append(Check("settings", "decoding", old.get("decoding"), new.get("decoding"),
                         old.get("decoding") == new.get("decoding"), "equal"))
     a, b = strip(old.get("config")), strip(new.get("config"))
+    b = _drop_new_defaults(a, b)
     checks.append(Check("settings", "config", "recorded", "rerun" if a == b else b, a == b, "equal",
                         "" if a == b else _dict_diff(a, b)))
     return checks
+
+
+def _drop_new_defaults(recorded: dict, rerun: dict) -> dict:
+    """Drops rerun settings the recorded config lacks when they hold their default.
+
+    A field added to a section in a later gpt2-rlhf version, at its default, cannot
+    have changed how the recorded run was made; any other difference still fails.
+    """
+    import dataclasses
+
+    from train.config import SECTIONS, section_class
+
+    out = copy.deepcopy(rerun)
+    for name, section in (out or {}).items():
+        if name not in SECTIONS or not isinstance(section, dict) or not isinstance(recorded.get(name), dict):
+            continue
+        defaults = {f.name: f.default for f in dataclasses.fields(section_class(name))
+                    if f.default is not dataclasses.MISSING}
+        for key in [k for k in section if k not in recorded[name] and k in defaults]:
+            if section[key] == defaults[key]:
+                del section[key]
+    return out
 
 
 def _dict_diff(a: Any, b: Any, prefix: str = "") -> str:
