@@ -18,7 +18,11 @@ what is reachable before any PPO is run:
    first n samples): its mean score gain over the SFT mean in units of the SFT score
    std, its gold score, and its KL to the SFT policy, at most log n - (n - 1) / n nats
    (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy").
-   Best-of-n is the usual yardstick of what an RL policy at that KL can reach.
+   Best-of-n is the usual yardstick of what an RL policy at that KL can reach;
+5. the dataset's own chosen (and rejected) responses to the same prompts, scored the
+   same way: where the responses the reward model was trained to prefer sit, in
+   the same SFT-std units. A policy that beats them by a wide margin on the reward
+   model is usually exploiting it.
 
 Prints one JSON line.
 """
@@ -67,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(run / "recipe.yaml") if (run / "recipe.yaml").is_file() else load_recipe("tiny")
     ppo = recipe.ppo
     rows, _ = load_preferences(recipe.data, args.split)
-    prompts = list(dict.fromkeys(r["prompt"] for r in rows))[: args.n_prompts]
+    first_row = {}
+    for r in rows:
+        first_row.setdefault(r["prompt"], r)
+    prompts = list(first_row)[: args.n_prompts]
     gold = None
     if recipe.data.dataset == "embedded":
         from train.synthetic import gold_score as gold
@@ -111,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             row["gold"] = round(st.fmean(golds[pick[i]][i] for i in range(n)), 4)
         best[str(m)] = row
     out["best_of_n"] = best
+    # 5. the dataset's responses
+    for kind in ("chosen", "rejected"):
+        texts = [first_row[p][kind] for p in prompts]
+        s = rm.score(prompts, texts, normalised=True).tolist()
+        row = {"score_gain_in_sft_std": round((st.fmean(s) - sft_mean) / max(sft_std, 1e-8), 4)}
+        if gold is not None:
+            row["gold"] = round(st.fmean(gold(p, t) for p, t in zip(prompts, texts)), 4)
+        out[f"dataset_{kind}"] = row
     if golds:
         all_s = [x for s in scores for x in s]
         all_g = [x for g in golds for x in g]

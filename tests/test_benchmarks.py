@@ -28,6 +28,8 @@ def test_reward_ceiling_on_the_micro_run(micro_run, capsys):
     assert 0 <= gains[0] <= gains[1]
     assert math.isclose(out["best_of_n"]["4"]["kl_bound"], math.log(4) - 3 / 4, abs_tol=1e-4)
     assert 0 <= out["sft_gold"] <= 1  # the micro recipe uses the embedded dataset
+    # the gold judge agrees with every embedded label: chosen responses score above rejected ones
+    assert out["dataset_chosen"]["gold"] > out["dataset_rejected"]["gold"]
 
 
 def test_reward_ceiling_names_a_missing_run(tmp_path, capsys):
