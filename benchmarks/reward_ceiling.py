@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1-2. k samples per prompt, scored
     model, tok = load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)
     rm = RewardModel.load(run / "reward")
+    ctx = getattr(rm.model.config, "n_positions", None) or getattr(rm.model.config, "max_position_embeddings", None)
     settings = GenerationSettings(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                                   top_k=ppo.top_k, top_p=ppo.top_p)
     scores, golds = [], []  # [sample][prompt]
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(prompts), 64):
             texts += generate(model, tok, prompts[i:i + 64], settings, seed=args.seed * 1000 + k * 7 + i,
                               max_prompt_tokens=ppo.max_prompt_tokens).texts
-        scores.append(rm.score(prompts, texts, normalised=True).tolist())
+        scores.append(rm.score(prompts, texts, normalised=True, max_length=ctx).tolist())
         if gold is not None:
             golds.append([gold(p, r) for p, r in zip(prompts, texts)])
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     # 5. the dataset's responses
     for kind in ("chosen", "rejected"):
         texts = [first_row[p][kind] for p in prompts]
-        s = rm.score(prompts, texts, normalised=True).tolist()
+        s = rm.score(prompts, texts, normalised=True, max_length=ctx).tolist()
         row = {"score_gain_in_sft_std": round((st.fmean(s) - sft_mean) / max(sft_std, 1e-8), 4)}
         if gold is not None:
             row["gold"] = round(st.fmean(gold(p, t) for p, t in zip(prompts, texts)), 4)
