@@ -220,21 +220,11 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from train.sft import device_settings
+    from train.sft import trainer_arguments
 
     cfg: RewardStageConfig = recipe.reward
-    args = RewardConfig(
-        output_dir=str(output_dir),
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_length=max_length,
-        center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True,
-        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
-        **device_settings(cfg.precision, cfg.gradient_checkpointing),
-    )
+    args = RewardConfig(**trainer_arguments(cfg, recipe.seed, output_dir, max_length),
+                        center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
     from train.sft import resumable_checkpoints_callback
@@ -249,7 +239,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     from train.pipeline import stage_config
     from train.rundir import StageWriter, write_json
     from train.base import finite
-    from train.sft import last_complete_checkpoint, load_rows, model_context, run_train_loss, process_state
+    from train.sft import last_complete_checkpoint, load_rows, model_context, process_state, training_metrics
 
     cfg: RewardStageConfig = recipe.reward
     output_dir = Path(output_dir)
@@ -285,13 +275,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         trainer = build_trainer(recipe, model, tokenizer, train_rows, writer.checkpoints, max_length, callbacks)
         checkpoint = last_complete_checkpoint(writer.checkpoints) if resume else None
         out = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics.update(
-            train_loss=run_train_loss(trainer.state.log_history), global_step=trainer.state.global_step,
-            resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
-            samples_per_second=out.metrics.get("train_samples_per_second"),
-            train_seconds=out.metrics.get("train_runtime"),
-            loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
-        )
+        metrics.update(training_metrics(trainer, out, checkpoint))
         trainer.save_model(str(writer.path))
 
         if state.is_main_process:

@@ -260,23 +260,45 @@ def prompt_completion(rows: list[dict]):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
 
 
-def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: Path, max_length: int, callbacks=None):
-    """The configured SFTTrainer (also used by tests to inspect collated batches)."""
-    from trl import SFTConfig, SFTTrainer
+def trainer_arguments(cfg, seed: int, output_dir: Path, max_length: int) -> dict[str, Any]:
+    """The TrainingArguments fields the SFT and reward stages share (SFTConfig / RewardConfig kwargs).
 
-    cfg: SFTStageConfig = recipe.sft
-    args = SFTConfig(
+    `cfg` is an SFTStageConfig or a RewardStageConfig (the same field names). Checkpoints
+    every `save_steps` into `output_dir` (the stage's .partial checkpoints), no Trainer
+    evaluation (our code measures held-out numbers), seeds for weights and data order.
+    """
+    return dict(
         output_dir=str(output_dir),
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        max_length=max_length, completion_only_loss=True, packing=False,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_length=max_length,
         logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
+        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=seed, data_seed=seed,
         **device_settings(cfg.precision, cfg.gradient_checkpointing),
     )
+
+
+def training_metrics(trainer, train_output, checkpoint: str | None) -> dict[str, Any]:
+    """What a finished Trainer run reports: loss, steps, the checkpoint resumed from, speed, the loss curve."""
+    history = trainer.state.log_history
+    return dict(
+        train_loss=run_train_loss(history), global_step=trainer.state.global_step,
+        resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
+        samples_per_second=train_output.metrics.get("train_samples_per_second"),
+        train_seconds=train_output.metrics.get("train_runtime"),
+        loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
+    )
+
+
+def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: Path, max_length: int, callbacks=None):
+    """The configured SFTTrainer (also used by tests to inspect collated batches)."""
+    from trl import SFTConfig, SFTTrainer
+
+    cfg: SFTStageConfig = recipe.sft
+    args = SFTConfig(**trainer_arguments(cfg, recipe.seed, output_dir, max_length),
+                     completion_only_loss=True, packing=False)
     return SFTTrainer(model=model, args=args, train_dataset=prompt_completion(train_rows),
                       eval_dataset=prompt_completion(eval_rows) if eval_rows else None, processing_class=tokenizer,
                       callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
@@ -323,13 +345,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
         out = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics.update(
-            train_loss=run_train_loss(trainer.state.log_history), global_step=trainer.state.global_step,
-            resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
-            samples_per_second=out.metrics.get("train_samples_per_second"),
-            train_seconds=out.metrics.get("train_runtime"),
-            loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
-        )
+        metrics.update(training_metrics(trainer, out, checkpoint))
         # 4b. Held-out NLL/perplexity of the fine-tuned model, by our code (main process, unwrapped model).
         if trainer.eval_dataset is not None and state.is_main_process:
             nll, ntok = heldout_nll(trainer.model, trainer.eval_dataset, trainer.data_collator,
