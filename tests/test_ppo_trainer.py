@@ -338,7 +338,12 @@ def test_stage_writes_policy_metrics_and_comparison(micro_run, tmp_path):
         for key in ("score", "score_norm", "score_norm_std", "kl", "gold", "eos_rate", "response_length"):
             assert math.isfinite(cmp[name][key]), (name, key)
     assert cmp["sft"]["kl"] == pytest.approx(0.0, abs=1e-5)  # the SFT policy is the reference
-    assert set(cmp["summary"]) >= {"kl", "score_norm_gain", "score_gain_in_sft_std", "gold_gain"}
+    assert set(cmp["summary"]) >= {"kl", "score_norm_gain", "score_gain_in_sft_std", "gold_gain",
+                                   "chosen_score_in_sft_std"}
+    # the dataset's chosen responses to the same prompts: the gold judge agrees with every embedded label
+    assert cmp["chosen"]["n"] == 8 and cmp["chosen"]["gold"] > 0.9
+    assert cmp["summary"]["chosen_score_in_sft_std"] == pytest.approx(
+        (cmp["chosen"]["score_norm"] - cmp["sft"]["score_norm"]) / cmp["sft"]["score_norm_std"], abs=1e-5)
     assert "ppo" in (out / "config.yaml").read_text()
     # a Hugging Face model + tokenizer that differs from the SFT policy it started from
     AutoTokenizer.from_pretrained(out)

@@ -31,7 +31,8 @@ The deviations from the papers are listed in ``trainer``'s docstring.
    ``save_every`` updates into ``OUTPUT/ppo.partial/checkpoints`` (``--resume``).
 3. Measure the SFT policy against the PPO policy on held-out prompts (mean
    normalised RM score, the SFT scores' std, KL to the reference, gold judge on the
-   embedded data, reward-function score) and store it in ``metrics.json``.
+   embedded data, reward-function score), beside the dataset's own chosen responses
+   to the same prompts, and store it in ``metrics.json``.
 4. Save the policy and tokenizer (Hugging Face format) and swap ``OUTPUT/ppo`` in.
 """
 
@@ -44,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["main", "compare_policies", "resolve_inputs"]
+__all__ = ["main", "compare_policies", "resolve_inputs", "score_dataset_responses"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -199,6 +200,30 @@ def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, go
     return results
 
 
+def score_dataset_responses(prompts: Sequence[str], responses: Sequence[str], reward_model=None,
+                            gold_fn: Callable[[str, str], float] | None = None,
+                            batch_size: int = 32) -> dict[str, float]:
+    """The dataset's own (chosen) responses to the comparison prompts, scored like the policies' samples.
+
+    Where the responses the reward model was trained to prefer sit: a policy that
+    beats them by a wide margin on the reward model but not on the gold judge is
+    exploiting the proxy. Long texts keep their end (the reward model's context).
+    """
+    import torch
+
+    res: dict[str, float] = {"n": len(prompts)}
+    if reward_model is not None:
+        config = reward_model.model.config
+        ctx = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        raw = reward_model.score(list(prompts), list(responses), batch_size=batch_size, max_length=ctx)
+        norm = reward_model.normalise(raw)
+        res.update(score=raw.mean().item(), score_norm=norm.mean().item(),
+                   score_norm_std=norm.std().item() if len(norm) > 1 else 0.0)
+    if gold_fn is not None:
+        res["gold"] = float(torch.tensor([float(gold_fn(p, r)) for p, r in zip(prompts, responses)]).mean())
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()}
+
+
 def summarise_comparison(cmp: dict[str, dict[str, float]]) -> dict[str, float]:
     """The headline numbers: score gain in SFT standard deviations, KL, gold and reward-function change."""
     sft, ppo = cmp["sft"], cmp["ppo"]
@@ -210,6 +235,9 @@ def summarise_comparison(cmp: dict[str, dict[str, float]]) -> dict[str, float]:
         out["score_gain_in_sft_std"] = round(gain / std, 6) if std > 0 else None
     if "gold" in sft:
         out["gold_gain"] = round(ppo["gold"] - sft["gold"], 6)
+    chosen = cmp.get("chosen", {})
+    if "score_norm" in chosen and out.get("score_gain_in_sft_std") is not None:
+        out["chosen_score_in_sft_std"] = round((chosen["score_norm"] - sft["score_norm"]) / sft["score_norm_std"], 6)
     if "reward_fn" in sft:
         out["reward_fn_gain"] = round(ppo["reward_fn"] - sft["reward_fn"], 6)
         out["reward_fn_positive_gain"] = round(ppo["reward_fn_positive"] - sft["reward_fn_positive"], 6)
@@ -219,10 +247,13 @@ def summarise_comparison(cmp: dict[str, dict[str, float]]) -> dict[str, float]:
 def _log_comparison(cmp: dict, summary: dict) -> None:
     keys = [k for k in ("score", "score_norm", "score_norm_std", "kl", "gold", "reward_fn", "reward_fn_positive",
                         "eos_rate", "response_length") if k in cmp["sft"]]
-    lines = [f"{'':>20} {'SFT':>10} {'PPO':>10}"]
-    lines += [f"{k:>20} {cmp['sft'][k]:>10.4f} {cmp['ppo'][k]:>10.4f}" for k in keys]
+    chosen = cmp.get("chosen", {})
+    cell = lambda k: f"{chosen[k]:>10.4f}" if k in chosen else f"{'-':>10}"  # noqa: E731
+    lines = [f"{'':>20} {'SFT':>10} {'PPO':>10} {'chosen':>10}"]
+    lines += [f"{k:>20} {cmp['sft'][k]:>10.4f} {cmp['ppo'][k]:>10.4f} {cell(k)}" for k in keys]
     lines += [f"{k:>20} {v if v is None else round(v, 4)}" for k, v in summary.items()]
-    logger.info("held-out comparison on %d prompts (SFT policy vs PPO policy):\n%s", cmp["sft"]["n"], "\n".join(lines))
+    logger.info("held-out comparison on %d prompts (SFT policy vs PPO policy; chosen = the dataset's preferred "
+                "responses):\n%s", cmp["sft"]["n"], "\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -296,6 +327,11 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                 cmp = compare_policies({"sft": ref, "ppo": trainer.policy}, ref, tokenizer, prompts, cfg,
                                        reward_model=rm, reward_fn=reward_fn, gold_fn=gold_fn, seed=seed + 1,
                                        batch_size=cfg.eval_batch_size, device=accelerator.device)
+                chosen = {}
+                for row in test_rows:
+                    chosen.setdefault(row["prompt"], row["chosen"])
+                cmp["chosen"] = score_dataset_responses(prompts, [chosen[p] for p in prompts], rm, gold_fn,
+                                                        cfg.eval_batch_size)
                 summary = summarise_comparison(cmp)
                 _log_comparison(cmp, summary)
                 metrics["comparison"] = {**cmp, "summary": summary}
