@@ -8,7 +8,9 @@ Comparison settings (the peer's): 512 episodes, batch 16 (one minibatch), respon
 tokens, 4 PPO epochs, KL coefficient 0.1 (k1), clip 0.2, temperature 0.7, seed 0,
 policy and reference from ART/policy, reward model ART/rm (raw scores: the artifacts
 have no reward_stats.json), critic initialised from ART/rm, no missing-EOS penalty
-(the peer has none). The learning rate is ours to choose (--lr).
+(the peer has none). The learning rates are ours to choose: --lr for the policy
+(the peer's 3e-5) and --value_lr for the critic (3e-4 by default; the peer uses
+one rate for both: pass --value_lr 3e-5 to match it).
 
     python benchmarks/bench_ppo.py --art /tmp/tiny --out /tmp/ppo-ours
     python ../shared/bench/score_policy.py --art /tmp/tiny --policy /tmp/ppo-ours
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kl_coef", type=float, default=0.1)
     p.add_argument("--cliprange", type=float, default=0.2)
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--lr", type=float, default=3e-5, help="policy and critic learning rate")
+    p.add_argument("--lr", type=float, default=3e-5, help="policy learning rate")
+    p.add_argument("--value_lr", type=float, default=3e-4,
+                   help="critic learning rate: 10x the policy's, as separate-critic RLHF setups use (OpenRLHF's "
+                        "defaults are 9x); pass the --lr value for the peer's single learning rate")
     p.add_argument("--missing_eos_penalty", type=float, default=None)
     p.add_argument("--adam_eps", type=float, default=1e-5)
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="0 = no clipping (the peer clips nothing)")
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         total_episodes=args.total_episodes, batch_size=args.batch_size, num_mini_batches=args.num_mini_batches,
         ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature, top_k=0,
         top_p=1.0, kl_coef=args.kl_coef, kl_estimator="k1", cliprange=args.cliprange, cliprange_value=0.2,
-        vf_coef=0.1, gamma=1.0, lam=0.95, learning_rate=args.lr, lr_schedule="linear",
+        vf_coef=0.1, gamma=1.0, lam=0.95, learning_rate=args.lr, value_learning_rate=args.value_lr, lr_schedule="linear",
         missing_eos_penalty=args.missing_eos_penalty, normalise_reward=False, max_prompt_tokens=256,
         adam_eps=args.adam_eps, max_grad_norm=args.max_grad_norm, shared_value_head=args.shared_value_head,
         save_every=0, eval_prompts=0, policy_path=str(art / "policy"), reward_model_path=str(art / "rm"),
