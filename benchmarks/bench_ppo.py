@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--lr", type=float, default=3e-5, help="policy learning rate")
     p.add_argument("--value_lr", type=float, default=3e-4,
-                   help="critic learning rate: 10x the policy's, as separate-critic RLHF setups use (OpenRLHF's "
-                        "defaults are 9x); pass the --lr value for the peer's single learning rate")
+                   help="critic learning rate: 10x the policy's (OpenRLHF's PPO examples use 18x, 5e-7 / 9e-6); "
+                        "pass the --lr value for the peer's single learning rate")
     p.add_argument("--missing_eos_penalty", type=float, default=None)
     p.add_argument("--adam_eps", type=float, default=1e-5)
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="0 = no clipping (the peer clips nothing)")
