@@ -42,10 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def corr(xs: list[float], ys: list[float]) -> float | None:
-    if len(xs) < 2 or st.pstdev(xs) == 0 or st.pstdev(ys) == 0:
-        return None
-    mx, my = st.fmean(xs), st.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / len(xs) / st.pstdev(xs) / st.pstdev(ys)
+    """Pearson correlation (the reward stage's), rounded; None when either side is constant."""
+    from train.reward import pearson
+
+    r = pearson(torch.tensor(xs), torch.tensor(ys))
+    return None if math.isnan(r) else round(r, 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from train.config import load_recipe
     from train.data import load_preferences
-    from train.modeling import GenerationSettings, RewardModel, generate, load_causal_lm, load_tokenizer
+    from train.modeling import (GenerationSettings, RewardModel, context_length, generate, load_causal_lm,
+                                load_tokenizer)
 
     run = Path(args.run_dir)
     policy_dir = run / "sft" if (run / "sft" / "config.json").is_file() else run / "base"
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1-2. k samples per prompt, scored
     model, tok = load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)
     rm = RewardModel.load(run / "reward")
-    ctx = getattr(rm.model.config, "n_positions", None) or getattr(rm.model.config, "max_position_embeddings", None)
+    ctx = context_length(rm.model)
     settings = GenerationSettings(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                                   top_k=ppo.top_k, top_p=ppo.top_p)
     scores, golds = [], []  # [sample][prompt]
@@ -137,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         dev_s = [scores[k][i] - prompt_means[i] for i in range(n) for k in range(K)]
         dev_g = [golds[k][i] - gold_means[i] for i in range(n) for k in range(K)]
         out["rm_gold_corr_within_prompts"] = corr(dev_s, dev_g)
-        for key in ("rm_gold_corr", "rm_gold_corr_between_prompts", "rm_gold_corr_within_prompts"):
-            out[key] = None if out[key] is None else round(out[key], 4)
     print(json.dumps(out))
     return 0
 

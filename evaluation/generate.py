@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from train.modeling import Generation, GenerationSettings, position_ids_from_mask
+from train.modeling import Generation, GenerationSettings, context_length, position_ids_from_mask
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +90,6 @@ def next_tokens(logits: torch.Tensor, settings: GenerationSettings, generator: t
 def masked_rows(values: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
     """(B, R) values, (B, R) 0/1 mask -> per row, the values where mask is 1 (right padding assumed)."""
     return [row[m.bool()].tolist() for row, m in zip(values.cpu(), mask.cpu())]
-
-
-def context_length(model) -> int:
-    """Positions the model can attend over (GPT-2: n_positions)."""
-    cfg = model.config
-    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
 
 
 def prompt_budget(model, max_prompt_tokens: int, max_new_tokens: int) -> int:

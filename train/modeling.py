@@ -112,6 +112,12 @@ def disable_dropout(model: torch.nn.Module) -> None:
 # ----------------------------------------------------------------------------- tensors
 
 
+def context_length(model_or_config) -> int:
+    """Positions a model can attend over (GPT-2: n_positions), from the model or its config."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B, T) positions counting only real tokens; padding gets 0."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

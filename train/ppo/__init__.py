@@ -145,13 +145,13 @@ def compare_policies(policies: dict[str, Any], ref, tokenizer, prompts: Sequence
 def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size, device):
     import torch
 
+    from train.modeling import context_length
     from train.ppo import core
     from train.ppo.trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
 
     device = device or next(ref.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    max_ctx = getattr(ref.config, "n_positions", None) or getattr(ref.config, "max_position_embeddings", 10**9)
-    keep = max(1, min(cfg.max_prompt_tokens, max_ctx - cfg.max_new_tokens - 1))
+    keep = max(1, min(cfg.max_prompt_tokens, context_length(ref) - cfg.max_new_tokens - 1))
     enc = [e[-keep:] for e in enc]
     results: dict[str, dict[str, float]] = {}
     for name, policy in policies.items():
@@ -209,18 +209,17 @@ def score_dataset_responses(prompts: Sequence[str], responses: Sequence[str], re
     beats them by a wide margin on the reward model but not on the gold judge is
     exploiting the proxy. Long texts keep their end (the reward model's context).
     """
-    import torch
+    from train.modeling import context_length
 
     res: dict[str, float] = {"n": len(prompts)}
     if reward_model is not None:
-        config = reward_model.model.config
-        ctx = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-        raw = reward_model.score(list(prompts), list(responses), batch_size=batch_size, max_length=ctx)
+        raw = reward_model.score(list(prompts), list(responses), batch_size=batch_size,
+                                 max_length=context_length(reward_model.model))
         norm = reward_model.normalise(raw)
         res.update(score=raw.mean().item(), score_norm=norm.mean().item(),
                    score_norm_std=norm.std().item() if len(norm) > 1 else 0.0)
     if gold_fn is not None:
-        res["gold"] = float(torch.tensor([float(gold_fn(p, r)) for p, r in zip(prompts, responses)]).mean())
+        res["gold"] = sum(float(gold_fn(p, r)) for p, r in zip(prompts, responses)) / len(prompts)
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()}
 
 

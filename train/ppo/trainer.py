@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from train.modeling import RewardModel, position_ids_from_mask
+from train.modeling import RewardModel, context_length, position_ids_from_mask
 from train.ppo import core
 from train.ppo.config import PPOConfig
 
@@ -383,7 +383,7 @@ class PPOTrainer:
 
         # Prompts: tokenised once, keeping the last max_prompt_tokens tokens (the end of a
         # dialogue matters most: it holds the question being answered).
-        max_ctx = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings", None)
+        max_ctx = context_length(policy)
         self.max_prompt_tokens = cfg.max_prompt_tokens
         if max_ctx and cfg.max_prompt_tokens + cfg.max_new_tokens + 1 > max_ctx:
             self.max_prompt_tokens = max_ctx - cfg.max_new_tokens - 1
