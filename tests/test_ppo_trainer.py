@@ -192,33 +192,6 @@ def test_reward_model_scores_prompt_response_eos(tiny):
     assert torch.allclose(norm, (raw - 0.1) / 2.0)  # reward_stats.json of the fixture
 
 
-def test_critic_from_the_reward_model_starts_on_the_normalised_scale(tiny):
-    """fold_normalisation: the critic's head == the reward model's, normalised with reward_stats.json."""
-    from train.modeling import RewardModel, load_sequence_classifier
-    from train.ppo import fold_normalisation
-
-    rm = RewardModel.load(tiny["reward"])
-    critic = load_sequence_classifier(tiny["reward"]).eval()
-    ids = rm.tokenizer(PROMPTS[:3], return_tensors="pt", padding=True)
-    hidden = critic.transformer(**ids).last_hidden_state  # (B, T, H)
-    raw = critic.score(hidden).squeeze(-1)
-    fold_normalisation(critic, rm.stats.mean, rm.stats.std)
-    folded = critic.score(hidden).squeeze(-1)
-    assert torch.allclose(folded, (raw - 0.1) / 2.0, atol=1e-6)  # the fixture's mean 0.1, std 2.0
-    assert torch.allclose(folded, rm.normalise(raw), atol=1e-6)
-    # the stage's loader folds exactly when the rewards are that reward model's normalised scores
-    from train.ppo import _load_models
-    from train.ppo.config import PPOConfig
-
-    paths = {"policy": str(tiny["policy"]), "ref": str(tiny["policy"]), "reward": str(tiny["reward"]),
-             "value": str(tiny["reward"])}
-    for normalise, expect in ((True, folded), (False, raw)):
-        critic = _load_models(paths, PPOConfig(normalise_reward=normalise))[2].eval()
-        with torch.no_grad():
-            out = critic.score(critic.transformer(**ids).last_hidden_state).squeeze(-1)
-        assert torch.allclose(out, expect, atol=1e-5), normalise
-
-
 def test_reward_function_scorer_validates_output(tiny):
     from train.ppo.trainer import FunctionScorer, load_reward_function
     from train.rewards import contains_good, contains_good_exact

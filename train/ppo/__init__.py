@@ -10,9 +10,7 @@ Papers followed:
 * Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences"
   (lm-human-preferences): the score of a sampled response from a learned reward
   model, normalised; a per-token KL penalty against the frozen SFT policy with a
-  fixed or adaptive coefficient; the critic initialised from the reward model
-  *including* its normalisation (the value head predicts the normalised score the
-  rewards are made of: ``fold_normalisation``).
+  fixed or adaptive coefficient; the critic initialised from the reward model.
 * Huang et al. 2024, "The N Implementation Details of RLHF with PPO": temperature-
   scaled log-probs, EOS truncation and the missing-EOS penalty, dropout off,
   GAE with gamma 1 / lambda 0.95, whitened advantages, clipped value loss,
@@ -47,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["main", "compare_policies", "fold_normalisation", "resolve_inputs", "score_dataset_responses"]
+__all__ = ["main", "compare_policies", "resolve_inputs", "score_dataset_responses"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -116,32 +114,7 @@ def _load_models(paths: dict[str, str | None], cfg):
         if paths["value"] in (paths["policy"], paths["ref"]):
             # A causal LM has no scalar head: start the fresh one at 0 (values start at 0).
             torch.nn.init.zeros_(critic.score.weight)
-        elif rm is not None and paths["value"] == paths["reward"] and cfg.normalise_reward and cfg.reward_function is None:
-            fold_normalisation(critic, rm.stats.mean, rm.stats.std)
     return policy, ref, critic, rm, tokenizer
-
-
-def fold_normalisation(critic, mean: float, std: float) -> None:
-    """Critic head h -> (w.h + b - mean) / std, in place: values start on the scale of the normalised score.
-
-    Ziegler et al. 2019 initialise the value function from the reward model and train
-    on the *normalised* reward; a critic copied from the raw reward model predicts
-    returns off by the normalisation's shift and scale (the critic's explained
-    variance then starts well below 0). Folding the normalisation into the head makes
-    the copy agree with the rewards at the start.
-    The head gains a bias; the critic lives only in PPO checkpoints, which are
-    state dicts of the model built here, so a resumed run rebuilds the same head.
-    """
-    import torch
-
-    old = critic.score
-    std = max(float(std), 1e-8)
-    head = torch.nn.Linear(old.in_features, old.out_features, bias=True, dtype=old.weight.dtype,
-                           device=old.weight.device)
-    with torch.no_grad():
-        head.weight.copy_(old.weight / std)
-        head.bias.copy_(((old.bias if old.bias is not None else torch.zeros_like(head.bias)) - mean) / std)
-    critic.score = head
 
 
 def _prompts(rows: Sequence[dict]) -> list[str]:
