@@ -19,7 +19,12 @@ what is reachable before any PPO is run:
    std, its gold score, and its KL to the SFT policy, at most log n - (n - 1) / n nats
    (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy").
    Best-of-n is the usual yardstick of what an RL policy at that KL can reach;
-5. the dataset's own chosen (and rejected) responses to the same prompts, scored the
+5. on the embedded dataset, the gold judge's best-of-n (the sample gold scores
+   highest among the first n, the earliest on ties, so the pick never looks at the
+   reward model): how much reward-model score a policy earns by being *better*,
+   as gold defines it. A target above this line can only be met with score that
+   gold does not value, i.e. by exploiting the reward model;
+6. the dataset's own chosen (and rejected) responses to the same prompts, scored the
    same way: where the responses the reward model was trained to prefer sit, in
    the same SFT-std units. A policy that beats them by a wide margin on the reward
    model is usually exploiting it.
@@ -121,7 +126,17 @@ def main(argv: list[str] | None = None) -> int:
             row["gold"] = round(st.fmean(golds[pick[i]][i] for i in range(n)), 4)
         best[str(m)] = row
     out["best_of_n"] = best
-    # 5. the dataset's responses
+    # 5. best-of-n by the gold judge: what being better earns on the reward model
+    if golds:
+        oracle = {}
+        for m in [2 ** j for j in range(1, 12) if 2 ** j <= K]:
+            pick = [max(range(m), key=lambda k: (golds[k][i], -k)) for i in range(n)]
+            oracle[str(m)] = {
+                "score_gain_in_sft_std": round((st.fmean(scores[pick[i]][i] for i in range(n)) - sft_mean)
+                                               / max(sft_std, 1e-8), 4),
+                "gold": round(st.fmean(golds[pick[i]][i] for i in range(n)), 4)}
+        out["gold_best_of_n"] = oracle
+    # 6. the dataset's responses
     for kind in ("chosen", "rejected"):
         texts = [first_row[p][kind] for p in prompts]
         s = rm.score(prompts, texts, normalised=True, max_length=ctx).tolist()

@@ -28,6 +28,10 @@ def test_reward_ceiling_on_the_micro_run(micro_run, capsys):
     assert 0 <= gains[0] <= gains[1]
     assert math.isclose(out["best_of_n"]["4"]["kl_bound"], math.log(4) - 3 / 4, abs_tol=1e-4)
     assert 0 <= out["sft_gold"] <= 1  # the micro recipe uses the embedded dataset
+    # the gold judge's own best-of-n: the best gold among more samples is never lower, and at least the proxy's
+    oracle = [out["gold_best_of_n"][k]["gold"] for k in ("2", "4")]
+    assert oracle[0] <= oracle[1] <= 1
+    assert all(out["gold_best_of_n"][k]["gold"] >= out["best_of_n"][k]["gold"] for k in ("2", "4"))
     # the gold judge agrees with every embedded label: chosen responses score above rejected ones
     assert out["dataset_chosen"]["gold"] > out["dataset_rejected"]["gold"]
 
