@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.data import load_preferences
     from train.modeling import (GenerationSettings, RewardModel, context_length, generate, load_causal_lm,
                                 load_tokenizer)
+    from train.ppo import score_dataset_responses
 
     run = Path(args.run_dir)
     policy_dir = run / "sft" if (run / "sft" / "config.json").is_file() else run / "base"
@@ -115,35 +116,29 @@ def main(argv: list[str] | None = None) -> int:
         "sft_score_mean": round(sft_mean, 4), "sft_score_std": round(sft_std, 4),
         "within_prompt_std": round(within, 4), "between_prompt_std": round(st.pstdev(prompt_means), 4),
     }
-    # 4. best-of-n
-    best = {}
-    for m in [2 ** j for j in range(1, 12) if 2 ** j <= K]:
-        pick = [max(range(m), key=lambda k: scores[k][i]) for i in range(n)]
-        row = {"score_gain_in_sft_std": round((st.fmean(scores[pick[i]][i] for i in range(n)) - sft_mean)
-                                              / max(sft_std, 1e-8), 4),
-               "kl_bound": round(math.log(m) - (m - 1) / m, 4)}
+    sizes = [2 ** j for j in range(1, 12) if 2 ** j <= K]
+
+    def gain(values) -> float:  # mean score over the SFT mean, in SFT std units
+        return round((st.fmean(values) - sft_mean) / max(sft_std, 1e-8), 4)
+
+    def picked(pick: list[int]) -> dict[str, float]:  # pick[i]: the sample kept for prompt i
+        row = {"score_gain_in_sft_std": gain(scores[pick[i]][i] for i in range(n))}
         if golds:
             row["gold"] = round(st.fmean(golds[pick[i]][i] for i in range(n)), 4)
-        best[str(m)] = row
-    out["best_of_n"] = best
-    # 5. best-of-n by the gold judge: what being better earns on the reward model
+        return row
+
+    # 4. best-of-n
+    out["best_of_n"] = {str(m): {**picked([max(range(m), key=lambda k: scores[k][i]) for i in range(n)]),
+                                 "kl_bound": round(math.log(m) - (m - 1) / m, 4)} for m in sizes}
+    # 5. best-of-n by the gold judge (earliest on ties): what being better earns on the reward model
     if golds:
-        oracle = {}
-        for m in [2 ** j for j in range(1, 12) if 2 ** j <= K]:
-            pick = [max(range(m), key=lambda k: (golds[k][i], -k)) for i in range(n)]
-            oracle[str(m)] = {
-                "score_gain_in_sft_std": round((st.fmean(scores[pick[i]][i] for i in range(n)) - sft_mean)
-                                               / max(sft_std, 1e-8), 4),
-                "gold": round(st.fmean(golds[pick[i]][i] for i in range(n)), 4)}
-        out["gold_best_of_n"] = oracle
-    # 6. the dataset's responses
+        out["gold_best_of_n"] = {str(m): picked([max(range(m), key=lambda k: (golds[k][i], -k)) for i in range(n)])
+                                 for m in sizes}
+    # 6. the dataset's responses, scored as the PPO stage scores them
     for kind in ("chosen", "rejected"):
-        texts = [first_row[p][kind] for p in prompts]
-        s = rm.score(prompts, texts, normalised=True, max_length=ctx).tolist()
-        row = {"score_gain_in_sft_std": round((st.fmean(s) - sft_mean) / max(sft_std, 1e-8), 4)}
-        if gold is not None:
-            row["gold"] = round(st.fmean(gold(p, t) for p, t in zip(prompts, texts)), 4)
-        out[f"dataset_{kind}"] = row
+        res = score_dataset_responses(prompts, [first_row[p][kind] for p in prompts], rm, gold)
+        out[f"dataset_{kind}"] = {"score_gain_in_sft_std": gain([res["score_norm"]]),
+                                  **({"gold": round(res["gold"], 4)} if gold is not None else {})}
     if golds:
         all_s = [x for s in scores for x in s]
         all_g = [x for g in golds for x in g]

@@ -232,11 +232,11 @@ def summarise_comparison(cmp: dict[str, dict[str, float]]) -> dict[str, float]:
         out["score_norm_gain"] = round(gain, 6)
         std = sft["score_norm_std"]
         out["score_gain_in_sft_std"] = round(gain / std, 6) if std > 0 else None
+        chosen = cmp.get("chosen", {})
+        if "score_norm" in chosen and std > 0:
+            out["chosen_score_in_sft_std"] = round((chosen["score_norm"] - sft["score_norm"]) / std, 6)
     if "gold" in sft:
         out["gold_gain"] = round(ppo["gold"] - sft["gold"], 6)
-    chosen = cmp.get("chosen", {})
-    if "score_norm" in chosen and out.get("score_gain_in_sft_std") is not None:
-        out["chosen_score_in_sft_std"] = round((chosen["score_norm"] - sft["score_norm"]) / sft["score_norm_std"], 6)
     if "reward_fn" in sft:
         out["reward_fn_gain"] = round(ppo["reward_fn"] - sft["reward_fn"], 6)
         out["reward_fn_positive_gain"] = round(ppo["reward_fn_positive"] - sft["reward_fn_positive"], 6)
@@ -247,9 +247,9 @@ def _log_comparison(cmp: dict, summary: dict) -> None:
     keys = [k for k in ("score", "score_norm", "score_norm_std", "kl", "gold", "reward_fn", "reward_fn_positive",
                         "eos_rate", "response_length") if k in cmp["sft"]]
     chosen = cmp.get("chosen", {})
-    cell = lambda k: f"{chosen[k]:>10.4f}" if k in chosen else f"{'-':>10}"  # noqa: E731
     lines = [f"{'':>20} {'SFT':>10} {'PPO':>10} {'chosen':>10}"]
-    lines += [f"{k:>20} {cmp['sft'][k]:>10.4f} {cmp['ppo'][k]:>10.4f} {cell(k)}" for k in keys]
+    lines += [f"{k:>20} {cmp['sft'][k]:>10.4f} {cmp['ppo'][k]:>10.4f} "
+              + (f"{chosen[k]:>10.4f}" if k in chosen else f"{'-':>10}") for k in keys]
     lines += [f"{k:>20} {v if v is None else round(v, 4)}" for k, v in summary.items()]
     logger.info("held-out comparison on %d prompts (SFT policy vs PPO policy; chosen = the dataset's preferred "
                 "responses):\n%s", cmp["sft"]["n"], "\n".join(lines))

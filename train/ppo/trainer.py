@@ -385,7 +385,7 @@ class PPOTrainer:
         # dialogue matters most: it holds the question being answered).
         max_ctx = context_length(policy)
         self.max_prompt_tokens = cfg.max_prompt_tokens
-        if max_ctx and cfg.max_prompt_tokens + cfg.max_new_tokens + 1 > max_ctx:
+        if cfg.max_prompt_tokens + cfg.max_new_tokens + 1 > max_ctx:
             self.max_prompt_tokens = max_ctx - cfg.max_new_tokens - 1
             if self.max_prompt_tokens < 1:
                 raise ValueError(f"ppo.max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the "
