@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     args = ap.parse_args(argv)
+    if args.n_prompts < 1 or args.samples < 1:
+        ap.error(f"--n-prompts ({args.n_prompts}) and --samples ({args.samples}) must be at least 1")
     torch.set_num_threads(args.threads)
 
     from train.config import load_recipe

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,10 @@ def test_reward_ceiling_names_a_missing_run(tmp_path, capsys):
     ceiling = _load("reward_ceiling")
     assert ceiling.main(["--run-dir", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_reward_ceiling_refuses_empty_sampling(tmp_path, capsys):
+    ceiling = _load("reward_ceiling")
+    with pytest.raises(SystemExit) as e:
+        ceiling.main(["--run-dir", str(tmp_path), "--samples", "0"])
+    assert e.value.code == 2 and "--samples (0)" in capsys.readouterr().err
