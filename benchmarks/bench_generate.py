@@ -4,9 +4,9 @@
 
 Prints one JSON line. The seed scripts call `model.generate` once per prompt
 (`one_at_a_time_s`, with the KV cache, as HF does by default). The evaluation
-decodes the prompts in batches with `evaluation.generate.decode` (left padding, KV
+decodes the prompts in batches with `gpt2_rlhf.evaluation.generate.decode` (left padding, KV
 cache, finished rows dropped from the batch; `batched_s`). For context the line
-also has `hf_batched_s`: the same batches through `train.modeling.generate`
+also has `hf_batched_s`: the same batches through `gpt2_rlhf.train.modeling.generate`
 (`model.generate`, which keeps finished rows in the batch until the longest ends).
 
 All paths decode the same held-out prompts of the embedded test split greedily,
@@ -47,10 +47,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from evaluation.generate import decode
-    from train.config import load_recipe
-    from train.data import load_preferences
-    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.evaluation.generate import decode
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.data import load_preferences
+    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
 
     run = Path(args.run_dir)
     path = Path(args.model) if Path(args.model).is_dir() else run / args.model

@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     from accelerate import Accelerator
 
-    from train.modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
+    from gpt2_rlhf.train.modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
                                 load_sequence_classifier, load_tokenizer)
-    from train.ppo.config import PPOConfig
-    from train.ppo.trainer import PPOTrainer, RewardModelScorer
+    from gpt2_rlhf.train.ppo.config import PPOConfig
+    from gpt2_rlhf.train.ppo.trainer import PPOTrainer, RewardModelScorer
 
     art = Path(args.art)
     for sub in ("tokenizer", "policy", "rm", "data/train.jsonl"):

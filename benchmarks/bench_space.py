@@ -45,8 +45,8 @@ def bare_rate(policy, prompt: str, n: int) -> float:
 
 
 def main() -> None:
-    from space.app import EXAMPLES
-    from space.inference import Decoding, Engine, ModelSources
+    from gpt2_rlhf.space.app import EXAMPLES
+    from gpt2_rlhf.space.inference import Decoding, Engine, ModelSources
 
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def corr(xs: list[float], ys: list[float]) -> float | None:
     """Pearson correlation (the reward stage's), rounded; None when either side is constant."""
-    from train.reward import pearson
+    from gpt2_rlhf.train.reward import pearson
 
     r = pearson(torch.tensor(xs), torch.tensor(ys))
     return None if math.isnan(r) else round(r, 4)
@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--n-prompts ({args.n_prompts}) and --samples ({args.samples}) must be at least 1")
     torch.set_num_threads(args.threads)
 
-    from train.config import load_recipe
-    from train.data import load_preferences
-    from train.modeling import (GenerationSettings, RewardModel, context_length, generate, load_causal_lm,
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.data import load_preferences
+    from gpt2_rlhf.train.modeling import (GenerationSettings, RewardModel, context_length, generate, load_causal_lm,
                                 load_tokenizer)
-    from train.ppo import score_dataset_responses
+    from gpt2_rlhf.train.ppo import score_dataset_responses
 
     run = Path(args.run_dir)
     policy_dir = run / "sft" if (run / "sft" / "config.json").is_file() else run / "base"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = list(first_row)[: args.n_prompts]
     gold = None
     if recipe.data.dataset == "embedded":
-        from train.synthetic import gold_score as gold
+        from gpt2_rlhf.train.synthetic import gold_score as gold
 
     # 1-2. k samples per prompt, scored
     model, tok = load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)

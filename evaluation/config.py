@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from train.config import check
-from train.modeling import GenerationSettings
+from gpt2_rlhf.train.config import check
+from gpt2_rlhf.train.modeling import GenerationSettings
 
 MODEL_KEYS = ("base", "sft", "ppo")
 

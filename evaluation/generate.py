@@ -12,14 +12,14 @@ Steps for one policy (`run_policy`):
     reference model (`response_logprobs`), at the temperature that was sampled;
  3. keep texts, lengths (EOS not counted), EOS flags and the log-prob lists.
 
-Why our own decoding loop (`decode`) rather than `train.modeling.generate`
+Why our own decoding loop (`decode`) rather than `gpt2_rlhf.train.modeling.generate`
 (`model.generate`): a batch of `model.generate` runs every row until the longest
 response ends, and on the embedded models most responses end within ~15 tokens
 while a few run to max_new_tokens; `decode` drops a row from the batch (and its KV
 cache) as soon as it emits EOS, which is what makes batched evaluation >= 5x faster
 than one prompt at a time (benchmarks/bench_generate.py). It returns the same
-`train.modeling.Generation` (left-padded prompts, responses right-padded after the
-first EOS) and its greedy outputs equal `train.modeling.generate`'s (tested).
+`gpt2_rlhf.train.modeling.Generation` (left-padded prompts, responses right-padded after the
+first EOS) and its greedy outputs equal `gpt2_rlhf.train.modeling.generate`'s (tested).
 
 Deviations: the KL log-probs use `logits / temperature` but ignore top-k / top-p
 truncation (TRL's PPOTrainer does the same); under greedy decoding they use T = 1.
@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from train.modeling import Generation, GenerationSettings, context_length, position_ids_from_mask
+from gpt2_rlhf.train.modeling import Generation, GenerationSettings, context_length, position_ids_from_mask
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def decode(model, tokenizer, prompts: Sequence[str], settings: GenerationSetting
      2. prefill: one forward over the prompts fills the cache; logits at the last column only;
      3. per step: pick a token for every active row; rows that emitted EOS leave the
         batch (their cache rows are dropped); the rest advance one position;
-     4. assemble responses right-padded after the first EOS, as `train.modeling.generate` does.
+     4. assemble responses right-padded after the first EOS, as `gpt2_rlhf.train.modeling.generate` does.
     """
     device = next(model.parameters()).device
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluation.config import EvalConfig
-from evaluation.report import NAMES, SCHEMA_VERSION, file_sha256, findings, present_pairs, read_jsonl, table, versions
+from .config import EvalConfig
+from .report import NAMES, SCHEMA_VERSION, file_sha256, findings, present_pairs, read_jsonl, table, versions
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ModelSpec:
 
 
 def _spec(key: str, override: str | None, run_dir: Path, what: str, required: bool) -> ModelSpec | None:
-    from train.rundir import require_stage
+    from gpt2_rlhf.train.rundir import require_stage
 
     if override:
         p = Path(override)
@@ -92,7 +92,7 @@ def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
     (responses only), or HH rows {"chosen", "rejected"} holding whole dialogues.
     A prompt without an Assistant turn is wrapped as "\\n\\nHuman: ...\\n\\nAssistant:".
     """
-    from train.data import ASSISTANT_TAG, split_prompt_response
+    from gpt2_rlhf.train.data import ASSISTANT_TAG, split_prompt_response
 
     p = Path(path)
     if not p.is_file():
@@ -145,7 +145,7 @@ def load_prompts(recipe, cfg: EvalConfig) -> tuple[list[str], list[dict[str, str
         rows = read_prompts_file(cfg.prompts_file)
         info = {"name": str(cfg.prompts_file), "data_dir": None, "split": None, "prompts_file": str(cfg.prompts_file)}
     else:
-        from train.data import load_preferences
+        from gpt2_rlhf.train.data import load_preferences
 
         rows, _ = load_preferences(recipe.data, cfg.split)
         info = {"name": recipe.data.dataset, "data_dir": recipe.data.data_dir, "split": cfg.split}
@@ -166,7 +166,7 @@ def _device(cfg: EvalConfig) -> torch.device:
 
 def load_policy(spec: ModelSpec, device: torch.device):
     """(model, tokenizer, revision) ready for generation: eval mode, dropout off, pad embedding present."""
-    from train.modeling import disable_dropout, ensure_pad_embedding, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import disable_dropout, ensure_pad_embedding, load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(spec.path)
     model = load_causal_lm(spec.path)
@@ -207,7 +207,7 @@ def _classifier(cfg: EvalConfig, device):
     """(model, tokenizer, label index, report block) for eval.classifier_model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from train.modeling import _hub_error
+    from gpt2_rlhf.train.modeling import _hub_error
 
     name = cfg.classifier_model
     try:
@@ -253,9 +253,9 @@ def _training(run_dir: Path) -> dict[str, Any]:
 def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
             prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
     """Steps 2-5: every model pass and every metric; returns the report body and the samples."""
-    from evaluation.generate import classifier_probs, context_length, pair_logprobs, run_policy
-    from evaluation.metrics import load_metric
-    from train.modeling import RewardModel
+    from .generate import classifier_probs, context_length, pair_logprobs, run_policy
+    from .metrics import load_metric
+    from gpt2_rlhf.train.modeling import RewardModel
 
     device = _device(cfg)
     settings = cfg.generation
@@ -310,7 +310,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     norm = {k: rm.normalise(torch.as_tensor(v)).numpy().astype(np.float64) for k, v in raw.items()}
     gold = None
     if dataset["name"] == "embedded" and not cfg.prompts_file:
-        from train.synthetic import gold_score
+        from gpt2_rlhf.train.synthetic import gold_score
 
         gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses)
 
@@ -419,10 +419,10 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
 
 def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     """The `eval` stage: measures the run in `output_dir` and writes `output_dir/eval/`."""
-    from evaluation import plots
-    from train.config import to_plain
-    from train.pipeline import stage_config
-    from train.rundir import StageWriter, write_json, write_text
+    from . import plots
+    from gpt2_rlhf.train.config import to_plain
+    from gpt2_rlhf.train.config import stage_config
+    from gpt2_rlhf.train.rundir import StageWriter, write_json, write_text
 
     t0 = time.time()
     run_dir = Path(output_dir)
@@ -484,23 +484,3 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     print(table(report))
     logger.info("report: %s (%.1f s)", out / "report.json", report["wall_time_s"])
     return out
-
-
-def cli(args) -> int:
-    """`rlhf evaluate RUN_DIR [--config FILE] [--prompts FILE] [--eval.<field> V]`."""
-    from train.config import load_recipe, overrides_from_args
-
-    run_dir = Path(args.run_dir)
-    if args.config:
-        config = args.config
-    elif (run_dir / "recipe.yaml").is_file():
-        config = run_dir / "recipe.yaml"
-    else:
-        logger.info("%s has no recipe.yaml; using the tiny recipe's settings", run_dir)
-        config = "tiny"
-    overrides = overrides_from_args(args)
-    if getattr(args, "prompts", None):
-        overrides["eval.prompts_file"] = args.prompts
-    recipe = load_recipe(config, overrides)
-    main(recipe, run_dir)
-    return 0

@@ -18,7 +18,7 @@ a run wrote:
 3. Render with `huggingface_hub.ModelCard.from_template`: the YAML metadata
    (license, base_model, datasets, tags, pipeline_tag and a `model-index` with an
    `EvalResult` per headline metric, values cast to plain floats) and the body.
-4. Write `OUTPUT/card/` atomically (`train.rundir.StageWriter`): the policy card
+4. Write `OUTPUT/card/` atomically (`gpt2_rlhf.train.rundir.StageWriter`): the policy card
    `README.md`, the reward-model card `reward/README.md`, the SFT card
    `sft/README.md`, and the card's inputs (`eval/`, `configs/`, `recipe.yaml`,
    `card.json`), so the folder is exactly what `rlhf push` uploads next to the
@@ -230,7 +230,7 @@ class CardSources:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "CardSources":
-        from train.rundir import require_stage
+        from gpt2_rlhf.train.rundir import require_stage
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -414,7 +414,7 @@ def findings(report: dict, ids: Iterable[str] | None = None) -> list[dict]:
 def _help_texts(stage: str) -> dict[str, str]:
     """Field help of the stage's config dataclass, when its module is importable."""
     try:
-        from train.config import section_class
+        from gpt2_rlhf.train.config import section_class
 
         cls = section_class(stage)
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
@@ -798,8 +798,8 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
 
 def write_bundle(src: CardSources, opts: CardOptions, out: Path) -> Path:
     """Writes the cards and their inputs into `out` (an empty folder); returns the policy card path."""
-    from train.config import write_yaml
-    from train.rundir import package_version, write_json, write_text
+    from gpt2_rlhf.train.config import write_yaml
+    from gpt2_rlhf.train.rundir import package_version, write_json, write_text
 
     texts = render_texts(src, opts)
     for rel, text in texts.items():
@@ -833,8 +833,8 @@ def load_options(folder: Path) -> CardOptions:
 
 def hub_config_of(run_dir: Path):
     """The `hub` section of the run's recipe.yaml (defaults when absent)."""
-    from train.config import build
-    from train.hub import HubConfig
+    from gpt2_rlhf.train.config import build
+    from gpt2_rlhf.train.hub import HubConfig
 
     raw = _read_yaml(run_dir / "recipe.yaml") or {}
     section = raw.get("hub") or {}
@@ -843,7 +843,7 @@ def hub_config_of(run_dir: Path):
 
 def render_card(run_dir: str | Path, repo_id: str | None = None) -> Path:
     """Renders OUTPUT/card/ from OUTPUT/eval and the stage configs; returns OUTPUT/card/README.md."""
-    from train.rundir import StageWriter
+    from gpt2_rlhf.train.rundir import StageWriter
 
     run_dir = Path(run_dir)
     src = CardSources.from_run_dir(run_dir)  # every input is checked before anything is written

@@ -9,7 +9,7 @@
    b. the numbers written in each card's text equal, in order, those of the card
       re-rendered from the report: an edited table cell, sentence or example is a
       mismatch, shown with its line.
-3. Report against a rerun: the evaluation runs again (`evaluation.run.main` in a
+3. Report against a rerun: the evaluation runs again (`gpt2_rlhf.evaluation.run.main` in a
    temporary folder, on the same model files, with the recorded config and seed),
    and every reported number is compared with its recomputed value:
    `|new - old| <= abs_tol + rel_tol * |old|` (the report's `tolerance`, or
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from model_card.render import (
+from .render import (
     CardError,
     CardOptions,
     CardSources,
@@ -171,13 +171,15 @@ def _drop_new_defaults(recorded: dict, rerun: dict) -> dict:
     """
     import dataclasses
 
-    from train.config import SECTIONS, section_class
+    from gpt2_rlhf.evaluation.config import EvalConfig
+    from gpt2_rlhf.train.config import TRAIN_SECTIONS, section_class
 
     out = copy.deepcopy(rerun)
     for name, section in (out or {}).items():
-        if name not in SECTIONS or not isinstance(section, dict) or not isinstance(recorded.get(name), dict):
+        if name not in (*TRAIN_SECTIONS, "eval") or not isinstance(section, dict) or not isinstance(recorded.get(name), dict):
             continue
-        defaults = {f.name: f.default for f in dataclasses.fields(section_class(name))
+        cls = EvalConfig if name == "eval" else section_class(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING}
         for key in [k for k in section if k not in recorded[name] and k in defaults]:
             if section[key] == defaults[key]:
@@ -316,7 +318,7 @@ def find_target(arg: str, endpoint: str | None = None, token: str | None = None)
         if not p.is_dir():
             raise CardError(f"{p} is not a run directory")
         return local_target(p)
-    from train.hub import valid_repo_id
+    from gpt2_rlhf.train.hub import valid_repo_id
 
     if arg.startswith((".", "/", "~")) or not valid_repo_id(arg):
         raise CardError(f"{arg}: no such run directory, and not a Hub repo id (namespace/name)")
@@ -331,9 +333,9 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
 
     It works in a temporary run directory, so the run's own eval/ is never touched.
     """
-    from evaluation.config import EvalConfig
-    from evaluation.run import main as evaluate
-    from train.config import Recipe, build, section_class
+    from gpt2_rlhf.evaluation.config import EvalConfig
+    from gpt2_rlhf.evaluation.run import main as evaluate
+    from gpt2_rlhf.train.config import Recipe, build, section_class
 
     cfg = report.get("config") or {}
     if not isinstance(cfg.get("eval"), dict) or "seed" not in cfg:

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import gradio as gr
 
 if __package__:  # imported as the package module space.app (`rlhf space`, tests)
-    from .inference import Decoding, Engine, InputError, Limits, ModelSources, _env_int
+    from .inference import Decoding, Engine, InputError, Limits, ModelSources, env_int
     from .votes import PendingComparisons, VoteLog, hub_vote_log, make_record
 else:  # run as the Space's app.py, next to inference.py and votes.py
-    from inference import Decoding, Engine, InputError, Limits, ModelSources, _env_int  # type: ignore[no-redef]
+    from inference import Decoding, Engine, InputError, Limits, ModelSources, env_int  # type: ignore[no-redef]
     from votes import PendingComparisons, VoteLog, hub_vote_log, make_record  # type: ignore[no-redef]
 
 logger = logging.getLogger(__name__)
@@ -203,8 +203,8 @@ def demo_from_env(environ: dict[str, str] | None = None) -> gr.Blocks:
     else:
         logger.warning("RLHF_VOTES_DATASET is not set: votes go to votes/votes.jsonl, lost when the Space restarts")
         votes = VoteLog(Path("votes") / "votes.jsonl")
-    return build_demo(engine, votes, concurrency=_env_int(env, "RLHF_CONCURRENCY", 1),
-                      max_queue=_env_int(env, "RLHF_MAX_QUEUE", 256))
+    return build_demo(engine, votes, concurrency=env_int(env, "RLHF_CONCURRENCY", 1),
+                      max_queue=env_int(env, "RLHF_MAX_QUEUE", 256))
 
 
 if __name__ == "__main__" or os.environ.get("SYSTEM") == "spaces":  # the Hub sets SYSTEM=spaces

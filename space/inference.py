@@ -11,13 +11,13 @@ installed, so the few lines it needs from ``train/modeling.py`` are restated her
   ``prompt + response + EOS`` (the project's convention), normalised with
   ``reward_stats.json``: (raw - mean) / std.
 
-Deviations from ``train.modeling.generate`` (on purpose, see the notes in each function):
+Deviations from ``gpt2_rlhf.train.modeling.generate`` (on purpose, see the notes in each function):
 
 1. We step the decoding loop ourselves instead of calling ``model.generate`` so that
    each request draws from its **own** ``torch.Generator``. ``generate`` samples from
    the global RNG, which concurrent requests in a web server would share, so "same
    seed, same pair" would not hold. With a fresh generator seeded per side, a
-   single-prompt sample is token-for-token the one ``train.modeling.generate`` draws
+   single-prompt sample is token-for-token the one ``gpt2_rlhf.train.modeling.generate`` draws
    after ``torch.manual_seed(seed)`` (tested).
 2. One prompt per call, so there is no padding in generation; the reward model
    scores both sides in one right-padded batch and pools at the last real token.
@@ -76,8 +76,8 @@ class Limits:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
         env = os.environ if environ is None else environ
         return cls(
-            max_prompt_chars=_env_int(env, "RLHF_MAX_PROMPT_CHARS", cls.max_prompt_chars),
-            max_new_tokens=_env_int(env, "RLHF_MAX_NEW_TOKENS", cls.max_new_tokens),
+            max_prompt_chars=env_int(env, "RLHF_MAX_PROMPT_CHARS", cls.max_prompt_chars),
+            max_new_tokens=env_int(env, "RLHF_MAX_NEW_TOKENS", cls.max_new_tokens),
         )
 
 
@@ -112,7 +112,7 @@ class Decoding:
         return Decoding(min(int(n), limits.max_new_tokens), t, p, int(s))
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name, "").strip()
     if not value:
         return default

@@ -22,7 +22,7 @@ Record (`SCHEMA`):
 `votes_to_preferences` keeps only decisive votes ("left"/"right"): a tie or "both
 bad" says nothing about which response is better, so it stays in the raw votes
 (for analysis) but makes no pair. It also drops (and counts) what
-`train.data.load_preferences` would reject or misread: empty or identical
+`gpt2_rlhf.train.data.load_preferences` would reject or misread: empty or identical
 responses, responses that contain a "\n\nAssistant:" turn (HH text is split at
 its last one, which would then fall inside the response), and a second vote on
 the same comparison id. The

@@ -28,8 +28,8 @@ def micro_run(tmp_path_factory) -> Path:
 
     Built once per session (a few seconds to train). Do not write into it.
     """
-    from train.config import load_recipe
-    from train.pipeline import run_stage
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.pipeline import run_stage
 
     out = tmp_path_factory.mktemp("micro_run")
     recipe = load_recipe("micro")
@@ -52,7 +52,7 @@ def copy_run(run_dir: Path, dest: Path, stages=MICRO_STAGES) -> Path:
 @pytest.fixture
 def micro_recipe():
     """The micro recipe, freshly loaded (safe to modify)."""
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     return load_recipe("micro")
 
@@ -70,7 +70,7 @@ TINY_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE tokenizer trained on a handful of dialogues (EOS id 0, PAD id 1)."""
-    from train.base import train_tokenizer
+    from gpt2_rlhf.train.base import train_tokenizer
 
     return train_tokenizer(TINY_TEXTS * 4, vocab_size=320, min_frequency=2)
 
@@ -78,7 +78,7 @@ def tiny_tokenizer():
 @pytest.fixture
 def tiny_lm(tiny_tokenizer):
     """A fresh 2-layer, 32-wide GPT2LMHeadModel (seed 0) for the tiny tokenizer."""
-    from train.base import BaseConfig, build_model
+    from gpt2_rlhf.train.base import BaseConfig, build_model
 
     torch.manual_seed(0)
     cfg = BaseConfig(vocab_size=320, n_layer=2, n_embd=32, n_head=2, n_positions=64)

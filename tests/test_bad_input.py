@@ -12,9 +12,9 @@ and must:
 4. leave the run directory byte-identical: the SHA-256 of every file, and the set
    of paths, are the same before and after.
 
-Cases run through `train.cli.main` in-process (the same code as the console
+Cases run through `gpt2_rlhf.cli.main` in-process (the same code as the console
 script, without paying an interpreter start per case); those marked
-`subprocess: true` also run through `python -m train.cli` to hold the real
+`subprocess: true` also run through `python -m gpt2_rlhf.cli` to hold the real
 process contract (exit status, stderr).
 """
 
@@ -103,8 +103,8 @@ def check_error(case: dict, code: int, stderr: str) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_bad_input_fails_fast_in_one_line_and_writes_nothing(case, world, tmp_path, monkeypatch, capsys):
-    from train.cli import main
-    from train.rundir import StageWriter
+    from gpt2_rlhf.cli import main
+    from gpt2_rlhf.train.rundir import StageWriter
 
     def no_stage_may_start(self):
         raise AssertionError(f"{case['id']}: stage {self.stage!r} started (StageWriter entered) before the input "
@@ -128,7 +128,7 @@ def test_bad_input_through_the_real_cli(case, world, tmp_path):
     argv, run = prepare(case, world, tmp_path)
     before = snapshot(run)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "train.cli", *argv], capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "gpt2_rlhf.cli", *argv], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=300)
     check_error(case, proc.returncode, proc.stderr)
     assert snapshot(run) == before

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.base import BaseConfig, build_model, lr_factor, pack_blocks, pretrain, train_tokenizer
+from gpt2_rlhf.train.base import BaseConfig, build_model, lr_factor, pack_blocks, pretrain, train_tokenizer
 
 from conftest import TINY_TEXTS
 
@@ -114,7 +114,7 @@ def test_same_seed_same_weights(tiny_tokenizer):
 
 
 def test_saved_model_reloads_with_identical_outputs(tiny_tokenizer, tiny_lm, tmp_path):
-    from train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
 
     tiny_lm.save_pretrained(tmp_path, safe_serialization=True)
     tiny_tokenizer.save_pretrained(tmp_path)
@@ -145,8 +145,8 @@ def test_bad_config_is_a_clear_error(bad, match):
 
 
 def test_micro_base_stage_outputs(micro_run):
-    from train.modeling import load_causal_lm, load_tokenizer
-    from train.rundir import require_stage
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.rundir import require_stage
 
     base = require_stage(micro_run / "base", "base")
     metrics = json.loads((base / "metrics.json").read_text())
@@ -168,11 +168,11 @@ def _offline_env():
 
 
 def test_real_recipe_base_offline_fails_in_one_line_naming_gpt2(tmp_path):
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     assert load_recipe("gpt2-hh").base.model == "gpt2"
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "train.cli", "base", "--config", str(ROOT / "configs/gpt2-hh.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "gpt2_rlhf.cli", "base", "--config", str(ROOT / "configs/gpt2-hh.yaml"),
                            "--output-dir", str(out)], env=_offline_env(), capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -185,7 +185,7 @@ def test_real_recipe_base_offline_fails_in_one_line_naming_gpt2(tmp_path):
 def test_base_stage_is_deterministic_for_a_seed(micro_recipe, tmp_path):
     from safetensors.torch import load_file
 
-    from train import base
+    from gpt2_rlhf.train import base
 
     micro_recipe.base.steps = 4
     a = base.main(micro_recipe, tmp_path / "a")

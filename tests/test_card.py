@@ -11,7 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from model_card.render import (
+from gpt2_rlhf.model_card.render import (
     CardOptions,
     CardSources,
     code_block,
@@ -22,7 +22,7 @@ from model_card.render import (
     render_texts,
 )
 from tests.fake_run import all_numbers, all_strings, make_run
-from train.cli import main
+from gpt2_rlhf.cli import main
 
 CARDS = ("README.md", "reward/README.md", "sft/README.md")
 
@@ -66,7 +66,7 @@ def allowed_numbers(run: Path) -> set[str]:
     """Every number the card may print: values of the report, samples, configs and recipe (formatted the
     card's way or as written), numbers inside their strings, and numbers in the config classes' help
     texts (documentation of the code, shown in the hyperparameter tables)."""
-    from train.config import section_class
+    from gpt2_rlhf.train.config import section_class
 
     sources = [json.loads((run / "eval/report.json").read_text()),
                [json.loads(line) for line in (run / "eval/samples.jsonl").read_text().splitlines()],

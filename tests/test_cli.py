@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from train.cli import build_parser, main
+from gpt2_rlhf.cli import build_parser, main
 
 COMMANDS = ["run", "data", "base", "sft", "reward", "ppo", "evaluate", "card", "reproduce", "push", "space", "votes"]
 
 
 def rlhf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "gpt2_rlhf.cli", *args], capture_output=True, text=True, timeout=300,
                           env=env)
 
 

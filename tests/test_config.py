@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from train.config import SECTIONS, ConfigError, _coerce, build, check, load_recipe, recipe_path
+from gpt2_rlhf.stages import SECTIONS, load_recipe
+from gpt2_rlhf.train.config import ConfigError, _coerce, build, check, recipe_path
 
 
 @dataclass

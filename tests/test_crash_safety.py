@@ -4,7 +4,7 @@ For every stage (base, sft, reward, ppo, eval) on the micro recipe:
 
 1. copy the finished stages it reads from the session's `micro_run` into a fresh
    run directory;
-2. start `python -m train.cli <stage> --resume ...` as a subprocess; poll the run
+2. start `python -m gpt2_rlhf.cli <stage> --resume ...` as a subprocess; poll the run
    directory every 20 ms and check, at every poll, that `<stage>/` never exists
    without `COMPLETE` (a half-written directory is never a finished stage);
 3. once a checkpoint exists in `<stage>.partial/checkpoints` (base and eval have
@@ -91,8 +91,8 @@ def differences(a, b, path: str = "") -> list[str]:
 
 def rlhf(stage: str, run_dir: Path, *extra: str) -> list[str]:
     if stage == "eval":  # `rlhf evaluate RUN_DIR` (the run's recipe.yaml); it has no checkpoints to resume
-        return [sys.executable, "-m", "train.cli", "evaluate", str(run_dir)]
-    return [sys.executable, "-m", "train.cli", stage, "--config", "micro", "--output-dir", str(run_dir), *extra]
+        return [sys.executable, "-m", "gpt2_rlhf.cli", "evaluate", str(run_dir)]
+    return [sys.executable, "-m", "gpt2_rlhf.cli", stage, "--config", "micro", "--output-dir", str(run_dir), *extra]
 
 
 def env() -> dict[str, str]:
@@ -164,8 +164,8 @@ def plant_half_written_checkpoint(run_dir: Path, stage: str) -> Path | None:
 @pytest.fixture(scope="module")
 def full_reference(micro_run, tmp_path_factory) -> Path:
     """Uninterrupted micro PPO and eval runs on a copy of micro_run (in-process, like micro_run itself)."""
-    from train.config import load_recipe
-    from train.pipeline import run_stage
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.pipeline import run_stage
 
     run = copy_run(micro_run, tmp_path_factory.mktemp("full_reference") / "run")
     for stage in ("ppo", "eval"):
@@ -177,7 +177,7 @@ def full_reference(micro_run, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("stage,when", [("base", "checkpoint"), ("sft", "checkpoint"), ("reward", "checkpoint"),
                                         ("reward", "trained"), ("ppo", "checkpoint"), ("eval", "checkpoint")])
 def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, when, micro_run, tmp_path, request):
-    from train.rundir import StageError, require_stage
+    from gpt2_rlhf.train.rundir import StageError, require_stage
 
     reference = request.getfixturevalue("full_reference") if stage in ("ppo", "eval") else micro_run
     run = copy_run(reference, tmp_path / "run", stages=NEEDS[stage])
@@ -221,7 +221,7 @@ class _Killed(BaseException):
 
 
 def _finish_stage(run: Path, value: str, resume: bool = False) -> None:
-    from train.rundir import StageWriter
+    from gpt2_rlhf.train.rundir import StageWriter
 
     with StageWriter(run, "sft", resume=resume) as w:
         (w.path / "weights.txt").write_text(value)
@@ -231,8 +231,7 @@ def _finish_stage(run: Path, value: str, resume: bool = False) -> None:
 
 def _count_fs_calls(monkeypatch, kill_at: int | None) -> list[str]:
     """Counts os.replace / shutil.rmtree calls in train.rundir; raises _Killed at call number kill_at."""
-    import train.rundir as rundir
-
+    import gpt2_rlhf.train.rundir as rundir
     calls: list[str] = []
     real_replace, real_rmtree = rundir.os.replace, rundir.shutil.rmtree
 
@@ -250,7 +249,7 @@ def _count_fs_calls(monkeypatch, kill_at: int | None) -> list[str]:
 
 
 def test_a_kill_at_any_point_of_finish_never_loses_a_finished_stage(tmp_path, monkeypatch):
-    from train.rundir import is_complete, require_stage
+    from gpt2_rlhf.train.rundir import is_complete, require_stage
 
     probe = tmp_path / "probe"
     _finish_stage(probe, "old")
@@ -283,7 +282,7 @@ def test_a_kill_at_any_point_of_finish_never_loses_a_finished_stage(tmp_path, mo
 
 
 def test_last_complete_checkpoint_skips_torn_and_last_step_checkpoints(tmp_path):
-    from train.sft import last_complete_checkpoint
+    from gpt2_rlhf.train.sft import last_complete_checkpoint
 
     def ckpt(step, state):
         d = tmp_path / f"checkpoint-{step}"
@@ -303,7 +302,7 @@ def test_last_complete_checkpoint_skips_torn_and_last_step_checkpoints(tmp_path)
 
 
 def test_run_train_loss_weighs_each_logged_window_by_its_steps():
-    from train.sft import run_train_loss
+    from gpt2_rlhf.train.sft import run_train_loss
 
     # windows: step 1 (1 step, loss 4), steps 2-3 (2 steps, mean 1), steps 4-6 (3 steps, mean 2)
     history = [{"step": 1, "loss": 4.0}, {"step": 3, "loss": 1.0}, {"step": 3, "eval": 0.5},

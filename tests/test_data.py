@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.data import (
+from gpt2_rlhf.train.data import (
     ASSISTANT_TAG,
     PROBLEM_KINDS,
     DataConfig,

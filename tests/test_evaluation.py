@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.rundir import write_json
+from gpt2_rlhf.train.rundir import write_json
 
 TEXTS = [
     "\n\nHuman: How do I stay focused?\n\nAssistant: Keep regular hours and take a break.",
@@ -78,13 +78,13 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def policy(tiny_run):
-    from train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
 
     return load_causal_lm(tiny_run / "sft").eval(), load_tokenizer(tiny_run / "sft")
 
 
 def eval_recipe(**overrides):
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     base = {"eval.n_prompts": 6, "eval.batch_size": 4, "eval.max_new_tokens": 8, "eval.bootstrap_samples": 50,
             "eval.device": "cpu"}
@@ -94,7 +94,7 @@ def eval_recipe(**overrides):
 @pytest.fixture(scope="module")
 def evaluated(tiny_run):
     """One evaluation of the tiny run; (report, samples lines, eval dir)."""
-    from evaluation.run import main
+    from gpt2_rlhf.evaluation.run import main
 
     torch.set_num_threads(1)
     out = main(eval_recipe(), tiny_run)
@@ -107,7 +107,7 @@ def evaluated(tiny_run):
 
 
 def test_token_logprobs_by_hand():
-    from evaluation.generate import token_logprobs
+    from gpt2_rlhf.evaluation.generate import token_logprobs
 
     logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0]]])  # (1, 2, 2): p = (1/4, 3/4), then (1/2, 1/2)
     ids = torch.tensor([[1, 0]])
@@ -124,7 +124,7 @@ def test_token_logprobs_by_hand():
     (3, [True, True, True, False]),
 ])
 def test_top_k_filter_by_hand(k, kept):
-    from evaluation.generate import top_k_filter
+    from gpt2_rlhf.evaluation.generate import top_k_filter
 
     out = top_k_filter(torch.tensor([[2.0, 1.0, 3.0, 0.0]]), k)
     assert torch.isfinite(out[0]).tolist() == kept
@@ -139,15 +139,15 @@ def test_top_k_filter_by_hand(k, kept):
     (0.01, [True, False, False, False]),  # the most likely token always stays
 ])
 def test_top_p_filter_by_hand(p, kept):
-    from evaluation.generate import top_p_filter
+    from gpt2_rlhf.evaluation.generate import top_p_filter
 
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
     assert torch.isfinite(top_p_filter(logits, p)[0]).tolist() == kept
 
 
 def test_next_tokens_greedy_and_sampled():
-    from evaluation.generate import next_tokens
-    from train.modeling import GenerationSettings
+    from gpt2_rlhf.evaluation.generate import next_tokens
+    from gpt2_rlhf.train.modeling import GenerationSettings
 
     logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
     assert next_tokens(logits, GenerationSettings(temperature=0.0), None).tolist() == [1, 0]
@@ -157,7 +157,7 @@ def test_next_tokens_greedy_and_sampled():
 
 
 def test_masked_rows_keeps_the_masked_values():
-    from evaluation.generate import masked_rows
+    from gpt2_rlhf.evaluation.generate import masked_rows
 
     assert masked_rows(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]), torch.tensor([[1, 1, 0], [1, 0, 0]])) == \
         [[1.0, 2.0], [3.0]]
@@ -177,7 +177,7 @@ def _manual_logprobs(model, tok, prompt: str, response_ids: list[int]) -> list[f
 
 def test_pair_logprobs_match_an_unpadded_forward(policy):
     """Left-padded prompts + right-padded responses in one batch give each row's own unpadded log-probs."""
-    from evaluation.generate import pair_logprobs
+    from gpt2_rlhf.evaluation.generate import pair_logprobs
 
     model, tok = policy
     prompts = ["\n\nHuman: How can I sleep better?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:"]
@@ -189,8 +189,8 @@ def test_pair_logprobs_match_an_unpadded_forward(policy):
 
 
 def test_run_policy_records_consistent_numbers(policy):
-    from evaluation.generate import run_policy
-    from train.modeling import GenerationSettings
+    from gpt2_rlhf.evaluation.generate import run_policy
+    from gpt2_rlhf.train.modeling import GenerationSettings
 
     model, tok = policy
     prompts = [TEXTS[i].split("Assistant:")[0] + "Assistant:" for i in range(3)]
@@ -208,8 +208,8 @@ PROMPTS = ["\n\nHuman: How do I learn to code?\n\nAssistant:", "\n\nHuman: Hi\n\
 
 def test_greedy_batched_equals_one_prompt_at_a_time(policy):
     """Left padding, the KV cache and dropping finished rows do not change greedy outputs."""
-    from evaluation.generate import run_policy
-    from train.modeling import GenerationSettings
+    from gpt2_rlhf.evaluation.generate import run_policy
+    from gpt2_rlhf.train.modeling import GenerationSettings
 
     model, tok = policy
     greedy = GenerationSettings(max_new_tokens=8, temperature=0.0)
@@ -221,8 +221,8 @@ def test_greedy_batched_equals_one_prompt_at_a_time(policy):
 @pytest.mark.parametrize("eos_offset", [None, 1, 3])
 def test_decode_matches_the_shared_generate_under_greedy(policy, eos_offset):
     """decode == train.modeling.generate (model.generate), tensor for tensor, also when rows end at different steps."""
-    from evaluation.generate import decode
-    from train.modeling import GenerationSettings, generate
+    from gpt2_rlhf.evaluation.generate import decode
+    from gpt2_rlhf.train.modeling import GenerationSettings, generate
 
     model, tok = policy
     if eos_offset is not None:  # rows end at different steps and leave the batch early
@@ -260,8 +260,8 @@ def forced_eos(model, tok, offset: int):
 
 
 def test_decode_sampling_is_seeded(policy):
-    from evaluation.generate import decode
-    from train.modeling import GenerationSettings
+    from gpt2_rlhf.evaluation.generate import decode
+    from gpt2_rlhf.train.modeling import GenerationSettings
 
     model, tok = policy
     s = GenerationSettings(max_new_tokens=6, temperature=1.0, top_k=20, top_p=0.9)
@@ -271,7 +271,7 @@ def test_decode_sampling_is_seeded(policy):
 
 
 def test_score_unique_scores_identical_responses_once():
-    from evaluation.run import score_unique
+    from gpt2_rlhf.evaluation.run import score_unique
 
     calls = []
 
@@ -297,7 +297,7 @@ def V(value, lo, hi, n=10):
     (V(1.0, None, None, 1), V(0.0, None, None, 1), False),  # a single prompt: no claim
 ])
 def test_findings_require_non_overlapping_cis(ppo, sft, holds):
-    from evaluation.report import findings
+    from gpt2_rlhf.evaluation.report import findings
 
     out = findings({"reward": {"sft": sft, "ppo": ppo}}, {})
     assert [f["id"] for f in out] == ["ppo_beats_sft_reward"]
@@ -305,7 +305,7 @@ def test_findings_require_non_overlapping_cis(ppo, sft, holds):
 
 
 def test_reward_hacking_finding():
-    from evaluation.report import findings
+    from gpt2_rlhf.evaluation.report import findings
 
     metrics = {"reward": {"sft": V(0.0, -0.1, 0.1), "ppo": V(2.0, 1.9, 2.1)},
                "gold": {"sft": V(0.6, 0.5, 0.7), "ppo": V(0.4, 0.3, 0.5)}}
@@ -318,7 +318,7 @@ def test_reward_hacking_finding():
 
 
 def test_read_prompts_file_formats(tmp_path):
-    from evaluation.run import read_prompts_file
+    from gpt2_rlhf.evaluation.run import read_prompts_file
 
     txt = tmp_path / "p.txt"
     txt.write_text("How do I sleep?\n\nWhat is rice?\n")
@@ -338,7 +338,7 @@ def test_read_prompts_file_formats(tmp_path):
     ('{"text": "x"}', "p.jsonl:2: needs a non-empty 'prompt'"),
 ])
 def test_read_prompts_file_names_the_bad_line(tmp_path, line, message):
-    from evaluation.run import read_prompts_file
+    from gpt2_rlhf.evaluation.run import read_prompts_file
 
     p = tmp_path / "p.jsonl"
     p.write_text(json.dumps({"prompt": "ok"}) + "\n" + line + "\n")
@@ -357,7 +357,7 @@ def test_read_prompts_file_names_the_bad_line(tmp_path, line, message):
     ({"eval.classifier_label": "toxic"}, "classifier_label needs classifier_model"),
 ])
 def test_eval_config_rejects_bad_values(override, message):
-    from train.config import ConfigError
+    from gpt2_rlhf.train.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         eval_recipe(**override)
@@ -421,8 +421,8 @@ def test_samples_hold_every_response_and_its_score(evaluated):
 
 
 def test_same_seed_gives_identical_reports(evaluated, tiny_run):
-    from evaluation.report import NON_DETERMINISTIC, comparable
-    from evaluation.run import main
+    from gpt2_rlhf.evaluation.report import NON_DETERMINISTIC, comparable
+    from gpt2_rlhf.evaluation.run import main
 
     first, samples, out = evaluated
     main(eval_recipe(), tiny_run)
@@ -433,7 +433,7 @@ def test_same_seed_gives_identical_reports(evaluated, tiny_run):
 
 
 def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
-    from evaluation.run import main
+    from gpt2_rlhf.evaluation.run import main
 
     run = tmp_path / "run"
     for key in ("base", "sft", "reward"):
@@ -460,7 +460,7 @@ def make_classifier(path: Path, tokenizer_dir: Path) -> Path:
 
 
 def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
-    from train.cli import main as rlhf
+    from gpt2_rlhf.cli import main as rlhf
 
     classifier = make_classifier(tmp_path / "clf", tiny_run / "sft")
     prompts = tmp_path / "prompts.txt"
@@ -482,7 +482,7 @@ def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tiny_run, tmp_path, capsys):
-    from train.cli import main as rlhf
+    from gpt2_rlhf.cli import main as rlhf
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "sft", run / "sft")  # no reward model
@@ -511,8 +511,8 @@ class ExactMatch(evaluate.Metric):
 
 
 def test_reference_metrics_from_a_local_script_and_offline_hub(tiny_run, tmp_path, monkeypatch, capsys):
-    from evaluation.run import main
-    from train.cli import main as rlhf
+    from gpt2_rlhf.evaluation.run import main
+    from gpt2_rlhf.cli import main as rlhf
 
     script = tmp_path / "exact_match" / "exact_match.py"
     script.parent.mkdir()
@@ -531,7 +531,7 @@ def test_reference_metrics_from_a_local_script_and_offline_hub(tiny_run, tmp_pat
 
 
 def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
-    from train.cli import main as rlhf
+    from gpt2_rlhf.cli import main as rlhf
 
     import huggingface_hub.constants
 
@@ -547,7 +547,7 @@ def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeyp
 @pytest.mark.slow
 def test_micro_run_evaluates(request):
     """On the shared micro run (base, SFT, reward from the real stages) when conftest provides it."""
-    from evaluation.run import main
+    from gpt2_rlhf.evaluation.run import main
 
     try:
         run = request.getfixturevalue("micro_run")
@@ -571,8 +571,8 @@ def test_embedded_run_ppo_beats_base_and_sft(tmp_path):
     """
     import os
 
-    from evaluation.run import main
-    from train.config import load_recipe
+    from gpt2_rlhf.evaluation.run import main
+    from gpt2_rlhf.stages import load_recipe
 
     src = Path(os.environ.get("RLHF_TINY_RUN", "outputs/tiny"))
     if not all((src / k / "COMPLETE").is_file() for k in ("base", "sft", "reward", "ppo")):

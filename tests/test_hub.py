@@ -12,9 +12,9 @@ from huggingface_hub import ModelCard, constants
 
 from tests.fake_run import make_run
 from tests.hub_stub import HubStub
-from train.cli import main
-from train.config import ConfigError, build
-from train.hub import SPACE_VARIABLES, HubConfig, PushError, model_files, push, with_retries
+from gpt2_rlhf.cli import main
+from gpt2_rlhf.train.config import ConfigError, build
+from gpt2_rlhf.train.hub import SPACE_VARIABLES, HubConfig, PushError, model_files, push, with_retries
 
 TOKEN = "hf_zzSecretTokenNeverPrinted123"
 
@@ -143,7 +143,7 @@ def test_private_and_revision(run, hub_env):
 
 
 def test_space_variables_match_what_the_space_reads():
-    from space import inference
+    from gpt2_rlhf.space import inference
 
     assert SPACE_VARIABLES == {"policy": inference.ENV_POLICY, "sft": inference.ENV_SFT, "reward": inference.ENV_REWARD,
                                "base": inference.ENV_BASE, "revision": inference.ENV_REVISION}

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import LOCAL_METRICS, METRICS_DIR, MetricLoadError, load_metric
-from evaluation.stats import (bootstrap_ci, jackknife_ci, mean_statistic, metric_value, ratio_statistic,
+from gpt2_rlhf.evaluation.metrics import LOCAL_METRICS, METRICS_DIR, MetricLoadError, load_metric
+from gpt2_rlhf.evaluation.stats import (bootstrap_ci, jackknife_ci, mean_statistic, metric_value, ratio_statistic,
                               resample_counts, unique_ratio_loo)
 
 NO_CI = {"bootstrap_samples": 0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.modeling import first_eos_mask, last_token_index, position_ids_from_mask
+from gpt2_rlhf.train.modeling import first_eos_mask, last_token_index, position_ids_from_mask
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_first_eos_mask_keeps_up_to_and_including_the_first_eos():
 def test_sequence_scores_read_the_last_real_token_whatever_the_padding():
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from train.modeling import sequence_scores
+    from gpt2_rlhf.train.modeling import sequence_scores
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=1, n_head=2, pad_token_id=0)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from train.ppo import core
+from gpt2_rlhf.train.ppo import core
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 M = torch.tensor([[1, 1, 0], [1, 0, 0]])  # real values: 1, 2 | 4

@@ -66,7 +66,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def _cfg(**kw):
-    from train.ppo.config import PPOConfig
+    from gpt2_rlhf.train.ppo.config import PPOConfig
 
     base = dict(total_episodes=16, batch_size=8, max_new_tokens=6, learning_rate=1e-3, save_every=0, eval_prompts=0,
                 max_prompt_tokens=64)
@@ -75,8 +75,8 @@ def _cfg(**kw):
 
 
 def _trainer(tiny, cfg, seed=0, **kw):
-    from train.modeling import RewardModel, load_causal_lm, load_sequence_classifier, load_tokenizer
-    from train.ppo.trainer import PPOTrainer, RewardModelScorer
+    from gpt2_rlhf.train.modeling import RewardModel, load_causal_lm, load_sequence_classifier, load_tokenizer
+    from gpt2_rlhf.train.ppo.trainer import PPOTrainer, RewardModelScorer
 
     tok = load_tokenizer(tiny["policy"])
     rm = RewardModel.load(tiny["reward"])
@@ -93,8 +93,8 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
     """The training forward's temperature-scaled log-probs are those `generate` sampled from."""
     from transformers import GenerationConfig
 
-    from train.ppo import core
-    from train.ppo.trainer import left_pad, pack_episodes, response_logits
+    from gpt2_rlhf.train.ppo import core
+    from gpt2_rlhf.train.ppo.trainer import left_pad, pack_episodes, response_logits
 
     tr = _trainer(tiny, _cfg(temperature=0.7))
     tok, policy = tr.tokenizer, tr.policy.eval()
@@ -121,7 +121,7 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
 
 
 def test_pack_episodes_by_hand():
-    from train.ppo.trainer import pack_episodes
+    from gpt2_rlhf.train.ppo.trainer import pack_episodes
 
     pad = 0
     q_ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])  # left-padded prompts of 2 and 4 tokens
@@ -139,7 +139,7 @@ def test_pack_episodes_by_hand():
 
 
 def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
-    from train.ppo.trainer import sample_responses
+    from gpt2_rlhf.train.ppo.trainer import sample_responses
 
     tr = _trainer(tiny, _cfg(max_new_tokens=12))
     torch.manual_seed(1)
@@ -193,14 +193,14 @@ def test_reward_model_scores_prompt_response_eos(tiny):
 
 
 def test_reward_function_scorer_validates_output(tiny):
-    from train.ppo.trainer import FunctionScorer, load_reward_function
-    from train.rewards import contains_good, contains_good_exact
+    from gpt2_rlhf.train.ppo.trainer import FunctionScorer, load_reward_function
+    from gpt2_rlhf.train.rewards import contains_good, contains_good_exact
 
     assert contains_good(["p"] * 4, ["a good day", "Good luck", "GOOD", "bad"]) == [1.0, 1.0, 1.0, -1.0]
     assert contains_good_exact(["p"] * 3, ["a good day", "Good", "bad"]) == [1.0, -1.0, -1.0]
-    assert load_reward_function("train.rewards:contains_good") is contains_good
+    assert load_reward_function("gpt2_rlhf.train.rewards:contains_good") is contains_good
     with pytest.raises(ValueError, match="cannot import"):
-        load_reward_function("train.rewards:nope")
+        load_reward_function("gpt2_rlhf.train.rewards:nope")
     tr = _trainer(tiny, _cfg(), scorer=FunctionScorer(lambda p, r: [1.0]))
     with pytest.raises(ValueError, match="returned 1 scores for 8"):
         tr.step()
@@ -209,7 +209,7 @@ def test_reward_function_scorer_validates_output(tiny):
 def test_fused_gelu_is_the_same_function(tiny):
     from transformers import AutoModelForCausalLM
 
-    from train.ppo.trainer import use_fused_gelu
+    from gpt2_rlhf.train.ppo.trainer import use_fused_gelu
 
     a = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
     b = AutoModelForCausalLM.from_pretrained(tiny["policy"]).eval()
@@ -265,7 +265,7 @@ def test_fused_and_separate_first_forward_give_the_same_update(tiny):
 
 def test_training_raises_a_rewarded_behaviour(tiny):
     """Reward = number of letters 'e' in the response: PPO must raise it within a few updates."""
-    from train.ppo.trainer import FunctionScorer
+    from gpt2_rlhf.train.ppo.trainer import FunctionScorer
 
     count_e = FunctionScorer(lambda p, r: [float(x.count("e")) for x in r])
     tr = _trainer(tiny, _cfg(total_episodes=128, batch_size=16, learning_rate=1e-2, lr_schedule="constant",
@@ -319,8 +319,8 @@ def test_stage_writes_policy_metrics_and_comparison(micro_run, tmp_path):
     from conftest import copy_run
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.config import load_recipe
-    from train.ppo import main
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import main
 
     run = copy_run(micro_run, tmp_path / "run")
     recipe = load_recipe("micro")
@@ -355,22 +355,22 @@ def test_stage_writes_policy_metrics_and_comparison(micro_run, tmp_path):
 def test_stage_bad_inputs_fail_before_writing(micro_run, tmp_path):
     from conftest import copy_run
 
-    from train.config import load_recipe
-    from train.ppo import main
-    from train.rundir import StageError
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import main
+    from gpt2_rlhf.train.rundir import StageError
 
     run = copy_run(micro_run, tmp_path / "run", stages=("base", "sft"))
     with pytest.raises(StageError, match="reward"):
         main(load_recipe("micro"), run)
     with pytest.raises(ValueError, match="cannot import"):
-        main(load_recipe("micro", {"ppo.reward_function": "train.rewards:no_such_function"}), run)
+        main(load_recipe("micro", {"ppo.reward_function": "gpt2_rlhf.train.rewards:no_such_function"}), run)
     assert not (run / "ppo.partial").exists() and not (run / "ppo").exists()
     with pytest.raises(Exception, match="module:function"):
         load_recipe("micro", {"ppo.reward_function": "contains_good"})
 
 
 def _cli(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "train.cli", "ppo", "--config", "micro", "--output-dir", str(run),
+    return [sys.executable, "-m", "gpt2_rlhf.cli", "ppo", "--config", "micro", "--output-dir", str(run),
             "--ppo.total_episodes", "64", "--ppo.save_every", "2", *extra]
 
 
@@ -382,8 +382,8 @@ def _env():
 def test_sigkill_then_resume_matches_an_uninterrupted_run(micro_run, tmp_path):
     from conftest import copy_run
 
-    from train.config import load_recipe
-    from train.ppo import main
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import main
 
     # uninterrupted, in this process
     full = copy_run(micro_run, tmp_path / "full")
@@ -424,7 +424,7 @@ def test_accelerate_launch_two_processes(micro_run, tmp_path):
     # `--cpu --num_processes 2` would start ONE process (accelerate's multi-CPU launcher needs mpirun);
     # --multi_gpu goes through torch.distributed, and without GPUs we ask for the CPU (gloo)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.cli", "ppo", "--config", "micro",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gpt2_rlhf.cli", "ppo", "--config", "micro",
            "--output-dir", str(run)]
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -440,7 +440,7 @@ def test_keyword_recipe_is_tiny_with_the_seed_reward():
     """configs/keyword.yaml = tiny.yaml with PPO on the seed's keyword reward (so its stages reuse tiny's)."""
     import yaml
 
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     tiny = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())
     keyword = yaml.safe_load((ROOT / "configs/keyword.yaml").read_text())
@@ -448,11 +448,11 @@ def test_keyword_recipe_is_tiny_with_the_seed_reward():
         if section != "ppo":
             assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
     recipe = load_recipe(ROOT / "configs/keyword.yaml")
-    assert recipe.ppo.reward_function == "train.rewards:contains_good"
+    assert recipe.ppo.reward_function == "gpt2_rlhf.train.rewards:contains_good"
 
 
 def test_real_recipe_ppo_has_the_seed_card_hyperparameters():
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     ppo = load_recipe("gpt2-hh").ppo
     assert (ppo.learning_rate, ppo.kl_coef, ppo.cliprange) == (1e-5, 0.1, 0.2)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, constants
 
-from model_card import reproduce as rep
-from model_card.render import CardOptions, CardSources, numbers_in, render_card, render_texts
+from gpt2_rlhf.model_card import reproduce as rep
+from gpt2_rlhf.model_card.render import CardOptions, CardSources, numbers_in, render_card, render_texts
 from tests.fake_run import make_report, make_run
 from tests.hub_stub import HubStub
-from train.cli import main
+from gpt2_rlhf.cli import main
 
 TOKEN = "hf_reproduceStubToken"
 
@@ -194,7 +194,7 @@ def online(tmp_path, monkeypatch):
 
 
 def test_reproduce_a_pushed_repo(tmp_path, online):
-    from train.hub import push
+    from gpt2_rlhf.train.hub import push
 
     run = make_run(tmp_path / "run", hub={"base_repo_id": "alice/tiny-base"})
     seen = {}
@@ -213,7 +213,7 @@ def test_reproduce_a_pushed_repo(tmp_path, online):
 
 
 def test_a_repo_without_its_base_model_says_what_to_push(tmp_path, online):
-    from train.hub import push
+    from gpt2_rlhf.train.hub import push
 
     run = make_run(tmp_path / "run")
     with HubStub(token=TOKEN) as hub:
@@ -239,8 +239,8 @@ def test_a_hub_repo_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_embedded_run_card_then_reproduce_reruns_the_evaluation(micro_run, tmp_path, capsys):
     """Real models (the session's micro run), the real evaluation twice: card, reproduce passes; an edit fails."""
     from tests.conftest import copy_run
-    from train.config import load_recipe
-    from train.pipeline import run_stage
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.pipeline import run_stage
 
     run = copy_run(micro_run, tmp_path / "run")
     recipe = load_recipe(run / "recipe.yaml", {"ppo.batch_size": 16, "ppo.total_episodes": 32, "ppo.max_new_tokens": 12,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from train.reward import normalisation_stats, pairwise_accuracy, pearson, score_summary
+from gpt2_rlhf.train.reward import normalisation_stats, pairwise_accuracy, pearson, score_summary
 
 from conftest import copy_run
 
@@ -71,7 +71,7 @@ def _pad(seqs, pad_id, side):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_scores_are_read_at_the_last_real_token_not_at_padding(tiny_rm, tiny_tokenizer, side):
-    from train.modeling import sequence_scores
+    from gpt2_rlhf.train.modeling import sequence_scores
 
     tok = tiny_tokenizer
     seqs = [tok(t + tok.eos_token, add_special_tokens=False)["input_ids"] for t in
@@ -95,7 +95,7 @@ def test_the_trainers_pooling_matches_ours_on_its_right_padded_batches(tiny_rm, 
     the same position as sequence_scores, which everything downstream uses."""
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from train.modeling import sequence_scores
+    from gpt2_rlhf.train.modeling import sequence_scores
 
     tok = tiny_tokenizer
     enc = lambda t: tok(t + tok.eos_token, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -116,7 +116,7 @@ def test_the_trainers_pooling_matches_ours_on_its_right_padded_batches(tiny_rm, 
 def test_micro_reward_stage_outputs(micro_run):
     from safetensors.torch import load_file
 
-    from train.modeling import RewardModel
+    from gpt2_rlhf.train.modeling import RewardModel
 
     rd = micro_run / "reward"
     m = json.loads((rd / "metrics.json").read_text())
@@ -139,9 +139,9 @@ def test_micro_reward_stage_outputs(micro_run):
 
 
 def test_reported_accuracy_is_reproducible_from_the_saved_model(micro_run, micro_recipe):
-    from train.modeling import RewardModel, load_tokenizer
-    from train.reward import evaluate_pairs
-    from train.sft import load_rows
+    from gpt2_rlhf.train.modeling import RewardModel, load_tokenizer
+    from gpt2_rlhf.train.reward import evaluate_pairs
+    from gpt2_rlhf.train.sft import load_rows
 
     rd = micro_run / "reward"
     m = json.loads((rd / "metrics.json").read_text())
@@ -153,7 +153,7 @@ def test_reported_accuracy_is_reproducible_from_the_saved_model(micro_run, micro
 
 
 def test_reward_starts_from_base_when_sft_is_absent(micro_run, micro_recipe, tmp_path):
-    from train import reward
+    from gpt2_rlhf.train import reward
 
     run = copy_run(micro_run, tmp_path / "run", stages=("base",))
     micro_recipe.reward.max_steps = 2
@@ -166,8 +166,8 @@ def test_reward_starts_from_base_when_sft_is_absent(micro_run, micro_recipe, tmp
 
 
 def test_reward_without_any_input_model_is_a_clear_error(micro_recipe, tmp_path):
-    from train import reward
-    from train.rundir import StageError
+    from gpt2_rlhf.train import reward
+    from gpt2_rlhf.train.rundir import StageError
 
     with pytest.raises(StageError, match="base"):
         reward.main(micro_recipe, tmp_path)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from train.rundir import COMPLETE, StageError, StageWriter, is_complete, require_stage, write_json
+from gpt2_rlhf.train.rundir import COMPLETE, StageError, StageWriter, is_complete, require_stage, write_json
 
 
 def _finish(run, stage, value, **kw):

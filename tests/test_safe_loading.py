@@ -143,17 +143,18 @@ def test_nothing_saves_pickle_weights():
 
 
 def test_every_trust_remote_code_setting_defaults_to_off():
-    from train.config import SECTIONS, section_class
+    from gpt2_rlhf.stages import SECTIONS
+    from gpt2_rlhf.train.config import section_class
 
     seen = 0
     for section in SECTIONS:
-        for f in dataclasses.fields(section_class(section)):
+        for f in dataclasses.fields(section_class(section, SECTIONS)):
             if "trust_remote_code" in f.name:
                 seen += 1
                 assert f.default is False, f"{section}.{f.name} defaults to {f.default!r}"
     import inspect
 
-    from train import modeling
+    from gpt2_rlhf.train import modeling
 
     for fn in (modeling.load_tokenizer, modeling.load_causal_lm, modeling.load_sequence_classifier,
                modeling.RewardModel.load):
@@ -168,7 +169,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A saved 1-layer GPT-2 LM with a byte-level BPE tokenizer (safetensors)."""
     import torch
 
-    from train.base import BaseConfig, build_model, train_tokenizer
+    from gpt2_rlhf.train.base import BaseConfig, build_model, train_tokenizer
 
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("safe") / "model"
@@ -182,7 +183,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def test_pickle_only_model_folders_are_refused(tiny_model, tmp_path):
     from corpus.builders import pickle_only_model
-    from train.modeling import RewardModel, load_causal_lm, load_sequence_classifier
+    from gpt2_rlhf.train.modeling import RewardModel, load_causal_lm, load_sequence_classifier
 
     bin_dir = pickle_only_model(tiny_model, tmp_path / "bin_only")
     assert (bin_dir / "pytorch_model.bin").is_file() and not list(bin_dir.glob("*.safetensors"))
@@ -195,7 +196,7 @@ def test_pickle_only_model_folders_are_refused(tiny_model, tmp_path):
 def test_space_loaders_refuse_pickle_weights(tiny_model, tmp_path):
     from corpus.builders import pickle_only_model
 
-    inference = pytest.importorskip("space.inference")
+    inference = pytest.importorskip("gpt2_rlhf.space.inference")
     bin_dir = pickle_only_model(tiny_model, tmp_path / "bin_only")
     with pytest.raises(OSError, match="bin_only"):
         inference.Policy.load("rlhf", str(bin_dir))
@@ -234,16 +235,16 @@ def custom_code_folder(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 def _loaders():
-    from train import modeling
-    from train.sft import model_context
+    from gpt2_rlhf.train import modeling
+    from gpt2_rlhf.train.sft import model_context
 
     out = {"modeling.load_tokenizer": modeling.load_tokenizer, "modeling.load_causal_lm": modeling.load_causal_lm,
            "modeling.load_sequence_classifier": modeling.load_sequence_classifier,
            "modeling.RewardModel.load": modeling.RewardModel.load, "sft.model_context": model_context}
     try:
-        from space import inference
+        from gpt2_rlhf.space import inference
 
-        out.update({"space.load_tokenizer": inference.load_tokenizer,
+        out.update({"gpt2_rlhf.space.load_tokenizer": inference.load_tokenizer,
                     "space.Policy.load": lambda p: inference.Policy.load("rlhf", str(p)),
                     "space.RewardScorer.load": lambda p: inference.RewardScorer.load(str(p))})
     except ImportError:
@@ -260,7 +261,7 @@ def test_loaders_refuse_remote_code_without_running_it(name, custom_code_folder)
 
 
 def test_data_validator_tokenizer_refuses_remote_code(custom_code_folder, capsys):
-    from train.data import validate_command
+    from gpt2_rlhf.train.data import validate_command
 
     folder, marker = custom_code_folder
     code = validate_command(str(ROOT / "tests/corpus/data/long_prompt.jsonl"), tokenizer=str(folder), max_length=64)

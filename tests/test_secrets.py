@@ -68,7 +68,7 @@ def test_the_token_appears_nowhere(tmp_path):
         ]
         logs = []
         for argv in commands:
-            proc = subprocess.run([sys.executable, "-m", "train.cli", *argv], cwd=tmp_path, env=env,
+            proc = subprocess.run([sys.executable, "-m", "gpt2_rlhf.cli", *argv], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=600)
             logs.append(proc.stdout + proc.stderr)
             assert proc.returncode == 0, f"rlhf {argv[1]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from train.sft import device_settings, token_nll
+from gpt2_rlhf.train.sft import device_settings, token_nll
 
 from conftest import copy_run
 
@@ -57,8 +57,8 @@ def test_device_settings_gpu_uses_bf16_when_supported(monkeypatch):
 
 
 def test_only_completion_tokens_carry_loss(micro_run, micro_recipe, tmp_path):
-    from train.modeling import load_causal_lm, load_tokenizer
-    from train.sft import build_trainer
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sft import build_trainer
 
     base = micro_run / "base"
     tok, model = load_tokenizer(base), load_causal_lm(base)
@@ -120,7 +120,7 @@ class _CountSteps(TrainerCallback):
 
 
 def test_interrupted_sft_resumes_from_its_checkpoint(micro_run, micro_recipe, tmp_path):
-    from train import sft
+    from gpt2_rlhf.train import sft
 
     run = copy_run(micro_run, tmp_path / "run", stages=("base",))
     micro_recipe.sft.max_steps, micro_recipe.sft.save_steps = 4, 2
@@ -144,11 +144,11 @@ def _env():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
-    ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train.cli"],
+    ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gpt2_rlhf.cli"],
     # `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's multi-CPU launcher needs
     # mpirun); --multi_gpu goes through torch.distributed, and on a machine without GPUs our code picks gloo.
     ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-     "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.cli"],
+     "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gpt2_rlhf.cli"],
 ], ids=["torchrun", "accelerate"])
 def test_two_process_cpu_sft(micro_run, tmp_path, launcher):
     run = copy_run(micro_run, tmp_path / "run", stages=("base",))
@@ -162,7 +162,7 @@ def test_two_process_cpu_sft(micro_run, tmp_path, launcher):
 
 
 def test_real_recipe_has_the_seed_card_hyperparameters():
-    from train.config import load_recipe
+    from gpt2_rlhf.stages import load_recipe
 
     r = load_recipe("gpt2-hh")
     assert r.base.model == "gpt2" and r.data.dataset == "Anthropic/hh-rlhf"
@@ -171,7 +171,7 @@ def test_real_recipe_has_the_seed_card_hyperparameters():
 
 def test_real_recipe_sft_offline_fails_in_one_line_naming_the_dataset(micro_run, tmp_path):
     run = copy_run(micro_run, tmp_path / "run", stages=("base",))
-    proc = subprocess.run([sys.executable, "-m", "train.cli", "sft", "--config", str(ROOT / "configs/gpt2-hh.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "gpt2_rlhf.cli", "sft", "--config", str(ROOT / "configs/gpt2-hh.yaml"),
                            "--output-dir", str(run)], env=_env(), capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]

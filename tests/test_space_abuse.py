@@ -47,7 +47,7 @@ HOSTILE = {
 
 
 def launch(engine, votes, **kwargs):
-    from space.app import build_demo
+    from gpt2_rlhf.space.app import build_demo
 
     demo = build_demo(engine, votes, **kwargs)
     port = free_port()
@@ -71,8 +71,8 @@ def page_digest(url: str) -> dict[str, str]:
 def space(tmp_path_factory):
     import torch
 
-    from space.inference import Engine, ModelSources
-    from space.votes import VoteLog
+    from gpt2_rlhf.space.inference import Engine, ModelSources
+    from gpt2_rlhf.space.votes import VoteLog
 
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
@@ -106,7 +106,7 @@ def rest_compare(url: str, prompt: str, max_new_tokens: int = 2, seed: int = 0) 
 
 def vote_records(votes) -> list[dict]:
     """Every line of the vote file, split as str.splitlines does; each must be a whole JSON vote record."""
-    from space.votes import SCHEMA
+    from gpt2_rlhf.space.votes import SCHEMA
 
     if not votes.path.exists():
         return []
@@ -130,7 +130,7 @@ def assert_unharmed(space) -> None:
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_prompt_is_handled_as_text_and_its_vote_is_one_valid_line(space, name):
-    from space.inference import Limits, clean_prompt, format_prompt
+    from gpt2_rlhf.space.inference import Limits, clean_prompt, format_prompt
 
     prompt = HOSTILE[name]
     out = rest_compare(space.url, prompt)

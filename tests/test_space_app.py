@@ -17,8 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from space.inference import Decoding, Engine, ModelSources
-from space.votes import SCHEMA, PendingComparisons, VoteLog, votes_to_preferences
+from gpt2_rlhf.space.inference import Decoding, Engine, ModelSources
+from gpt2_rlhf.space.votes import SCHEMA, PendingComparisons, VoteLog, votes_to_preferences
 from space_helpers import free_port, make_run
 
 from gradio_client import Client
@@ -29,7 +29,7 @@ TIMEOUT = 120
 
 
 def launch(engine, votes, **kwargs):
-    from space.app import build_demo
+    from gpt2_rlhf.space.app import build_demo
 
     demo = build_demo(engine, votes, **kwargs)
     port = free_port()
@@ -246,7 +246,7 @@ def test_rlhf_space_serves_a_run_directory(served, tmp_path, monkeypatch):
     """
     import gradio as gr
 
-    from train.cli import main
+    from gpt2_rlhf.cli import main
 
     launched = {}
     real_launch = gr.Blocks.launch
@@ -274,7 +274,7 @@ def test_rlhf_space_serves_a_run_directory(served, tmp_path, monkeypatch):
 
 
 def test_rlhf_space_refuses_an_unfinished_run(tmp_path, capsys):
-    from train.cli import main
+    from gpt2_rlhf.cli import main
 
     run = tmp_path / "run"
     (run / "base").mkdir(parents=True)
@@ -302,7 +302,7 @@ def test_space_folder_metadata():
 
 def test_demo_from_env_builds_the_hub_space(served, tmp_path, monkeypatch):
     """What `python app.py` does on the Hub: models from the Space variables (local paths work as ids)."""
-    from space.app import demo_from_env
+    from gpt2_rlhf.space.app import demo_from_env
 
     monkeypatch.chdir(tmp_path)
     env = {"RLHF_BASE_ID": str(served.run / "base"), "RLHF_POLICY_ID": str(served.run / "ppo"),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from space.inference import Engine, Policy, RewardScorer
-from space.votes import VoteLog
+from gpt2_rlhf.space.inference import Engine, Policy, RewardScorer
+from gpt2_rlhf.space.votes import VoteLog
 from space_helpers import ScriptedLM, free_port, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,7 +35,7 @@ pytestmark = [
 @pytest.fixture
 def app(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from space.app import build_demo
+    from gpt2_rlhf.space.app import build_demo
 
     run = make_run(tmp_path / "run", sft=False)
     base = Policy.load("base", str(run / "base"))

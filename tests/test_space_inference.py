@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from space.inference import (
+from gpt2_rlhf.space.inference import (
     Decoding,
     Engine,
     InputError,
@@ -141,7 +141,7 @@ def test_stream_stops_after_eos_and_caps_tokens():
 
 
 def test_greedy_stream_matches_project_generate_and_transformers(run_dir):
-    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
 
     policy = Policy.load("rlhf", str(run_dir / "ppo"))
     chunks = list(policy.stream(PROMPT, Decoding(12, 0.0, 1.0, 0)))
@@ -157,7 +157,7 @@ def test_greedy_stream_matches_project_generate_and_transformers(run_dir):
 @pytest.mark.parametrize("temperature,top_p,seed", [(1.0, 1.0, 0), (0.7, 0.8, 5)])
 def test_seeded_sampling_matches_project_generate(run_dir, temperature, top_p, seed):
     """Our own generator draws exactly what `generate` draws after torch.manual_seed(seed)."""
-    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
 
     policy = Policy.load("base", str(run_dir / "base"))
     ours = list(policy.stream(PROMPT, Decoding(16, temperature, top_p, seed)))[-1]
@@ -173,7 +173,7 @@ def test_seeded_sampling_matches_project_generate(run_dir, temperature, top_p, s
 def test_reward_scores_match_project_reward_model_and_hand_normalisation(run_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from train.modeling import RewardModel
+    from gpt2_rlhf.train.modeling import RewardModel
 
     scorer = RewardScorer.load(str(run_dir / "reward"))
     responses = [" Boil water.", " A much longer answer about tea, with several more words in it."]

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from space.votes import (
+from gpt2_rlhf.space.votes import (
     SCHEMA,
     PendingComparisons,
     VoteLog,
@@ -176,7 +176,7 @@ def test_votes_to_preferences_keeps_decisive_distinct_pairs(tmp_path):
 
 
 def test_preferences_load_with_the_project_loader(tmp_path):
-    from train.data import DataConfig, load_preferences
+    from gpt2_rlhf.train.data import DataConfig, load_preferences
 
     path = tmp_path / "votes.jsonl"
     records = [make_record("right", comparison(cid=str(i), left=f" answer {i}")) for i in range(4)]
@@ -226,7 +226,7 @@ def test_bad_votes_name_the_line_and_destroy_nothing(tmp_path):
 
 
 def test_rlhf_votes_command(tmp_path, capsys):
-    from train.cli import main
+    from gpt2_rlhf.cli import main
 
     path = tmp_path / "votes.jsonl"
     _write_votes(path, [make_record("left", comparison(cid="a"))])

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train import synthetic as S
+from gpt2_rlhf.train import synthetic as S
 
 TAG = "\n\nAssistant:"
 

@@ -11,11 +11,11 @@ Two ways to get one (``base.model`` in the recipe):
   3. Pretrain it briefly with next-token prediction on the full dialogues,
      chosen AND rejected (+ EOS): a mixed-quality "base" that has learned the
      format and the language but not which answers are good. SFT improves on it.
-* a Hub id (``gpt2``) or a local path: loaded with ``train.modeling``, a pad
+* a Hub id (``gpt2``) or a local path: loaded with ``gpt2_rlhf.train.modeling``, a pad
   token added and the embeddings resized, then saved as is (no training).
 
 Output: ``OUTPUT/base/`` (safetensors model + tokenizer), ``metrics.json`` and
-``config.yaml`` through ``train.rundir.StageWriter``.
+``config.yaml`` through ``gpt2_rlhf.train.rundir.StageWriter``.
 
 Deviations from GPT-2 pretraining, on purpose: a tiny model and corpus; the
 documents are packed into blocks of ``block_size`` tokens separated by EOS (as
@@ -39,7 +39,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from train.config import check, to_plain
+from .config import check, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def pretrain(model, blocks: torch.Tensor, cfg: BaseConfig, seed: int) -> dict:
 
 
 def _load_hub_base(cfg: BaseConfig):
-    from train.modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
+    from .modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -227,9 +227,9 @@ def _load_hub_base(cfg: BaseConfig):
 
 def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     """Builds OUTPUT/base; `resume` has nothing to resume (the stage is short) and simply reruns."""
-    from train.pipeline import stage_config
-    from train.rundir import StageWriter
-    from train.sft import process_state
+    from .config import stage_config
+    from .rundir import StageWriter
+    from .sft import process_state
 
     cfg: BaseConfig = recipe.base
     state = process_state()  # torchrun/accelerate: only the main process works, the others wait
@@ -240,7 +240,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     # 1. Inputs first (data or Hub model): a failure here writes nothing.
     metrics: dict = {"model": cfg.model}
     if cfg.embedded:
-        from train.sft import load_rows
+        from .sft import load_rows
 
         train_rows = load_rows(recipe, "train")
         test_rows = load_rows(recipe, "test")

@@ -30,16 +30,16 @@ class ConfigError(ValueError):
     """A recipe or flag that cannot be used; the message names the file and key."""
 
 
-# Section name -> "module:Class". Imported lazily so that `rlhf data` does not pay
-# for importing trl, and so a stage's config lives next to the stage's code.
-SECTIONS: dict[str, str] = {
-    "data": "train.data:DataConfig",
-    "base": "train.base:BaseConfig",
-    "sft": "train.sft:SFTStageConfig",
-    "reward": "train.reward:RewardStageConfig",
-    "ppo": "train.ppo.config:PPOConfig",
-    "eval": "evaluation.config:EvalConfig",
-    "hub": "train.hub:HubConfig",
+# Section name -> "module:Class": the training sections. A whole recipe also has the
+# evaluation's and the Hub's sections; their table (gpt2_rlhf.stages.SECTIONS) sits above
+# every package and is passed to `load_recipe`, so this package never names the ones above it.
+# Imported lazily so that `rlhf data` does not pay for importing trl.
+TRAIN_SECTIONS: dict[str, str] = {
+    "data": "gpt2_rlhf.train.data:DataConfig",
+    "base": "gpt2_rlhf.train.base:BaseConfig",
+    "sft": "gpt2_rlhf.train.sft:SFTStageConfig",
+    "reward": "gpt2_rlhf.train.reward:RewardStageConfig",
+    "ppo": "gpt2_rlhf.train.ppo.config:PPOConfig",
 }
 
 STAGE_ORDER = ("base", "sft", "reward", "ppo", "eval")
@@ -53,8 +53,8 @@ def _recipes_dir() -> Path:
 RECIPES_DIR = _recipes_dir()
 
 
-def section_class(name: str) -> type:
-    module, _, cls = SECTIONS[name].partition(":")
+def section_class(name: str, sections: dict[str, str] | None = None) -> type:
+    module, _, cls = (sections or TRAIN_SECTIONS)[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -69,18 +69,21 @@ class Recipe:
     )
     sections: dict[str, Any] = field(default_factory=dict, metadata={"help": "Stage configs by section name."})
     source: str = field(default="<defaults>", metadata={"help": "Where the recipe came from (file path)."})
+    table: dict[str, str] = field(default_factory=lambda: dict(TRAIN_SECTIONS),
+                                  metadata={"help": "Section name -> 'module:Class' of its config."})
 
     def __getattr__(self, name: str) -> Any:  # recipe.sft, recipe.ppo, ...
         sections = self.__dict__.get("sections", {})
-        if name in SECTIONS:
+        table = self.__dict__.get("table", TRAIN_SECTIONS)
+        if name in table:
             if name not in sections:
-                sections[name] = section_class(name)()
+                sections[name] = section_class(name, table)()
             return sections[name]
         raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seed": self.seed, "stages": list(self.stages)}
-        for name in SECTIONS:
+        for name in self.table:
             if name in self.sections:
                 out[name] = to_plain(self.sections[name])
         return out
@@ -244,8 +247,14 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"recipe {str(name_or_path)!r}: no such file, and not a shipped recipe ({', '.join(names)})")
 
 
-def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | None = None) -> Recipe:
-    """Reads a recipe YAML, applies `{"sft.learning_rate": "1e-4", ...}` overrides, validates."""
+def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | None = None,
+                sections: dict[str, str] | None = None) -> Recipe:
+    """Reads a recipe YAML, applies `{"sft.learning_rate": "1e-4", ...}` overrides, validates.
+
+    `sections`: the recipe's section table (default: the training sections only; a whole
+    recipe file is read with gpt2_rlhf.stages.load_recipe, which passes every section).
+    """
+    table = sections or TRAIN_SECTIONS
     path = recipe_path(name_or_path)
     where = str(path)
     try:
@@ -259,20 +268,20 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
         raise ConfigError(f"{where}: not UTF-8 text") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a recipe must be a mapping of sections, got {type(raw).__name__}")
-    recipe = Recipe(source=where)
+    recipe = Recipe(source=where, table=dict(table))
     for key, value in raw.items():
         if key == "seed":
             recipe.seed = _coerce(value, int, f"{where}: seed")
         elif key == "stages":
             recipe.stages = _coerce(value, list[str], f"{where}: stages")
-        elif key in SECTIONS:
+        elif key in table:
             if value is None:
                 value = {}
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: section '{key}' must be a mapping")
-            recipe.sections[key] = build(section_class(key), value, f"{where}: {key}")
+            recipe.sections[key] = build(section_class(key, table), value, f"{where}: {key}")
         else:
-            close = difflib.get_close_matches(str(key), [*SECTIONS, "seed", "stages"], n=1)
+            close = difflib.get_close_matches(str(key), [*table, "seed", "stages"], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
     for dotted, value in (overrides or {}).items():
@@ -283,7 +292,7 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
             recipe.seed = _coerce(value, int, "--seed")
         elif dotted == "stages":
             recipe.stages = _coerce(value, list[str], "--stages")
-        elif head in SECTIONS and rest:
+        elif head in table and rest:
             section = getattr(recipe, head)
             update(section, rest, value, f"--{dotted}")
             recipe.sections[head] = validate(section, f"--{dotted}")
@@ -295,10 +304,12 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
     return recipe
 
 
-def add_override_flags(parser: argparse.ArgumentParser, sections: typing.Iterable[str] = SECTIONS) -> None:
-    """Adds `--<section>.<field>` for every field of every section, with its help text."""
-    for name in sections:
-        cls = section_class(name)
+def add_override_flags(parser: argparse.ArgumentParser, sections: dict[str, str] | None = None,
+                       names: typing.Iterable[str] | None = None) -> None:
+    """Adds `--<section>.<field>` for every field of every section (or of `names`), with its help text."""
+    sections = sections or TRAIN_SECTIONS
+    for name in (names if names is not None else sections):
+        cls = section_class(name, sections)
         group = parser.add_argument_group(f"{name} options (override the recipe)")
         for f in dataclasses.fields(cls):
             if not f.init:
@@ -311,6 +322,11 @@ def add_override_flags(parser: argparse.ArgumentParser, sections: typing.Iterabl
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("override:") and v is not None}
+
+
+def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
+    """What a stage's output depends on, as recorded in its config.yaml (and compared by `rlhf run`)."""
+    return {"seed": recipe.seed, "data": to_plain(recipe.data), stage: to_plain(getattr(recipe, stage))}
 
 
 def check(condition: bool, message: str) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from train.config import check
+from .config import check
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
               reward_repo_id: str | None = None, base_repo_id: str | None = None, space_id: str | None = None,
               revision: str | None = None, space_dir: Path | None = None) -> list[Upload]:
     """Checks the run, renders the cards into `staging` and lists every upload. Sends nothing."""
-    from model_card.render import CardOptions, CardSources, hub_base_model, write_bundle
-    from train.rundir import require_stage
+    from gpt2_rlhf.model_card.render import CardOptions, CardSources, hub_base_model, write_bundle
+    from .rundir import require_stage
 
     for name, rid in (("--repo-id", repo_id), ("--sft-repo-id", sft_repo_id), ("--reward-repo-id", reward_repo_id),
                       ("hub.base_repo_id", base_repo_id), ("--space", space_id)):
@@ -350,7 +350,7 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
          out: Callable[[str], None] = print,
          sleep: Callable[[float], None] = time.sleep) -> PushResult:
     """Publishes a run; arguments left None come from `hub` (default: the run's recipe.yaml `hub` section)."""
-    from model_card.render import hub_config_of
+    from gpt2_rlhf.model_card.render import hub_config_of
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -384,7 +384,7 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
 
 
 def _version() -> str:
-    from train.rundir import package_version
+    from .rundir import package_version
 
     return package_version()
 

@@ -10,7 +10,7 @@ Steps (``main``):
   3. Train on (prompt, chosen, rejected) with the Bradley-Terry loss
      -log sigmoid(r_chosen - r_rejected). Each text is ``prompt + response + EOS``
      and the score is read at its last real token (the EOS).
-  4. Measure, with our own code (``train.modeling.RewardModel.score``, which pools
+  4. Measure, with our own code (``gpt2_rlhf.train.modeling.RewardModel.score``, which pools
      at ``last_token_index(attention_mask)``, never at padding): held-out pairwise
      accuracy (ties count as errors), mean margin, and a health report (score vs
      length correlation, score distributions of chosen and rejected).
@@ -24,7 +24,7 @@ Steps (``main``):
 Deviations: lm-human-preferences normalises to mean 0 / std 1 by adjusting the
 head's gain and bias; we keep the raw head and store the statistics beside it.
 InstructGPT trains one epoch over K-choose-2 comparisons per prompt; we have one
-pair per prompt. Pairs longer than the context are dropped by ``train.data``
+pair per prompt. Pairs longer than the context are dropped by ``gpt2_rlhf.train.data``
 (counted and logged), not truncated.
 """
 
@@ -40,7 +40,7 @@ from typing import Any, Literal, Sequence
 import torch
 import yaml
 
-from train.config import check, to_plain
+from .config import check, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RewardStageConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
             check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
-        from train.sft import check_scheduler
+        from .sft import check_scheduler
 
         check_scheduler(self.lr_scheduler_type)
 
@@ -169,7 +169,7 @@ def evaluate_pairs(rm, rows: Sequence[dict], batch_size: int, bins: int = 20) ->
 
 def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageConfig, seed: int) -> list[str]:
     """Responses sampled from the policy at policy_dir (batched, KV-cached, truncated after EOS)."""
-    from train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from .modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(policy_dir)
     policy = load_causal_lm(policy_dir).eval()
@@ -185,7 +185,7 @@ def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageCon
 
 def gold_correlation(prompts: Sequence[str], responses: Sequence[str], raw: torch.Tensor) -> float | None:
     """Embedded data only: correlation of RM scores with the synthetic world's gold judge on policy samples."""
-    from train.synthetic import gold_score
+    from .synthetic import gold_score
 
     gold = torch.tensor([gold_score(p, r) for p, r in zip(prompts, responses)])
     return pearson(raw, gold)
@@ -203,7 +203,7 @@ def format_health(h: dict) -> str:
 
 def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
     """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
-    from train.rundir import is_complete, require_stage
+    from .rundir import is_complete, require_stage
 
     if cfg.init_from == "auto":
         if is_complete(output_dir / "sft"):
@@ -220,14 +220,14 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from train.sft import trainer_arguments
+    from .sft import trainer_arguments
 
     cfg: RewardStageConfig = recipe.reward
     args = RewardConfig(**trainer_arguments(cfg, recipe.seed, output_dir, max_length),
                         center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
-    from train.sft import resumable_checkpoints_callback
+    from .sft import resumable_checkpoints_callback
 
     return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
@@ -235,11 +235,11 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
     """Trains the reward model into OUTPUT/reward and returns it."""
-    from train.modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
-    from train.pipeline import stage_config
-    from train.rundir import StageWriter, write_json
-    from train.base import finite
-    from train.sft import last_complete_checkpoint, load_rows, model_context, process_state, training_metrics
+    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
+    from .config import stage_config
+    from .rundir import StageWriter, write_json
+    from .base import finite
+    from .sft import last_complete_checkpoint, load_rows, model_context, process_state, training_metrics
 
     cfg: RewardStageConfig = recipe.reward
     output_dir = Path(output_dir)

@@ -143,7 +143,7 @@ class StageWriter:
 
     def finish(self, metrics: dict[str, Any] | None = None, config: Any = None, keep_checkpoints: bool = False) -> Path:
         """Writes metrics.json, config.yaml and COMPLETE, then swaps the directory in place."""
-        from train.config import write_yaml
+        from .config import write_yaml
 
         if not self.main_process:
             self._finished = True

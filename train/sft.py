@@ -18,7 +18,7 @@ slice of train. The test prompts are also the ones evaluation generates from,
 so SFT's perplexity and the evaluation stage talk about the same prompts; no
 test row is ever trained on.
 
-Multi-process: ``torchrun --nproc_per_node 2 -m train.cli sft ...`` (gloo on
+Multi-process: ``torchrun --nproc_per_node 2 -m gpt2_rlhf.cli sft ...`` (gloo on
 CPU) or ``accelerate launch`` on GPUs. Every rank trains; only the main process
 touches the run directory, the others wait at barriers.
 
@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from train.config import check, to_plain
+from .config import check, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def load_rows(recipe, split: str, tokenizer=None, max_length: int | None = None,
     tokens are counted and dropped by train.data (policy `on_bad_rows`), never
     silently truncated. `limit` keeps the first rows.
     """
-    from train.data import load_preferences
+    from .data import load_preferences
 
     name = {"train": recipe.data.train_split, "test": recipe.data.test_split}[split]
     # train.data checks prompt + response without EOS; we append one, hence - 1.
@@ -306,10 +306,10 @@ def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: P
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
     """Runs SFT into OUTPUT/sft and returns it. `callbacks`: extra transformers TrainerCallbacks."""
-    from train.base import finite
-    from train.modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
-    from train.pipeline import stage_config
-    from train.rundir import StageWriter, require_stage
+    from .base import finite
+    from .modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
+    from .config import stage_config
+    from .rundir import StageWriter, require_stage
 
     cfg: SFTStageConfig = recipe.sft
     output_dir = Path(output_dir)

@@ -1111,8 +1111,8 @@ def judge_agreement(rows: Iterable[dict[str, str]]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m train.synthetic --out DIR --seed 0``: writes the dataset and prints its statistics."""
-    parser = argparse.ArgumentParser(prog="python -m train.synthetic", description=__doc__.splitlines()[0])
+    """``python -m gpt2_rlhf.train.synthetic --out DIR --seed 0``: writes the dataset and prints its statistics."""
+    parser = argparse.ArgumentParser(prog="python -m gpt2_rlhf.train.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder for train.jsonl and test.jsonl")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

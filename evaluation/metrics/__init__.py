@@ -1,6 +1,6 @@
 """The report's metrics, each an `evaluate` module in `evaluation/metrics/<name>/<name>.py`.
 
-    from evaluation.metrics import load_metric
+    from .. import load_metric
     load_metric("reward").compute(scores=[...], bootstrap_samples=1000, seed=0)
 
 Modules are pure: they take per-response numbers or strings that

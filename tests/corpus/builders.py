@@ -23,11 +23,11 @@ def fabricate_run(root: Path, recipe_name: str = "micro", seed: int = 0) -> Path
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from train.base import BaseConfig, build_model, dialogue_texts, train_tokenizer
-    from train.config import load_recipe
-    from train.data import load_preferences
-    from train.pipeline import stage_config
-    from train.rundir import StageWriter
+    from gpt2_rlhf.train.base import BaseConfig, build_model, dialogue_texts, train_tokenizer
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.data import load_preferences
+    from gpt2_rlhf.train.config import stage_config
+    from gpt2_rlhf.train.rundir import StageWriter
 
     recipe = load_recipe(recipe_name)
     rows, _ = load_preferences(recipe.data, recipe.data.train_split)
@@ -54,7 +54,7 @@ def foreign_reward_model(path: Path) -> Path:
     """A reward model (GPT-2 + scalar head + reward_stats.json) whose BPE vocabulary is not the run's."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from train.base import train_tokenizer
+    from gpt2_rlhf.train.base import train_tokenizer
 
     texts = ["\n\nHuman: zebra quantum violin harbour\n\nAssistant: marble orchid falcon tundra"] * 20
     tokenizer = train_tokenizer(texts, vocab_size=280)

@@ -53,7 +53,7 @@ __all__ = ["main", "compare_policies", "resolve_inputs", "score_dataset_response
 
 def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     """The model paths PPO reads, from the config or the run directory; StageError names a missing one."""
-    from train.rundir import is_complete, require_stage
+    from ...rundir import is_complete, require_stage
 
     out: dict[str, str | None] = {}
     if cfg.policy_path:
@@ -73,7 +73,7 @@ def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     for key in ("policy", "ref", "reward", "value"):
         p = out[key]
         if p and (p.startswith(("/", ".", "~")) or Path(p).exists()) and not Path(p).expanduser().is_dir():
-            from train.rundir import StageError
+            from ...rundir import StageError
 
             raise StageError(f"ppo {key} model: {p} is not a directory")
     return out
@@ -83,7 +83,7 @@ def _load_models(paths: dict[str, str | None], cfg):
     """Policy, reference, critic (None with shared_value_head), reward model (or None) and the tokenizer."""
     import torch
 
-    from train.modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
+    from ...modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
                                 load_sequence_classifier, load_tokenizer)
 
     tokenizer = load_tokenizer(paths["policy"])
@@ -145,9 +145,9 @@ def compare_policies(policies: dict[str, Any], ref, tokenizer, prompts: Sequence
 def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size, device):
     import torch
 
-    from train.modeling import context_length
-    from train.ppo import core
-    from train.ppo.trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
+    from ...modeling import context_length
+    from .. import core
+    from ..trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
 
     device = device or next(ref.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -209,7 +209,7 @@ def score_dataset_responses(prompts: Sequence[str], responses: Sequence[str], re
     beats them by a wide margin on the reward model but not on the gold judge is
     exploiting the proxy. Long texts keep their end (the reward model's context).
     """
-    from train.modeling import context_length
+    from ...modeling import context_length
 
     res: dict[str, float] = {"n": len(prompts)}
     if reward_model is not None:
@@ -264,11 +264,11 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     import yaml
     from accelerate import Accelerator
 
-    from train.config import to_plain
-    from train.data import load_preferences
-    from train.pipeline import stage_config
-    from train.ppo.trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
-    from train.rundir import StageWriter
+    from ...config import to_plain
+    from ...data import load_preferences
+    from ..config import stage_config
+    from ..trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
+    from ...rundir import StageWriter
 
     cfg = recipe.ppo
     output_dir = Path(output_dir)
@@ -297,7 +297,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
 
     gold_fn = None
     if str(recipe.data.dataset) == "embedded":
-        from train.synthetic import gold_score as gold_fn
+        from ...synthetic import gold_score as gold_fn
     extra = {"gold": lambda ps, rs: [gold_fn(p, r) for p, r in zip(ps, rs)]} if gold_fn else {}
 
     with StageWriter(output_dir, "ppo", resume=resume, main_process=accelerator.is_main_process) as writer:

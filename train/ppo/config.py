@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from train.config import check
+from ..config import check
 
 
 @dataclass

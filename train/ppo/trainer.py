@@ -51,9 +51,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from train.modeling import RewardModel, context_length, position_ids_from_mask
-from train.ppo import core
-from train.ppo.config import PPOConfig
+from ..modeling import RewardModel, context_length, position_ids_from_mask
+from . import core
+from .config import PPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,20 @@ def pack_episodes(query_ids: torch.Tensor, query_mask: torch.Tensor, response_id
 # ----------------------------------------------------------------------------- rewards
 
 
+# The package's folders were importable as top-level names before the gpt2_rlhf namespace
+# (`train.rewards:contains_good`); recipes written that way keep working.
+LEGACY_PACKAGES = ("train", "evaluation", "model_card", "space")
+
+
 def load_reward_function(spec: str) -> Callable[[list[str], list[str]], list[float]]:
-    """'module:function' -> the function; a one-line error when it cannot be imported."""
+    """'module:function' -> the function; a one-line error when it cannot be imported.
+
+    A module under one of the package's folders may be written without the namespace
+    (`train.rewards:contains_good` means `gpt2_rlhf.train.rewards:contains_good`).
+    """
     module, _, name = spec.partition(":")
+    if module.split(".")[0] in LEGACY_PACKAGES:
+        module = "gpt2_rlhf." + module
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:

@@ -14,16 +14,11 @@ from typing import Any
 
 import yaml
 
-from train.config import STAGE_ORDER, Recipe, to_plain
-from train.rundir import is_complete, write_json
+from .stages import stage_main
+from .train.config import STAGE_ORDER, Recipe, stage_config, to_plain
+from .train.rundir import is_complete, write_json
 
 logger = logging.getLogger(__name__)
-
-
-def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
-    """What a stage's output depends on, as recorded in its config.yaml."""
-    section = "eval" if stage == "eval" else stage
-    return {"seed": recipe.seed, "data": to_plain(recipe.data), stage: to_plain(getattr(recipe, section))}
 
 
 def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
@@ -38,11 +33,9 @@ def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
 
 def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False) -> Path:
     """Runs one stage and returns its finished directory."""
-    from train.cli import STAGE_MAINS, _call
-
     logger.info("stage %s -> %s", stage, output_dir / stage)
     t0 = time.time()
-    out = _call(STAGE_MAINS[stage], recipe, Path(output_dir), resume=resume)
+    out = stage_main(stage)(recipe, Path(output_dir), resume=resume)
     logger.info("stage %s finished in %.1f s", stage, time.time() - t0)
     return out
 
@@ -55,7 +48,7 @@ def check_data(recipe: Recipe) -> None:
     directory at all. (Rows too long for the context are checked by each stage,
     which knows its tokenizer.)
     """
-    from train.data import load_preferences
+    from .train.data import load_preferences
 
     stages = set(recipe.stages)
     # Which stage reads which split: base (embedded) / sft / reward both; ppo the

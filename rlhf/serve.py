@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from space.inference import HH_ASSISTANT, HH_HUMAN, Engine, Limits, ModelSources, _env_int
-from space.votes import VoteLog, hub_vote_log
+from .space.inference import HH_ASSISTANT, HH_HUMAN, Engine, Limits, ModelSources, env_int
+from .space.votes import VoteLog, hub_vote_log
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def example_prompts(run_dir: Path, n: int = 5, max_chars: int = 300) -> list[str
 
 
 def cli(args) -> int:
-    from train.rundir import require_stage
+    from gpt2_rlhf.train.rundir import require_stage
 
     run = Path(args.run_dir)
     for stage in ("base", "ppo", "reward"):
@@ -51,15 +51,15 @@ def cli(args) -> int:
     votes_path = Path(args.votes) if args.votes else run / "votes" / "votes.jsonl"
     if votes_path.is_dir():
         raise ValueError(f"--votes {votes_path}: is a folder; give a .jsonl file")
-    from space.app import build_demo  # gradio: imported only once the inputs are known to be good
+    from gpt2_rlhf.space.app import build_demo  # gradio: imported only once the inputs are known to be good
 
     limits = Limits.from_env()
     engine = Engine.load(ModelSources.from_run_dir(run), limits)
     repo = os.environ.get("RLHF_VOTES_DATASET", "").strip()
     votes = hub_vote_log(repo, votes_path.parent) if repo else VoteLog(votes_path)
     demo = build_demo(engine, votes, examples=example_prompts(run),
-                      concurrency=_env_int(os.environ, "RLHF_CONCURRENCY", 1),
-                      max_queue=_env_int(os.environ, "RLHF_MAX_QUEUE", 256))
+                      concurrency=env_int(os.environ, "RLHF_CONCURRENCY", 1),
+                      max_queue=env_int(os.environ, "RLHF_MAX_QUEUE", 256))
     logger.info("serving on http://%s:%d (Ctrl-C to stop)", args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=False)
     return 0

@@ -19,26 +19,17 @@ recipe, the data and the inputs have been checked.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
 
 logger = logging.getLogger("rlhf")
 
-# Stage name -> "module:function" taking (recipe, output_dir, resume=...) and returning the stage dir.
-STAGE_MAINS = {
-    "base": "train.base:main",
-    "sft": "train.sft:main",
-    "reward": "train.reward:main",
-    "ppo": "train.ppo:main",
-    "eval": "evaluation.run:main",
-}
-
-
 def _call(target: str, *args, **kwargs):
-    module, _, fn = target.partition(":")
-    return getattr(importlib.import_module(module), fn)(*args, **kwargs)
+    """Runs "module:function" (a command's code is imported only when that command runs)."""
+    from .stages import resolve
+
+    return resolve(target)(*args, **kwargs)
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -53,7 +44,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _recipe_args(p: argparse.ArgumentParser, config_required: bool) -> None:
-    from train.config import add_override_flags
+    from .stages import SECTIONS
+    from .train.config import add_override_flags
 
     p.add_argument("--config", required=config_required, default=None if config_required else "tiny",
                    help="recipe YAML file, or a shipped recipe name (tiny, micro, gpt2-hh); default: tiny")
@@ -61,11 +53,12 @@ def _recipe_args(p: argparse.ArgumentParser, config_required: bool) -> None:
                    help="run directory (default: outputs/tiny)")
     p.add_argument("--dataset", default=None, help="preference data: a local file/folder or a Hub dataset id")
     p.add_argument("--seed", default=None, help="override the recipe's seed")
-    add_override_flags(p)
+    add_override_flags(p, SECTIONS)
 
 
 def _load(args: argparse.Namespace):
-    from train.config import load_recipe, overrides_from_args
+    from .stages import load_recipe
+    from .train.config import overrides_from_args
 
     overrides = overrides_from_args(args)
     if args.dataset:
@@ -107,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--config", default=None, help="recipe (default: RUN_DIR/recipe.yaml)")
     p.add_argument("--prompts", default=None, help="a file of prompts (JSONL with 'prompt', or HH pairs) instead of the test split")
-    from train.config import add_override_flags
+    from .stages import SECTIONS
+    from .train.config import add_override_flags
 
-    add_override_flags(p, ["eval"])
+    add_override_flags(p, SECTIONS, ["eval"])
 
     p = sub.add_parser("card", help="render the model card from eval/report.json")
     p.add_argument("run_dir")
@@ -143,10 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from train.pipeline import run_pipeline
+    from .pipeline import run_pipeline
 
     recipe = _load(args)
     run_pipeline(recipe, Path(args.output_dir), force=args.force, resume=args.resume)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """`rlhf evaluate RUN_DIR [--config FILE] [--prompts FILE] [--eval.<field> V]`."""
+    from .evaluation.run import main as evaluate
+    from .stages import load_recipe
+    from .train.config import overrides_from_args
+
+    run_dir = Path(args.run_dir)
+    if args.config:
+        config = args.config
+    elif (run_dir / "recipe.yaml").is_file():
+        config = run_dir / "recipe.yaml"
+    else:
+        logger.info("%s has no recipe.yaml; using the tiny recipe's settings", run_dir)
+        config = "tiny"
+    overrides = overrides_from_args(args)
+    if getattr(args, "prompts", None):
+        overrides["eval.prompts_file"] = args.prompts
+    evaluate(load_recipe(config, overrides), run_dir)
     return 0
 
 
@@ -154,33 +169,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    from train.config import ConfigError
-    from train.rundir import StageError
+    from .train.config import ConfigError
+    from .train.rundir import StageError
 
     try:
         if args.command == "run":
             return _run(args)
         if args.command == "data":
             columns = tuple(args.columns.split(",")) if args.columns else None
-            return _call("train.data:validate_command", args.dataset, on_bad_rows=args.on_bad_rows, split=args.split,
+            return _call("gpt2_rlhf.train.data:validate_command", args.dataset, on_bad_rows=args.on_bad_rows, split=args.split,
                          data_dir=args.data_dir, columns=columns, tokenizer=args.tokenizer, max_length=args.max_length)
         if args.command in ("base", "sft", "reward", "ppo"):
-            from train.pipeline import run_stage
+            from .pipeline import run_stage
 
             run_stage(args.command, _load(args), Path(args.output_dir), resume=args.resume)
             return 0
         if args.command == "evaluate":
-            return _call("evaluation.run:cli", args)
+            return _evaluate(args)
         if args.command == "card":
-            return _call("model_card.render:cli", args)
+            return _call("gpt2_rlhf.model_card.render:cli", args)
         if args.command == "reproduce":
-            return _call("model_card.reproduce:cli", args)
+            return _call("gpt2_rlhf.model_card.reproduce:cli", args)
         if args.command == "push":
-            return _call("train.hub:cli", args)
+            return _call("gpt2_rlhf.train.hub:cli", args)
         if args.command == "space":
-            return _call("space.cli:cli", args)
+            return _call("gpt2_rlhf.serve:cli", args)
         if args.command == "votes":
-            return _call("space.votes:cli", args)
+            return _call("gpt2_rlhf.space.votes:cli", args)
     except (ConfigError, StageError, FileNotFoundError, ValueError, OSError) as e:
         # A problem the user can fix: one line, no traceback (use -v for one).
         if args.verbose:
