@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = list(first_row)[: args.n_prompts]
     gold = None
     if recipe.data.dataset == "embedded":
-        from gpt2_rlhf.train.synthetic import gold_score as gold
+        from gpt2_rlhf.train.synthetic.gold import gold_score as gold
 
     # 1-2. k samples per prompt, scored
     model, tok = load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)

@@ -310,7 +310,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     norm = {k: rm.normalise(torch.as_tensor(v)).numpy().astype(np.float64) for k, v in raw.items()}
     gold = None
     if dataset["name"] == "embedded" and not cfg.prompts_file:
-        from gpt2_rlhf.train.synthetic import gold_score
+        from gpt2_rlhf.train.synthetic.gold import gold_score
 
         gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses)
 

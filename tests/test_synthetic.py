@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt2_rlhf.train import synthetic as S
+from gpt2_rlhf.train.synthetic import generator, gold, world
 
 TAG = "\n\nAssistant:"
 
 
 def _rows(split: str) -> list[dict[str, str]]:
-    path = S.EMBEDDED_DATA_DIR / f"{split}.jsonl"
+    path = generator.EMBEDDED_DATA_DIR / f"{split}.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -37,28 +39,39 @@ def test_rows() -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def train_pairs() -> list[S.SyntheticPair]:
-    return S.generate_split("train")
+def train_pairs() -> list[generator.SyntheticPair]:
+    return generator.generate_split("train")
 
 
 def test_embedded_dir_is_a_path_to_the_shipped_files() -> None:
-    assert isinstance(S.EMBEDDED_DATA_DIR, Path)
-    assert (S.EMBEDDED_DATA_DIR / "train.jsonl").is_file()
-    assert (S.EMBEDDED_DATA_DIR / "test.jsonl").is_file()
+    assert isinstance(generator.EMBEDDED_DATA_DIR, Path)
+    assert (generator.EMBEDDED_DATA_DIR / "train.jsonl").is_file()
+    assert (generator.EMBEDDED_DATA_DIR / "test.jsonl").is_file()
+
+
+def test_package_runs_and_finds_the_shipped_files_outside_the_source_tree(tmp_path: Path) -> None:
+    """From another folder: the data dir resolves through the installed package, and -m runs the generator."""
+    code = "from gpt2_rlhf.train.synthetic.generator import EMBEDDED_DATA_DIR as D; print(D / 'train.jsonl')"
+    shipped = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert Path(shipped.stdout.strip()).read_bytes() == (generator.EMBEDDED_DATA_DIR / "train.jsonl").read_bytes()
+    usage = subprocess.run([sys.executable, "-m", "gpt2_rlhf.train.synthetic", "--help"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True)
+    assert "--out" in usage.stdout and "--seed" in usage.stdout
 
 
 def test_cli_regenerates_the_shipped_files_byte_for_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert S.main(["--out", str(tmp_path), "--seed", "0"]) == 0
+    assert generator.main(["--out", str(tmp_path), "--seed", "0"]) == 0
     for split in ("train", "test"):
-        assert (tmp_path / f"{split}.jsonl").read_bytes() == (S.EMBEDDED_DATA_DIR / f"{split}.jsonl").read_bytes()
+        shipped = generator.EMBEDDED_DATA_DIR / f"{split}.jsonl"
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == shipped.read_bytes()
     out = capsys.readouterr().out
     assert "train: 2400 pairs" in out and "test: 400 pairs" in out and "baseline" in out
 
 
 def test_deterministic_and_seed_dependent() -> None:
-    a = S.generate_split("test", seed=3, n=50)
-    b = S.generate_split("test", seed=3, n=50)
-    c = S.generate_split("test", seed=4, n=50)
+    a = generator.generate_split("test", seed=3, n=50)
+    b = generator.generate_split("test", seed=3, n=50)
+    c = generator.generate_split("test", seed=4, n=50)
     assert a == b
     assert a != c
 
@@ -79,8 +92,8 @@ def test_rows_are_hh_pairs_differing_only_in_the_final_response(
         assert row["rejected"].rfind(TAG) == len(prompt) - len(TAG)
         assert chosen.startswith(" ") and rejected.startswith(" ")
         assert chosen.strip() and rejected.strip() and chosen != rejected
-        assert len(chosen) <= S.MAX_RESPONSE_CHARS and len(rejected) <= S.MAX_RESPONSE_CHARS
-        assert len(prompt) <= S.MAX_PROMPT_CHARS
+        assert len(chosen) <= generator.MAX_RESPONSE_CHARS and len(rejected) <= generator.MAX_RESPONSE_CHARS
+        assert len(prompt) <= generator.MAX_PROMPT_CHARS
 
 
 def test_test_split_repeats_no_train_pair(train_rows: list[dict[str, str]], test_rows: list[dict[str, str]]) -> None:
@@ -89,52 +102,54 @@ def test_test_split_repeats_no_train_pair(train_rows: list[dict[str, str]], test
 
 
 def test_topics_and_tips() -> None:
-    assert len(S.TOPICS) >= 40
-    assert len({t.key for t in S.TOPICS}) == len(S.TOPICS)
-    assert all(len(t.tips) >= 4 and len(t.phrases) >= 2 for t in S.TOPICS)
-    assert len(S.HARMFUL_TOPICS) >= 8
+    assert len(world.TOPICS) >= 40
+    assert len({t.key for t in world.TOPICS}) == len(world.TOPICS)
+    assert all(len(t.tips) >= 4 and len(t.phrases) >= 2 for t in world.TOPICS)
+    assert len(world.HARMFUL_TOPICS) >= 8
     # The judge must recognise every tip as belonging to its own topic.
-    for topic in S.TOPICS:
+    for topic in world.TOPICS:
         for tip in topic.tips:
-            assert S._tip_topic(tip) == topic.key, tip
+            assert gold._tip_topic(tip) == topic.key, tip
 
 
-def test_mix_multi_turn_harmful_and_failures(train_pairs: list[S.SyntheticPair], train_rows: list[dict[str, str]]) -> None:
+def test_mix_multi_turn_harmful_and_failures(
+    train_pairs: list[generator.SyntheticPair], train_rows: list[dict[str, str]]
+) -> None:
     n = len(train_pairs)
     multi = sum(_split(r)[0].count("\n\nHuman:") > 1 for r in train_rows) / n
     assert 0.2 <= multi <= 0.4
     harmful = sum(p.harmful for p in train_pairs) / n
     assert 0.1 <= harmful <= 0.2
     # The judge, reading only the prompt text, finds the same harmful share.
-    assert sum(S.parse_prompt(_split(r)[0]).harmful for r in train_rows) / n == pytest.approx(harmful, abs=1e-9)
+    assert sum(gold.parse_prompt(_split(r)[0]).harmful for r in train_rows) / n == pytest.approx(harmful, abs=1e-9)
     failures = Counter(p.failure for p in train_pairs if not p.harmful)
     assert set(failures) == {"off_topic", "rude", "refusal", "repetitive"}
     assert min(failures.values()) / sum(failures.values()) >= 0.1
     assert Counter(p.dialogue for p in train_pairs).keys() == {"single", "opener", "followup"}
 
 
-def test_test_split_has_unseen_phrasings(train_pairs: list[S.SyntheticPair]) -> None:
-    test_pairs = S.generate_split("test")
+def test_test_split_has_unseen_phrasings(train_pairs: list[generator.SyntheticPair]) -> None:
+    test_pairs = generator.generate_split("test")
     train_templates = {p.template for p in train_pairs}
-    assert not train_templates & set(S.TEST_ONLY_TEMPLATES)
-    assert sum(p.template in S.TEST_ONLY_TEMPLATES for p in test_pairs) >= 20
+    assert not train_templates & set(world.TEST_ONLY_TEMPLATES)
+    assert sum(p.template in world.TEST_ONLY_TEMPLATES for p in test_pairs) >= 20
 
 
 def test_length_does_not_give_the_preference_away(
-    test_rows: list[dict[str, str]], train_pairs: list[S.SyntheticPair]
+    test_rows: list[dict[str, str]], train_pairs: list[generator.SyntheticPair]
 ) -> None:
     for unit in ("chars", "words"):
-        baseline = S.length_baseline(test_rows, unit)
+        baseline = generator.length_baseline(test_rows, unit)
         print(f"longer-wins baseline on test ({unit}): {baseline:.3f}")
         assert 0.35 <= baseline <= 0.65
     # ... nor within any one failure kind.
     for failure in ("off_topic", "rude", "refusal", "repetitive", "complies"):
         rows = [p.row() for p in train_pairs if p.failure == failure]
-        assert 0.35 <= S.length_baseline(rows) <= 0.65, failure
+        assert 0.35 <= generator.length_baseline(rows) <= 0.65, failure
 
 
 def test_gold_judge_agrees_with_the_labels(test_rows: list[dict[str, str]]) -> None:
-    agreement = S.judge_agreement(test_rows)
+    agreement = gold.judge_agreement(test_rows)
     print(f"gold judge agreement on test: {agreement:.4f}")
     assert agreement >= 0.98
 
@@ -179,42 +194,42 @@ STEAL = "\n\nHuman: How do I steal a car?\n\nAssistant:"
     (STEAL, " Let the dough rise until it doubles in size.", 0.0, 0.1),
 ])
 def test_gold_score_examples(prompt: str, response: str, low: float, high: float) -> None:
-    assert low <= S.gold_score(prompt, response) <= high
+    assert low <= gold.gold_score(prompt, response) <= high
 
 
 def test_gold_score_garbles_low() -> None:
     rng = random.Random(0)
-    vocab = sorted(S._index().known_words)
-    tips = [tip for t in S.TOPICS for tip in t.tips]
+    vocab = sorted(gold._index().known_words)
+    tips = [tip for t in world.TOPICS for tip in t.tips]
     for _ in range(50):
         salad = " " + " ".join(rng.choice(vocab) for _ in range(rng.randint(5, 25)))
-        assert S.gold_score(BREAD, salad) < 0.2, salad
+        assert gold.gold_score(BREAD, salad) < 0.2, salad
         chars = list(rng.choice(tips))
         rng.shuffle(chars)
-        assert S.gold_score(BREAD, " " + "".join(chars)) < 0.2
+        assert gold.gold_score(BREAD, " " + "".join(chars)) < 0.2
 
 
 def test_gold_judge_reads_the_prompt() -> None:
-    info = S.parse_prompt("\n\nHuman: How do I cook rice?\n\nAssistant: Rinse the rice until the water runs clear."
+    info = gold.parse_prompt("\n\nHuman: How do I cook rice?\n\nAssistant: Rinse the rice until the water runs clear."
                           "\n\nHuman: Thanks! Any other tips?\n\nAssistant:")
     assert (info.topic, info.harmful) == ("rice", False)
-    info = S.parse_prompt("\n\nHuman: How do I cook rice?\n\nAssistant: Keep the lid on while it simmers."
+    info = gold.parse_prompt("\n\nHuman: How do I cook rice?\n\nAssistant: Keep the lid on while it simmers."
                           "\n\nHuman: Thanks! And how do I bake bread?\n\nAssistant:")
     assert info.topic == "bread"
-    assert S.parse_prompt("\n\nHuman: Could you help me break into a house?\n\nAssistant:").harmful
-    assert S.parse_prompt("\n\nHuman: how would I kill my boss\n\nAssistant:").harmful
-    assert S.parse_prompt("\n\nHuman: my sourdough will not rise\n\nAssistant:").topic == "bread"
-    assert S.parse_prompt("\n\nHuman: What is the capital of France?\n\nAssistant:").topic is None
+    assert gold.parse_prompt("\n\nHuman: Could you help me break into a house?\n\nAssistant:").harmful
+    assert gold.parse_prompt("\n\nHuman: how would I kill my boss\n\nAssistant:").harmful
+    assert gold.parse_prompt("\n\nHuman: my sourdough will not rise\n\nAssistant:").topic == "bread"
+    assert gold.parse_prompt("\n\nHuman: What is the capital of France?\n\nAssistant:").topic is None
 
 
 def test_gold_prefers_is_antisymmetric(test_rows: list[dict[str, str]]) -> None:
     for row in test_rows[:50]:
         prompt, chosen, rejected = _split(row)
-        assert S.gold_prefers(prompt, chosen, rejected) == -S.gold_prefers(prompt, rejected, chosen) == 1
-        assert S.gold_prefers(prompt, chosen, chosen) == 0
+        assert gold.gold_prefers(prompt, chosen, rejected) == -gold.gold_prefers(prompt, rejected, chosen) == 1
+        assert gold.gold_prefers(prompt, chosen, chosen) == 0
 
 
 @settings(max_examples=100, deadline=None)
 @given(prompt=st.text(max_size=80), response=st.text(max_size=120))
 def test_gold_score_is_total_and_bounded(prompt: str, response: str) -> None:
-    assert 0.0 <= S.gold_score(prompt, response) <= 1.0
+    assert 0.0 <= gold.gold_score(prompt, response) <= 1.0

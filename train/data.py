@@ -257,7 +257,7 @@ def _looks_like_path(dataset: str) -> bool:
 def _resolve(cfg: DataConfig) -> tuple[str, Path | None]:
     """("embedded" | "file" | "dir" | "hub", local path or None)."""
     if cfg.dataset == "embedded":
-        from .synthetic import EMBEDDED_DATA_DIR
+        from .synthetic.generator import EMBEDDED_DATA_DIR
 
         return "dir", EMBEDDED_DATA_DIR
     path = Path(cfg.dataset).expanduser()

@@ -185,7 +185,7 @@ def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageCon
 
 def gold_correlation(prompts: Sequence[str], responses: Sequence[str], raw: torch.Tensor) -> float | None:
     """Embedded data only: correlation of RM scores with the synthetic world's gold judge on policy samples."""
-    from .synthetic import gold_score
+    from .synthetic.gold import gold_score
 
     gold = torch.tensor([gold_score(p, r) for p, r in zip(prompts, responses)])
     return pearson(raw, gold)

@@ -297,7 +297,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
 
     gold_fn = None
     if str(recipe.data.dataset) == "embedded":
-        from ...synthetic import gold_score as gold_fn
+        from ..synthetic.gold import gold_score as gold_fn
     extra = {"gold": lambda ps, rs: [gold_fn(p, r) for p, r in zip(ps, rs)]} if gold_fn else {}
 
     with StageWriter(output_dir, "ppo", resume=resume, main_process=accelerator.is_main_process) as writer:
