@@ -2,7 +2,7 @@
 
 Sources (``DataConfig.dataset``):
 
-* ``"embedded"``: the shipped synthetic world (``gpt2_rlhf.train.synthetic.EMBEDDED_DATA_DIR``).
+* ``"embedded"``: the shipped synthetic world (``gpt2_rlhf.train.synthetic.generator.EMBEDDED_DATA_DIR``).
 * a local file (``.jsonl``, ``.json`` = a JSON array of objects, ``.parquet``). A file
   has no splits of its own: its last ``file_test_fraction`` of rows (by position, so
   deterministic) is the test split and the rest the train split, so held-out numbers

@@ -3,7 +3,7 @@
 Gao et al. (2023) measure reward over-optimisation by scoring policy samples with
 both the proxy reward model the policy was trained against and a gold reward: the
 proxy keeps rising while the gold score peaks and falls. On the embedded dataset
-`gpt2_rlhf.train.synthetic.gold_score` is that gold judge. This module returns the mean gold
+`gpt2_rlhf.train.synthetic.gold.gold_score` is that gold judge. This module returns the mean gold
 score and the Pearson correlation between proxy and gold over the responses; a
 policy that hacks the proxy shows a high proxy score, a flat or lower gold score
 and a weaker correlation. CIs: seeded bootstrap over responses.
