@@ -34,18 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .render import (
-    CardError,
-    CardOptions,
-    CardSources,
-    _get,
-    _is_number,
-    headline_values,
-    load_options,
-    numbers_in,
-    policy_of,
-    render_texts,
-)
+from .context import headline_values, policy_of
+from .markdown import numbers_in
+from .options import CardOptions, load_options, valid_repo_id
+from .render import render_texts
+from .sources import CardError, CardSources, get_path, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +96,8 @@ def _leaf_checks(section: str, name: str, old: Any, new: Any, rel: float, abs_: 
             out.append(Check(section, label, a, b, a == b, "equal"))
         elif isinstance(a, int) and key in ("n", "n_pairs", "n_prompts"):
             out.append(Check(section, label, a, b, a == b, "equal"))
-        elif _is_number(a):
-            ok = _is_number(b) and within(float(a), float(b), rel, abs_)
+        elif is_number(a):
+            ok = is_number(b) and within(float(a), float(b), rel, abs_)
             out.append(Check(section, label, a, b, ok, f"±{abs_ + rel * abs(a):.3g}"))
     return out
 
@@ -114,10 +107,10 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
     checks: list[Check] = []
     for key in ("n_prompts", "n_pairs"):
         if key in (old.get("dataset") or {}):
-            a, b = old["dataset"][key], _get(new, "dataset", key)
+            a, b = old["dataset"][key], get_path(new, "dataset", key)
             checks.append(Check("dataset", key, a, b, a == b, "equal"))
     for model, info in (old.get("models") or {}).items():
-        a, b = info.get("revision"), _get(new, "models", model, "revision")
+        a, b = info.get("revision"), get_path(new, "models", model, "revision")
         checks.append(Check("models", f"{model}.revision", a, b, a == b, "equal", "the weights evaluated"))
     rm_old, rm_new = old.get("reward_model") or {}, new.get("reward_model") or {}
     if rm_old.get("revision"):
@@ -129,14 +122,14 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
                                                                   if k != "source"}, rm_new.get("stats"), rel, abs_)
     for metric, per_model in (old.get("metrics") or {}).items():
         for model, v in per_model.items():
-            checks += _leaf_checks("metrics", f"{metric}.{model}", v, _get(new, "metrics", metric, model), rel, abs_)
+            checks += _leaf_checks("metrics", f"{metric}.{model}", v, get_path(new, "metrics", metric, model), rel, abs_)
     for section in ("win_rates", "reward_improvement"):
         for pair, v in (old.get(section) or {}).items():
-            checks += _leaf_checks(section, pair, v, _get(new, section, pair), rel, abs_)
+            checks += _leaf_checks(section, pair, v, get_path(new, section, pair), rel, abs_)
     for metric, per_model in (old.get("reference_metrics") or {}).items():
         for model, v in (per_model or {}).items():
             checks += _leaf_checks("reference_metrics", f"{metric}.{model}", v,
-                                   _get(new, "reference_metrics", metric, model), rel, abs_)
+                                   get_path(new, "reference_metrics", metric, model), rel, abs_)
     new_findings = {f.get("id"): f for f in new.get("findings") or []}
     for f in old.get("findings") or []:
         g = new_findings.get(f.get("id"))
@@ -203,7 +196,7 @@ def compare_model_index(card_data, report: dict) -> list[Check]:
         found[(r.metric_type, r.metric_name)] = r.metric_value
     for mtype, name, path, value in headline_values(report, policy_of(report)):
         got = found.pop((mtype, name), None)
-        ok = _is_number(got) and within(value, float(got), 1e-9, 0.0)
+        ok = is_number(got) and within(value, float(got), 1e-9, 0.0)
         checks.append(Check("card", f"model-index {name}", value, got, ok, "equal", ".".join(path)))
     for (mtype, name), got in found.items():
         checks.append(Check("card", f"model-index {name}", None, got, False, "", "not a number of the report"))
@@ -318,7 +311,6 @@ def find_target(arg: str, endpoint: str | None = None, token: str | None = None)
         if not p.is_dir():
             raise CardError(f"{p} is not a run directory")
         return local_target(p)
-    from gpt2_rlhf.train.hub import valid_repo_id
 
     if arg.startswith((".", "/", "~")) or not valid_repo_id(arg):
         raise CardError(f"{arg}: no such run directory, and not a Hub repo id (namespace/name)")
@@ -388,7 +380,7 @@ def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[d
         outcome.checks += compare_settings(report, new)
         outcome.checks += compare_reports(report, new, rel_tol, abs_tol)
         for k, v in (report.get("versions") or {}).items():
-            w = _get(new, "versions", k)
+            w = get_path(new, "versions", k)
             if w != v:
                 outcome.notes.append(f"version differs: {k} {v} (reported) vs {w} (now)")
     return outcome

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             return _call("gpt2_rlhf.model_card.reproduce:cli", args)
         if args.command == "push":
-            return _call("gpt2_rlhf.train.hub:cli", args)
+            return _call("gpt2_rlhf.model_card.publish:cli", args)
         if args.command == "space":
             return _call("gpt2_rlhf.serve:cli", args)
         if args.command == "votes":

@@ -33,7 +33,7 @@ STAGES: dict[str, Stage] = {
     "reward": Stage("gpt2_rlhf.train.reward:RewardStageConfig", "gpt2_rlhf.train.reward:main"),
     "ppo": Stage("gpt2_rlhf.train.ppo.config:PPOConfig", "gpt2_rlhf.train.ppo:main"),
     "eval": Stage("gpt2_rlhf.evaluation.config:EvalConfig", "gpt2_rlhf.evaluation.run:main"),
-    "hub": Stage("gpt2_rlhf.train.hub:HubConfig"),
+    "hub": Stage("gpt2_rlhf.model_card.options:HubConfig"),
 }
 
 # What train.config needs to read a whole recipe: section name -> "module:Class".

@@ -11,16 +11,11 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from gpt2_rlhf.model_card.render import (
-    CardOptions,
-    CardSources,
-    code_block,
-    fmt,
-    headline_values,
-    numbers_in,
-    render_card,
-    render_texts,
-)
+from gpt2_rlhf.model_card.context import headline_values
+from gpt2_rlhf.model_card.markdown import code_block, fmt, numbers_in
+from gpt2_rlhf.model_card.options import CardOptions
+from gpt2_rlhf.model_card.render import render_card, render_texts
+from gpt2_rlhf.model_card.sources import CardSources
 from tests.fake_run import all_numbers, all_strings, make_run
 from gpt2_rlhf.cli import main
 
@@ -95,7 +90,8 @@ def test_every_number_on_every_card_comes_from_the_run(run):
 
 
 def test_the_templates_contain_no_number():
-    for template in Path("model_card/templates").glob("*.md"):
+    templates = Path("model_card/templates")
+    for template in [*templates.glob("*.md"), *templates.glob("*.jinja")]:
         assert numbers_in(template.read_text()) == [], template
 
 

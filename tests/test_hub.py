@@ -14,7 +14,8 @@ from tests.fake_run import make_run
 from tests.hub_stub import HubStub
 from gpt2_rlhf.cli import main
 from gpt2_rlhf.train.config import ConfigError, build
-from gpt2_rlhf.train.hub import SPACE_VARIABLES, HubConfig, PushError, model_files, push, with_retries
+from gpt2_rlhf.model_card.options import HubConfig
+from gpt2_rlhf.model_card.publish import SPACE_VARIABLES, PushError, model_files, push, with_retries
 
 TOKEN = "hf_zzSecretTokenNeverPrinted123"
 

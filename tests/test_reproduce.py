@@ -11,7 +11,10 @@ import pytest
 from huggingface_hub import ModelCard, constants
 
 from gpt2_rlhf.model_card import reproduce as rep
-from gpt2_rlhf.model_card.render import CardOptions, CardSources, numbers_in, render_card, render_texts
+from gpt2_rlhf.model_card.markdown import numbers_in
+from gpt2_rlhf.model_card.options import CardOptions
+from gpt2_rlhf.model_card.render import render_card, render_texts
+from gpt2_rlhf.model_card.sources import CardSources
 from tests.fake_run import make_report, make_run
 from tests.hub_stub import HubStub
 from gpt2_rlhf.cli import main
@@ -194,7 +197,7 @@ def online(tmp_path, monkeypatch):
 
 
 def test_reproduce_a_pushed_repo(tmp_path, online):
-    from gpt2_rlhf.train.hub import push
+    from gpt2_rlhf.model_card.publish import push
 
     run = make_run(tmp_path / "run", hub={"base_repo_id": "alice/tiny-base"})
     seen = {}
@@ -213,7 +216,7 @@ def test_reproduce_a_pushed_repo(tmp_path, online):
 
 
 def test_a_repo_without_its_base_model_says_what_to_push(tmp_path, online):
-    from gpt2_rlhf.train.hub import push
+    from gpt2_rlhf.model_card.publish import push
 
     run = make_run(tmp_path / "run")
     with HubStub(token=TOKEN) as hub:

@@ -38,7 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .config import check
+from .metadata import hub_base_model
+from .options import CardOptions, HubConfig, hub_config_of, valid_repo_id
+from .render import write_bundle
+from .sources import CardSources
 
 logger = logging.getLogger(__name__)
 
@@ -61,51 +64,8 @@ SKIP_DIRS = {"checkpoints", "__pycache__", ".ipynb_checkpoints"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
 
 
-@dataclass
-class HubConfig:
-    """Publishing (section ``hub``): where `rlhf push` sends a run and what the cards say."""
-
-    repo_id: str | None = field(default=None, metadata={
-        "help": "Hub repo for the PPO policy, e.g. user/gpt2-rlhf (`rlhf push --repo-id` overrides)."})
-    sft_repo_id: str | None = field(default=None, metadata={
-        "help": "Also push the SFT model here (`--sft-repo-id` overrides)."})
-    reward_repo_id: str | None = field(default=None, metadata={
-        "help": "Also push the reward model here (`--reward-repo-id` overrides)."})
-    base_repo_id: str | None = field(default=None, metadata={
-        "help": "Also push the base model here; needed for `rlhf reproduce REPO` when the base was built locally."})
-    space_id: str | None = field(default=None, metadata={
-        "help": "Also push space/ as a Gradio Space with this id (`--space` overrides)."})
-    private: bool = field(default=False, metadata={"help": "Create new repos as private (`--private`)."})
-    license: str = field(default="mit", metadata={"help": "License in the cards' metadata (a Hub license id)."})
-    language: list[str] = field(default_factory=lambda: ["en"], metadata={
-        "help": "Languages in the cards' metadata (ISO 639-1 codes)."})
-    card_examples: int = field(default=3, metadata={
-        "help": "Before/after examples on the card: the first N evaluation prompts, in order."})
-    commit_message: str = field(default="Upload gpt2-rlhf run", metadata={"help": "Commit message of every push."})
-    max_retries: int = field(default=4, metadata={
-        "help": "Retries of a Hub call after a transient error (connection, 408, 429, 5xx)."})
-    retry_backoff_s: float = field(default=2.0, metadata={
-        "help": "Seconds before the first retry; doubled after each."})
-
-    def __post_init__(self):
-        for name in ("repo_id", "sft_repo_id", "reward_repo_id", "base_repo_id", "space_id"):
-            value = getattr(self, name)
-            check(value is None or valid_repo_id(value), f"{name}: {value!r} is not a Hub repo id (namespace/name)")
-        check(bool(self.license.strip()), "license: must not be empty")
-        check(self.card_examples >= 0, f"card_examples: must be >= 0, got {self.card_examples}")
-        check(self.max_retries >= 0, f"max_retries: must be >= 0, got {self.max_retries}")
-        check(self.retry_backoff_s >= 0, f"retry_backoff_s: must be >= 0, got {self.retry_backoff_s}")
-        check(bool(self.commit_message.strip()), "commit_message: must not be empty")
-
-
 class PushError(OSError):
     """A push that cannot start or did not finish; one line, never containing the token."""
-
-
-def valid_repo_id(repo_id: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}", repo_id)) and ".." not in repo_id
 
 
 # ----------------------------------------------------------------------------- plan
@@ -165,7 +125,7 @@ def bundle_files(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, Path]
 
 
 def space_folder() -> Path:
-    import space
+    from gpt2_rlhf import space
 
     return Path(space.__file__).resolve().parent
 
@@ -174,8 +134,7 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
               reward_repo_id: str | None = None, base_repo_id: str | None = None, space_id: str | None = None,
               revision: str | None = None, space_dir: Path | None = None) -> list[Upload]:
     """Checks the run, renders the cards into `staging` and lists every upload. Sends nothing."""
-    from gpt2_rlhf.model_card.render import CardOptions, CardSources, hub_base_model, write_bundle
-    from .rundir import require_stage
+    from gpt2_rlhf.train.rundir import require_stage
 
     for name, rid in (("--repo-id", repo_id), ("--sft-repo-id", sft_repo_id), ("--reward-repo-id", reward_repo_id),
                       ("hub.base_repo_id", base_repo_id), ("--space", space_id)):
@@ -350,8 +309,6 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
          out: Callable[[str], None] = print,
          sleep: Callable[[float], None] = time.sleep) -> PushResult:
     """Publishes a run; arguments left None come from `hub` (default: the run's recipe.yaml `hub` section)."""
-    from gpt2_rlhf.model_card.render import hub_config_of
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PushError(f"run directory {run_dir} does not exist")
@@ -384,7 +341,7 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
 
 
 def _version() -> str:
-    from .rundir import package_version
+    from gpt2_rlhf.train.rundir import package_version
 
     return package_version()
 

@@ -1,0 +1,381 @@
+"""The template context of a card: every value a template shows, formatted, from a run's sources.
+
+Every number is formatted by `fmt` from a value in the report or the configs; a
+value that is absent drops its row or section (no "None", no empty cell). The
+sentences around the values are in the Jinja templates (`templates/`); this
+module passes them data only: labels, formatted numbers, flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .markdown import code_block, fmt, md_cell
+from .sources import CardSources, get_path, is_number
+
+MODEL_ORDER = ("base", "sft", "ppo")
+MODEL_LABELS = {"base": "Base", "sft": "SFT", "ppo": "PPO (RLHF)"}
+
+
+# Metric name -> (label, note). Unknown metrics are shown under their own name.
+METRIC_INFO: dict[str, tuple[str, str]] = {
+    "reward": ("Reward (normalised RM score)", "mean reward-model score of the model's responses, "
+               "normalised with the reward model's statistics; the quantity PPO maximised."),
+    "reward_raw": ("Reward (raw RM score)", ""),
+    "gold": ("Gold judge score", "the hidden rule that generated the synthetic preferences; it is what the reward "
+             "model tries to learn, so reward up with gold flat means reward hacking."),
+    "kl_to_reference": ("KL to the reference (nats per response)", "how far the model's own responses moved from "
+                        "the reference model; PPO pays a penalty for it."),
+    "perplexity_chosen": ("Perplexity of held-out chosen responses", "lower means the model finds the preferred "
+                          "responses more likely."),
+    "perplexity_rejected": ("Perplexity of held-out rejected responses", ""),
+    "distinct_1": ("Distinct-1", "unique words over all words of all responses (Li et al.)."),
+    "distinct_2": ("Distinct-2", "unique word bigrams over all bigrams; a drop signals mode collapse."),
+    "unique_responses": ("Unique responses", "distinct response strings over responses."),
+    "proxy_gold_correlation": ("Reward-model vs gold correlation", "agreement of the reward model with the gold "
+                               "judge on the model's own responses."),
+    "response_length": ("Response length (tokens)", ""),
+    "eos_rate": ("EOS rate", "fraction of responses that ended by themselves within the token budget."),
+    "classifier": ("Classifier probability", ""),
+}
+
+PLOT_TITLES = {
+    "reward_distribution": "Reward distribution per model",
+    "win_rates": "Win rates (reward-model judge)",
+    "ppo_training": "PPO training curves",
+}
+
+
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def models_of(report: dict) -> list[str]:
+    return [m for m in MODEL_ORDER if m in report.get("models", {})] + \
+        [m for m in report.get("models", {}) if m not in MODEL_ORDER]
+
+
+def policy_of(report: dict) -> str:
+    """The model the card is about: the last trained one (PPO normally)."""
+    models = models_of(report)
+    for key in ("ppo", "sft", "base"):
+        if key in models:
+            return key
+    return models[-1]
+
+
+def label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def value_cell(v: Any) -> str | None:
+    """A metric value `{"value", "ci_low", "ci_high", "n"}` as `value [low, high]`."""
+    if not isinstance(v, dict) or not is_number(v.get("value")):
+        return None
+    text = fmt(v["value"])
+    if is_number(v.get("ci_low")) and is_number(v.get("ci_high")):
+        text += f" [{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]"
+    return text
+
+
+def results_table(report: dict, names: Iterable[str] | None = None, models: list[str] | None = None) -> dict:
+    """Rows = metrics, columns = models. A metric no model has is dropped; a missing cell says so in words."""
+    models = models or models_of(report)
+    rows = []
+    for name, per_model in (report.get("metrics") or {}).items():
+        if names is not None and name not in names:
+            continue
+        if not isinstance(per_model, dict):
+            continue
+        cells = [value_cell(per_model.get(m)) for m in models]
+        if all(c is None for c in cells):
+            continue
+        lbl, note = METRIC_INFO.get(name, (name, ""))
+        if name == "kl_to_reference" and report.get("reference"):
+            lbl = f"KL to {label(str(report['reference']))} (nats per response)"
+        if name == "classifier" and get_path(report, "classifier", "label"):
+            lbl = f"Classifier probability of '{md_cell(report['classifier']['label'])}'"
+        ns = sorted({per_model[m]["n"] for m in models if isinstance(per_model.get(m), dict)
+                     and is_number(per_model[m].get("n"))})
+        rows.append({"name": name, "label": md_cell(lbl), "note": note,
+                     "cells": [c if c is not None else "not measured" for c in cells], "ns": ns})
+    return {"columns": [label(m) for m in models], "rows": rows}
+
+
+def reference_metric_table(report: dict) -> dict:
+    """`reference_metrics` ({metric: {model: {key: float}}}): rows metric.key, columns models. No CIs."""
+    models = models_of(report)
+    rows = []
+    for metric, per_model in (report.get("reference_metrics") or {}).items():
+        if not isinstance(per_model, dict):
+            continue
+        keys = []
+        for m in models:
+            keys += [k for k, v in (per_model.get(m) or {}).items() if is_number(v) and k not in keys]
+        for k in keys:
+            cells = [fmt(get_path(per_model, m, k)) if is_number(get_path(per_model, m, k)) else "not measured" for m in models]
+            rows.append({"label": md_cell(f"{metric} {k}" if k != metric else metric), "cells": cells})
+    return {"columns": [label(m) for m in models], "rows": rows}
+
+
+
+
+def ci_context(report: dict) -> dict:
+    """What the sentence under a results table says about its intervals and sample sizes."""
+    cfg = get_path(report, "config", "eval") or {}
+    b, level = cfg.get("bootstrap_samples"), cfg.get("confidence")
+    n = get_path(report, "dataset", "n_prompts")
+    pairs = get_path(report, "dataset", "n_pairs")
+    return {"level": fmt(level) if is_number(level) else None, "resamples": fmt(b) if is_number(b) else None,
+            "n_prompts": fmt(n) if is_number(n) else None,
+            "n_pairs": fmt(pairs) if is_number(pairs) and pairs else None}
+
+
+def win_rate_rows(report: dict) -> list[dict]:
+    rows = []
+    for key, w in (report.get("win_rates") or {}).items():
+        if not isinstance(w, dict) or not all(is_number(w.get(k)) for k in ("win", "tie", "loss")):
+            continue
+        a, _, b = key.partition("_vs_")
+        ci = f"[{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]" if is_number(w.get("ci_low")) and is_number(w.get("ci_high")) else "not estimated"
+        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}", "win": fmt(w["win"]), "tie": fmt(w["tie"]),
+                     "loss": fmt(w["loss"]), "ci": ci, "n": fmt(w["n"]) if is_number(w.get("n")) else "not recorded"})
+    return rows
+
+
+def improvement_rows(report: dict) -> list[dict]:
+    rows = []
+    for key, r in (report.get("reward_improvement") or {}).items():
+        if not isinstance(r, dict) or not is_number(r.get("sd_units")):
+            continue
+        a, _, b = key.partition("_vs_")
+        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}",
+                     "difference": fmt(r["difference"]) if is_number(r.get("difference")) else "not recorded",
+                     "sd_units": fmt(r["sd_units"]),
+                     "reference_std": fmt(r["reference_std"]) if is_number(r.get("reference_std")) else "not recorded",
+                     "percent": fmt(r["percent"]) if is_number(r.get("percent")) else "undefined (raw score near zero)"})
+    return rows
+
+
+def rm_rows(report: dict) -> list[dict]:
+    rm = report.get("reward_model") or {}
+    rows = []
+    if is_number(rm.get("accuracy")):
+        text = fmt(rm["accuracy"])
+        if is_number(rm.get("accuracy_ci_low")) and is_number(rm.get("accuracy_ci_high")):
+            text += f" [{fmt(rm['accuracy_ci_low'])}, {fmt(rm['accuracy_ci_high'])}]"
+        n = rm.get("n_pairs")
+        rows.append({"key": "accuracy", "label": "trained reward model" + (f" ({fmt(n)} pairs)" if is_number(n) else ""),
+                     "value": text})
+    if is_number(rm.get("length_baseline_accuracy")):
+        rows.append({"key": "length_baseline_accuracy", "label": "baseline: the longer response wins",
+                     "value": fmt(rm["length_baseline_accuracy"])})
+    if is_number(rm.get("untrained_accuracy")):
+        rows.append({"key": "untrained_accuracy", "label": "baseline: the reward model before training",
+                     "value": fmt(rm["untrained_accuracy"])})
+    return rows if rows and rows[0]["key"] == "accuracy" else []
+
+
+def findings(report: dict, ids: Iterable[str] | None = None) -> list[dict]:
+    out = []
+    for f in report.get("findings") or []:
+        if not isinstance(f, dict) or not isinstance(f.get("text"), str) or not f["text"].strip():
+            continue
+        if ids is not None and f.get("id") not in ids:
+            continue
+        out.append({"id": f.get("id"), "holds": bool(f.get("holds")),
+                    "mark": "✅" if f.get("holds") else "❌", "text": " ".join(f["text"].split())})
+    return out
+
+
+def _help_texts(stage: str) -> dict[str, str]:
+    """Field help of the stage's config dataclass, when its module is importable."""
+    try:
+        from gpt2_rlhf.train.config import section_class
+
+        cls = section_class(stage)
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+    except Exception:  # a card can be rendered without the training code importable
+        return {}
+
+
+def _param_value(v: Any) -> str:
+    if v is None:
+        return "not set"
+    if isinstance(v, (dict, list)):
+        return md_cell(json.dumps(v)) if v else "empty"
+    if isinstance(v, str):
+        return f"`{md_cell(v)}`" if v else "empty"
+    return fmt(v)
+
+
+def _scalars(d: Any) -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in d.items() if is_number(v) or isinstance(v, bool)] if isinstance(d, dict) else []
+
+
+def stage_context(src: CardSources, stage: str) -> dict | None:
+    section = src.stage_section(stage)
+    training = (src.report.get("training") or {}).get(stage)
+    if section is None and not training:
+        return None
+    helps = _help_texts(stage)
+    params = [{"name": k, "value": _param_value(v), "help": md_cell(helps.get(k, "")) or "see the config class"}
+              for k, v in (section or {}).items()]
+    ctx = {"key": stage, "params": params,
+           "training": [{"name": k, "value": fmt(v)} for k, v in _scalars(training)], "progress": None}
+    if stage == "ppo" and isinstance(training, dict):
+        first, last = training.get("first"), training.get("last")
+        if isinstance(first, dict) and isinstance(last, dict):
+            keys = [k for k, v in first.items() if is_number(v) and is_number(last.get(k))]
+            if keys:
+                ctx["progress"] = {"updates": fmt(training.get("updates", len(keys))) if is_number(training.get("updates")) else "several",
+                                   "rows": [{"name": k, "first": fmt(first[k]), "last": fmt(last[k])} for k in keys]}
+        ctx["training"] = [m for m in ctx["training"] if m["name"] != "updates"]
+    return ctx
+
+
+def plot_context(src: CardSources) -> list[dict]:
+    return [{"name": name, "title": PLOT_TITLES.get(name, name.replace("_", " ")),
+             "path": f"eval/{src.report['plots'][name]}"} for name in src.plot_files]
+
+
+
+def example_context(src: CardSources, n: int) -> list[dict]:
+    """The first `n` prompts of the evaluation, in file order: not picked to flatter the model."""
+    models = models_of(src.report)
+    out = []
+    for i, row in enumerate(src.samples[:max(n, 0)]):
+        responses = []
+        for m in models:
+            if not isinstance(row["responses"].get(m), str):
+                continue
+            reward, gold = get_path(row, "scores", m), get_path(row, "gold", m)
+            responses.append({"label": label(m), "reward": fmt(reward) if is_number(reward) else None,
+                              "gold": fmt(gold) if is_number(gold) else None,
+                              "text": code_block(row["responses"][m] or "(empty response)")})
+        number = row.get("index", i)
+        out.append({"number": fmt(number) if is_number(number) else fmt(i), "prompt": code_block(row["prompt"]),
+                    "responses": responses})
+    return out
+
+
+def data_context(src: CardSources) -> dict:
+    """The preference data the run trained on: its name and `data_dir` (None when unknown)."""
+    ds = src.report.get("dataset") or {}
+    return {"name": ds.get("name") or get_path(src.configs.get("sft") or {}, "data", "dataset"),
+            "data_dir": ds.get("data_dir") or None}
+
+
+# ----------------------------------------------------------------------------- headline
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A metric that gets a `model-index` entry: where it is in the report and what it is called."""
+
+    id: str
+    name: str
+    path: tuple[str, ...]  # "{policy}" and "{vs}" are filled in
+
+
+HEADLINES = (
+    Headline("reward", "mean normalised reward", ("metrics", "reward", "{policy}", "value")),
+    Headline("gold", "mean gold score", ("metrics", "gold", "{policy}", "value")),
+    Headline("win_rate", "win rate vs {vs}", ("win_rates", "{policy}_vs_{vs}", "win")),
+    Headline("reward_improvement_sd", "reward improvement vs {vs} (sd units)",
+             ("reward_improvement", "{policy}_vs_{vs}", "sd_units")),
+    Headline("kl_to_reference", "KL to {ref}", ("metrics", "kl_to_reference", "{policy}", "value")),
+    Headline("perplexity", "perplexity of chosen responses", ("metrics", "perplexity_chosen", "{policy}", "value")),
+    Headline("distinct_2", "distinct-2", ("metrics", "distinct_2", "{policy}", "value")),
+)
+
+
+def headline_values(report: dict, policy: str | None = None) -> list[tuple[str, str, tuple[str, ...], float]]:
+    """(metric_type, name, report path, value) for every headline metric the report has."""
+    policy = policy or policy_of(report)
+    others = [m for m in models_of(report) if m != policy]
+    out = []
+    for h in HEADLINES:
+        for vs in (others if "{vs}" in "".join(h.path) else [None]):
+            path = tuple(p.format(policy=policy, vs=vs) for p in h.path)
+            if policy == report.get("reference") and h.id == "kl_to_reference":
+                continue  # exactly zero by construction
+            v = get_path(report, *path)
+            if is_number(v):
+                out.append((h.id, h.name.format(vs=label(vs or ""), ref=label(str(report.get("reference", "reference")))),
+                            path, float(v)))
+    return out
+
+
+
+def headline_rows(report: dict, policy: str) -> list[dict]:
+    """The headline metrics under the card's summary: name and cell (with its interval where there is one)."""
+    rows = []
+    for _, name, path, value in headline_values(report, policy):
+        parent = get_path(report, *path[:-1])
+        if path[-1] == "value":
+            cell = value_cell(parent)
+        elif path[-1] == "win" and is_number(parent.get("ci_low")) and is_number(parent.get("ci_high")):
+            cell = f"{fmt(value)} [{fmt(parent['ci_low'])}, {fmt(parent['ci_high'])}]"
+        else:
+            cell = fmt(value)
+        rows.append({"name": name, "cell": cell})
+    return rows
+
+
+# ----------------------------------------------------------------------------- sentences' data
+
+
+def summary_context(report: dict, policy: str) -> dict:
+    """The card's first sentence: which model, compared with which, on how many prompts of what."""
+    n_prompts = get_path(report, "dataset", "n_prompts")
+    return {"policy": label(policy), "ppo": policy == "ppo",
+            "others": [label(m) for m in models_of(report) if m != policy],
+            "n_prompts": fmt(n_prompts) if is_number(n_prompts) else None,
+            "dataset": get_path(report, "dataset", "name") or None}
+
+
+def limitation_context(report: dict, kind: str, gpt2: bool) -> dict:
+    """What the Limitations section of a `kind` card ("policy", "sft", "reward") must say.
+
+    `gpt2`: the base model is a Hub model (GPT-2), not one built locally."""
+    return {"kind": kind, "synthetic": get_path(report, "dataset", "name") == "embedded",
+            "gold": "gold" in (report.get("metrics") or {}), "gpt2": gpt2,
+            "not_established": [f["text"] for f in findings(report) if not f["holds"]
+                                and (kind != "reward" or f["id"] == "rm_beats_length_baseline")]}
+
+
+def usage_context(report: dict, model_id: str) -> dict:
+    """The generation call of the card's snippet, with the decoding settings the evaluation used."""
+    d = report.get("decoding") or {}
+    greedy = d.get("mode") == "greedy" or not is_number(d.get("temperature")) or d.get("temperature") == 0
+    return {"model_id": model_id,
+            "max_new_tokens": fmt(d["max_new_tokens"]) if is_number(d.get("max_new_tokens")) else None,
+            "sample": not greedy,
+            "temperature": None if greedy else fmt(d["temperature"]),
+            "top_k": fmt(d["top_k"]) if not greedy and is_number(d.get("top_k")) and d["top_k"] > 0 else None,
+            "top_p": fmt(d["top_p"]) if not greedy and is_number(d.get("top_p")) and d["top_p"] < 1 else None}
+
+
+def reproduce_context(report: dict, repo_id: str | None) -> dict:
+    """The commands, settings, versions and tolerances of the card's "How to reproduce"."""
+    r = report
+    version = get_path(r, "versions", "gpt2_rlhf")
+    shown = version if version and version != "missing" else None
+    ds = r.get("dataset") or {}
+    tol = r.get("tolerance") or {}
+    recipe_seed = get_path(r, "config", "seed")
+    return {"version": shown, "pip": bool(shown) and "unknown" not in str(version),
+            "target": repo_id or "RUN_DIR", "repo_id": repo_id,
+            "decoding": [{"name": k, "value": _param_value(v)} for k, v in (r.get("decoding") or {}).items()],
+            "dataset": [{"name": k, "value": _param_value(ds[k])}
+                        for k in ("name", "data_dir", "split", "n_prompts", "n_pairs") if ds.get(k) is not None],
+            "eval_seed": fmt(r["seed"]) if is_number(r.get("seed")) else None,
+            "seed": fmt(recipe_seed) if is_number(recipe_seed) else None,
+            "versions": [{"name": k, "value": md_cell(v)} for k, v in (r.get("versions") or {}).items()],
+            "tol_abs": fmt(tol.get("default_abs")) if is_number(tol.get("default_abs")) else None,
+            "tol_rel": fmt(tol.get("default_rel")) if is_number(tol.get("default_rel")) else None}
