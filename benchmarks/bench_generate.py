@@ -47,10 +47,13 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from gpt2_rlhf.evaluation.generate import decode
+    from transformers import GenerationConfig
+
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train.data import load_preferences
-    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import context_length, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sampling import (GenerationSettings, encode_prompts, generate, pad_sequences,
+                                          prompt_budget)
 
     run = Path(args.run_dir)
     path = Path(args.model) if Path(args.model).is_dir() else run / args.model
@@ -66,13 +69,24 @@ def main() -> int:
     greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     bs = args.batch_size
 
-    def batched():  # the evaluation
-        return [t for i in range(0, len(prompts), bs)
-                for t in decode(model, tok, prompts[i:i + bs], greedy, 0, args.max_prompt_tokens).texts]
+    budget = prompt_budget(context_length(model), args.max_prompt_tokens, args.max_new_tokens)
 
-    def hf_batched():  # the shared helper, model.generate on the same batches
+    def hf_generate(chunk):  # transformers' model.generate on the same left-padded prompts
+        ids, mask = pad_sequences(encode_prompts(tok, chunk, budget), tok.pad_token_id, "left")
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(
+            do_sample=False, max_new_tokens=args.max_new_tokens, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id))
+        resp = out[:, ids.shape[1]:]
+        cut = [(r == tok.eos_token_id).nonzero() for r in resp]
+        return tok.batch_decode([r[:int(c[0]) + 1] if len(c) else r for r, c in zip(resp, cut)],
+                                skip_special_tokens=True)
+
+    def batched():  # the project's sampler (PPO rollouts, reward statistics, evaluation)
         return [t for i in range(0, len(prompts), bs)
                 for t in generate(model, tok, prompts[i:i + bs], greedy, 0, args.max_prompt_tokens).texts]
+
+    def hf_batched():  # model.generate on the same batches
+        return [t for i in range(0, len(prompts), bs) for t in hf_generate(prompts[i:i + bs])]
 
     @torch.no_grad()
     def one_at_a_time():  # the seed scripts: encode one prompt, model.generate, decode
@@ -96,7 +110,7 @@ def main() -> int:
             best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
         return best, best_cpu, out
 
-    decode(model, tok, prompts[:4], greedy, 0, args.max_prompt_tokens)  # warm-up (allocator, kernels)
+    generate(model, tok, prompts[:4], greedy, 0, args.max_prompt_tokens)  # warm-up (allocator, kernels)
     t_single, c_single, out_single = timed(one_at_a_time)
     t_batched, c_batched, out_batched = timed(batched)
     t_hf, c_hf, out_hf = timed(hf_batched)

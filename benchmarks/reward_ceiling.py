@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train.data import load_preferences
-    from gpt2_rlhf.train.modeling import (GenerationSettings, RewardModel, context_length, generate, load_causal_lm,
-                                load_tokenizer)
+    from gpt2_rlhf.train.modeling import RewardModel, context_length, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sampling import generate
     from gpt2_rlhf.train.ppo import score_dataset_responses
 
     run = Path(args.run_dir)
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tok = load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)
     rm = RewardModel.load(run / "reward")
     ctx = context_length(rm.model)
-    settings = GenerationSettings(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
-                                  top_k=ppo.top_k, top_p=ppo.top_p)
+    settings = ppo.generation
     scores, golds = [], []  # [sample][prompt]
     for k in range(args.samples):
         texts = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gpt2_rlhf.train.config import check
-from gpt2_rlhf.train.modeling import GenerationSettings
+from gpt2_rlhf.train.sampling import DECODING, GenerationSettings
 
 MODEL_KEYS = ("base", "sft", "ppo")
 
@@ -23,10 +23,10 @@ class EvalConfig:
                 "JSONL in HH format ('chosen'/'rejected' full dialogues), or .txt with one prompt per line."})
     # ---- decoding (the same for every model)
     mode: Literal["sampled", "greedy"] = field(default="sampled", metadata={"help": "Decoding: sampled, or greedy (argmax)."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Most tokens generated per response."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (sampled mode)."})
-    top_k: int = field(default=0, metadata={"help": "Sample from the k most likely tokens (0 = off; sampled mode)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off; sampled mode)."})
+    max_new_tokens: int = field(default=DECODING.max_new_tokens, metadata={"help": "Most tokens generated per response."})
+    temperature: float = field(default=DECODING.temperature, metadata={"help": "Sampling temperature (sampled mode)."})
+    top_k: int = field(default=DECODING.top_k, metadata={"help": "Sample from the k most likely tokens (0 = off; sampled mode)."})
+    top_p: float = field(default=DECODING.top_p, metadata={"help": "Nucleus sampling mass (1.0 = off; sampled mode)."})
     max_prompt_tokens: int = field(default=256, metadata={
         "help": "Prompts longer than this keep their last tokens; also capped so prompt + response fits the model."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generation / scoring batch."})

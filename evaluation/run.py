@@ -207,7 +207,7 @@ def _classifier(cfg: EvalConfig, device):
     """(model, tokenizer, label index, report block) for eval.classifier_model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gpt2_rlhf.train.modeling import _hub_error
+    from gpt2_rlhf.train.modeling import hub_error
 
     name = cfg.classifier_model
     try:
@@ -215,9 +215,11 @@ def _classifier(cfg: EvalConfig, device):
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
-        raise _hub_error("classifier", name, e) from e
+        raise hub_error("classifier", name, e) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
+    # set once here, by the tokenizer's owner: right padding; a long response keeps its end
+    tok.padding_side, tok.truncation_side = "right", "left"
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     label = cfg.classifier_label
     if label is None:
@@ -253,9 +255,10 @@ def _training(run_dir: Path) -> dict[str, Any]:
 def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
             prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
     """Steps 2-5: every model pass and every metric; returns the report body and the samples."""
-    from .generate import classifier_probs, context_length, pair_logprobs, run_policy
+    from .generate import classifier_probs, pair_logprobs
     from .metrics import load_metric
-    from gpt2_rlhf.train.modeling import RewardModel
+    from gpt2_rlhf.train.modeling import RewardModel, context_length
+    from gpt2_rlhf.train.sampling import measure_policy
 
     device = _device(cfg)
     settings = cfg.generation
@@ -289,7 +292,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             _same_vocab(tok, ref_tok, key, ref_key)
         models_info[key] = specs[key].info(rev)
         logger.info("%s: generating %d responses (%s)", key, len(prompts), specs[key].path)
-        results[key] = run_policy(model, tok, prompts, settings, seed, cfg.batch_size, cfg.max_prompt_tokens,
+        results[key] = measure_policy(model, tok, prompts, settings, seed, cfg.batch_size, cfg.max_prompt_tokens,
                                   reference=None if key == ref_key else ref_model, desc=f"{key}: generate")
         if key == ref_key:
             results[key].ref_logprobs = results[key].logprobs

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2_rlhf.train.modeling import first_eos_mask, last_token_index, position_ids_from_mask
+from gpt2_rlhf.train.modeling import last_token_index, position_ids_from_mask
+from gpt2_rlhf.train.sampling import first_eos_mask
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gpt2_rlhf.train.ppo import core
+from gpt2_rlhf.train.sampling import token_logprobs
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 M = torch.tensor([[1, 1, 0], [1, 0, 0]])  # real values: 1, 2 | 4
@@ -54,10 +55,10 @@ def test_padding_values_do_not_leak():
 def test_token_logprobs_with_temperature():
     logits = torch.tensor([[[0.0, math.log(3.0)]]])  # p = (1/4, 3/4) at T = 1
     tok = torch.tensor([[1]])
-    assert close(core.token_logprobs(logits, tok), [[math.log(0.75)]])
+    assert close(token_logprobs(logits, tok), [[math.log(0.75)]])
     # T = 0.5 doubles the logits: (0, 2 ln 3) -> p = (1/10, 9/10)
-    assert close(core.token_logprobs(logits, tok, temperature=0.5), [[math.log(0.9)]])
-    assert close(core.token_logprobs(logits, torch.tensor([[0]]), temperature=0.5), [[math.log(0.1)]])
+    assert close(token_logprobs(logits, tok, temperature=0.5), [[math.log(0.9)]])
+    assert close(token_logprobs(logits, torch.tensor([[0]]), temperature=0.5), [[math.log(0.1)]])
 
 
 def test_entropy_from_logits():

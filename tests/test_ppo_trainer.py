@@ -90,15 +90,18 @@ def _trainer(tiny, cfg, seed=0, **kw):
 
 
 def test_recomputed_logprobs_equal_the_samplers(tiny):
-    """The training forward's temperature-scaled log-probs are those `generate` sampled from."""
+    """The training forward's temperature-scaled log-probs are those of the KV-cached sampling distribution.
+
+    transformers' `generate` (with its per-step scores) is the independent oracle of that distribution.
+    """
     from transformers import GenerationConfig
 
-    from gpt2_rlhf.train.ppo import core
-    from gpt2_rlhf.train.ppo.trainer import left_pad, pack_episodes, response_logits
+    from gpt2_rlhf.train.ppo.trainer import pack_episodes, response_logits
+    from gpt2_rlhf.train.sampling import pad_sequences, token_logprobs
 
     tr = _trainer(tiny, _cfg(temperature=0.7))
     tok, policy = tr.tokenizer, tr.policy.eval()
-    q_ids, q_mask = left_pad([tr.prompt_tokens[i] for i in range(6)], tok.pad_token_id)
+    q_ids, q_mask = pad_sequences([tr.prompt_tokens[i] for i in range(6)], tok.pad_token_id, "left")
     assert (q_mask == 0).any(), "the batch must contain left padding"
     torch.manual_seed(0)
     out = policy.generate(input_ids=q_ids, attention_mask=q_mask, generation_config=GenerationConfig(
@@ -110,13 +113,13 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
     resp = torch.where(keep, resp, tok.pad_token_id)
     ids, mask, index = pack_episodes(q_ids, q_mask, resp, keep.float(), tok.pad_token_id)
     with torch.no_grad():
-        ours = core.token_logprobs(response_logits(policy, ids, mask, index), resp, 0.7)
+        ours = token_logprobs(response_logits(policy, ids, mask, index), resp, 0.7)
         logits, _ = tr.model(ids, mask, index)
-        ours_ac = core.token_logprobs(logits, resp, 0.7)
+        ours_ac = token_logprobs(logits, resp, 0.7)
     assert torch.allclose(ours[keep], sampler[keep], atol=1e-4)
     assert torch.allclose(ours_ac[keep], sampler[keep], atol=1e-4)
     # and not those of the untempered distribution
-    assert not torch.allclose(core.token_logprobs(response_logits(policy, ids, mask, index), resp)[keep],
+    assert not torch.allclose(token_logprobs(response_logits(policy, ids, mask, index), resp)[keep],
                               sampler[keep], atol=1e-2)
 
 
@@ -139,7 +142,7 @@ def test_pack_episodes_by_hand():
 
 
 def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
-    from gpt2_rlhf.train.ppo.trainer import sample_responses
+    from gpt2_rlhf.train.sampling import sample
 
     tr = _trainer(tiny, _cfg(max_new_tokens=12))
     torch.manual_seed(1)
@@ -168,9 +171,13 @@ def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
     assert torch.allclose(t["rewards"], expected * mask, atol=1e-6)
     # the KL penalty and advantages are zero on padding
     assert (t["kl"][~mask] == 0).all() and (t["advantages"][~mask] == 0).all()
-    # an unused helper sanity check: sample_responses agrees on the truncation
-    r, m, h = sample_responses(tr.policy, batch.query_ids, batch.query_mask, tr.cfg, eos, pad)
-    assert ((r == eos).sum(1) <= 1).all() and torch.equal(h, (r == eos).any(1))
+    # the rollout's responses are the project's one sampler's: the same prompts and generator seed
+    # give the same ids, mask and EOS flags
+    seeded, _ = tr.rollout(list(range(12)), generator=torch.Generator().manual_seed(7))
+    r, m, h = sample(tr.policy, seeded.query_ids, seeded.query_mask, tr.cfg.generation, eos, pad,
+                     torch.Generator().manual_seed(7))
+    assert torch.equal(r, seeded.response_ids) and torch.equal(m.float(), seeded.response_mask)
+    assert torch.equal(h, seeded.has_eos)
 
 
 def test_reward_model_scores_prompt_response_eos(tiny):

@@ -141,7 +141,8 @@ def test_stream_stops_after_eos_and_caps_tokens():
 
 
 def test_greedy_stream_matches_project_generate_and_transformers(run_dir):
-    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sampling import GenerationSettings, generate
 
     policy = Policy.load("rlhf", str(run_dir / "ppo"))
     chunks = list(policy.stream(PROMPT, Decoding(12, 0.0, 1.0, 0)))
@@ -156,8 +157,9 @@ def test_greedy_stream_matches_project_generate_and_transformers(run_dir):
 
 @pytest.mark.parametrize("temperature,top_p,seed", [(1.0, 1.0, 0), (0.7, 0.8, 5)])
 def test_seeded_sampling_matches_project_generate(run_dir, temperature, top_p, seed):
-    """Our own generator draws exactly what `generate` draws after torch.manual_seed(seed)."""
-    from gpt2_rlhf.train.modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    """The Space's stream draws exactly what the project's sampler draws for the same seed."""
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sampling import GenerationSettings, generate
 
     policy = Policy.load("base", str(run_dir / "base"))
     ours = list(policy.stream(PROMPT, Decoding(16, temperature, top_p, seed)))[-1]

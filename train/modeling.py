@@ -3,19 +3,17 @@
 Loading is safe by default: safetensors only and ``trust_remote_code`` off (the
 caller must ask for it). Padding conventions, which matter for correctness:
 
-* prompts are **left**-padded for generation, so every row's next token is at
-  the same column and the KV cache is shared by the batch;
-* responses are **right**-padded after the first EOS;
 * position ids are always ``cumsum(attention_mask) - 1``, so a left-padded row
   sees the same positions as the unpadded one (GPT-2 does not derive positions
-  from the mask by itself).
+  from the mask by itself);
+* the sampler and its padding rules live in ``sampling``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +27,7 @@ REWARD_STATS = "reward_stats.json"
 # ----------------------------------------------------------------------------- loading
 
 
-def _hub_error(what: str, name: str, err: Exception) -> Exception:
+def hub_error(what: str, name: str, err: Exception) -> Exception:
     """One clear line, naming the path or id, for a model or tokenizer that could not be loaded."""
     if Path(name).exists():
         detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
@@ -58,7 +56,7 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left", trust_r
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise _hub_error("tokenizer", str(name_or_path), e) from e
+        raise hub_error("tokenizer", str(name_or_path), e) from e
     tok.padding_side = padding_side
     if tok.pad_token_id is None:
         # gpt2 ships without a pad token. Reusing EOS as pad would hide the EOS that
@@ -87,7 +85,7 @@ def load_causal_lm(name_or_path: str | Path, dtype: torch.dtype | None = None, t
             str(name_or_path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or torch.float32
         )
     except (OSError, ValueError) as e:
-        raise _hub_error("model", str(name_or_path), e) from e
+        raise hub_error("model", str(name_or_path), e) from e
 
 
 def load_sequence_classifier(name_or_path: str | Path, trust_remote_code: bool = False, **kwargs):
@@ -99,7 +97,7 @@ def load_sequence_classifier(name_or_path: str | Path, trust_remote_code: bool =
             str(name_or_path), num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
         )
     except (OSError, ValueError) as e:
-        raise _hub_error("reward model", str(name_or_path), e) from e
+        raise hub_error("reward model", str(name_or_path), e) from e
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -130,19 +128,9 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(attention_mask.bool(), cols, torch.full_like(cols, -1)).max(-1).values.clamp(min=0)
 
 
-def first_eos_mask(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, R) sampled ids -> (keep (B, R) bool: tokens up to and including the first EOS, has_eos (B,))."""
-    is_eos = response_ids == eos_id
-    has_eos = is_eos.any(-1)
-    # number of EOS seen strictly before each column; keep columns with none before
-    before = is_eos.long().cumsum(-1) - is_eos.long()
-    return before == 0, has_eos
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) ids, any padding -> (B,) scalar head of a *ForSequenceClassification model at the last real token.
 
-
-def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False):
-    """Scalar head of a *ForSequenceClassification model, read by our own code at the last real token.
-
-    Returns (B,) scores, or (B, T) per-token values when per_token (the PPO critic).
     We do not rely on the library's pooling (which searches for the pad id): we
     pool at `last_token_index(attention_mask)`, so the score never comes from padding.
     """
@@ -150,79 +138,8 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
     )
     values = model.score(out.last_hidden_state).squeeze(-1).float()  # (B, T)
-    if per_token:
-        return values
     idx = last_token_index(attention_mask)
     return values[torch.arange(values.shape[0], device=values.device), idx]
-
-
-# ----------------------------------------------------------------------------- generation
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding settings; shared by PPO rollouts, evaluation and the Space."""
-
-    max_new_tokens: int = field(default=48, metadata={"help": "Most tokens to generate per response."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0 means greedy."})
-    top_k: int = field(default=0, metadata={"help": "Keep the k most likely tokens (0 = off)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off)."})
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-
-@dataclass
-class Generation:
-    """A batch of prompts and their sampled responses, as tensors and text."""
-
-    prompt_ids: torch.Tensor  # (B, P) left-padded
-    prompt_mask: torch.Tensor  # (B, P)
-    response_ids: torch.Tensor  # (B, R) right-padded with pad after the first EOS
-    response_mask: torch.Tensor  # (B, R) 1 up to and including the first EOS
-    has_eos: torch.Tensor  # (B,) bool
-    texts: list[str]  # decoded responses, special tokens dropped
-
-    @property
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.response_ids], 1)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.response_mask.long()], 1)
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, seed: int | None = None,
-             max_prompt_tokens: int | None = None) -> Generation:
-    """Batched, left-padded, KV-cached generation of one response per prompt.
-
-    One `model.generate` call for the whole batch: the cache makes each new token
-    one forward over one column, never a Python loop over re-encoded prefixes.
-    """
-    if seed is not None:
-        torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=max_prompt_tokens is not None,
-                    max_length=max_prompt_tokens, add_special_tokens=False)
-    device = next(model.parameters()).device
-    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    kwargs = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=tokenizer.eos_token_id)
-    if settings.greedy:
-        kwargs.update(do_sample=False)
-    else:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
-    was_training = model.training
-    model.eval()
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
-    model.train(was_training)
-    response = out[:, prompt_ids.shape[1]:]
-    keep, has_eos = first_eos_mask(response, tokenizer.eos_token_id)
-    response = torch.where(keep, response, torch.full_like(response, tokenizer.pad_token_id))
-    texts = tokenizer.batch_decode(torch.where(keep, response, tokenizer.pad_token_id), skip_special_tokens=True)
-    return Generation(prompt_ids, prompt_mask, response, keep, has_eos, texts)
 
 
 # ----------------------------------------------------------------------------- reward model
@@ -275,14 +192,16 @@ class RewardModel:
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
               normalised: bool = False, max_length: int | None = None) -> torch.Tensor:
         """Raw (or normalised) scores of prompt + response texts, batched, right-padded."""
+        from .sampling import pad_sequences
+
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), batch_size):
             texts = [p + r + self.tokenizer.eos_token for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
-            self.tokenizer.padding_side = "left" if max_length else "right"
-            self.tokenizer.truncation_side = "left"
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                                 truncation=max_length is not None, max_length=max_length)
-            out.append(self.score_ids(enc["input_ids"].to(device), enc["attention_mask"].to(device)).cpu())
+            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            if max_length:  # a long text keeps its end (the response and the EOS the score is read at)
+                ids = [t[-max_length:] for t in ids]
+            ids, mask = pad_sequences(ids, self.tokenizer.pad_token_id, "left" if max_length else "right", device)
+            out.append(self.score_ids(ids, mask).cpu())
         raw = torch.cat(out) if out else torch.zeros(0)
         return self.normalise(raw) if normalised else raw

@@ -41,6 +41,7 @@ import torch
 import yaml
 
 from .config import check, to_plain
+from .sampling import DECODING
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class RewardStageConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations (always off on CPU)."})
     stats_prompts: int = field(default=64, metadata={
         "help": "Train prompts whose SFT-policy samples give the normalisation mean/std."})
-    stats_max_new_tokens: int = field(default=48, metadata={"help": "Sampled response length for the statistics."})
-    stats_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for the statistics (0 = greedy)."})
+    stats_max_new_tokens: int = field(default=DECODING.max_new_tokens, metadata={"help": "Sampled response length for the statistics."})
+    stats_temperature: float = field(default=DECODING.temperature, metadata={"help": "Sampling temperature for the statistics (0 = greedy)."})
     histogram_bins: int = field(default=20, metadata={"help": "Bins of the score histograms in health.json."})
 
     def __post_init__(self):
@@ -169,7 +170,8 @@ def evaluate_pairs(rm, rows: Sequence[dict], batch_size: int, bins: int = 20) ->
 
 def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageConfig, seed: int) -> list[str]:
     """Responses sampled from the policy at policy_dir (batched, KV-cached, truncated after EOS)."""
-    from .modeling import GenerationSettings, generate, load_causal_lm, load_tokenizer
+    from .modeling import load_causal_lm, load_tokenizer
+    from .sampling import GenerationSettings, generate
 
     tok = load_tokenizer(policy_dir)
     policy = load_causal_lm(policy_dir).eval()

@@ -1,8 +1,10 @@
 """The report's metrics, each an `evaluate` module in `evaluation/metrics/<name>/<name>.py`.
 
-    from .. import load_metric
+    from gpt2_rlhf.evaluation.metrics import load_metric
     load_metric("reward").compute(scores=[...], bootstrap_samples=1000, seed=0)
 
+Metric scripts import the package absolutely (`from gpt2_rlhf.evaluation.stats import ...`):
+`evaluate` loads each from its own modules cache, where a relative import has no parent.
 Modules are pure: they take per-response numbers or strings that
 `evaluation/generate.py` computed with the models, and they share the bootstrap in
 `evaluation/stats.py`. `load_metric` resolves, in order:

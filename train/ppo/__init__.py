@@ -53,7 +53,7 @@ __all__ = ["main", "compare_policies", "resolve_inputs", "score_dataset_response
 
 def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     """The model paths PPO reads, from the config or the run directory; StageError names a missing one."""
-    from ...rundir import is_complete, require_stage
+    from ..rundir import is_complete, require_stage
 
     out: dict[str, str | None] = {}
     if cfg.policy_path:
@@ -73,7 +73,7 @@ def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     for key in ("policy", "ref", "reward", "value"):
         p = out[key]
         if p and (p.startswith(("/", ".", "~")) or Path(p).exists()) and not Path(p).expanduser().is_dir():
-            from ...rundir import StageError
+            from ..rundir import StageError
 
             raise StageError(f"ppo {key} model: {p} is not a directory")
     return out
@@ -83,7 +83,7 @@ def _load_models(paths: dict[str, str | None], cfg):
     """Policy, reference, critic (None with shared_value_head), reward model (or None) and the tokenizer."""
     import torch
 
-    from ...modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
+    from ..modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
                                 load_sequence_classifier, load_tokenizer)
 
     tokenizer = load_tokenizer(paths["policy"])
@@ -127,75 +127,41 @@ def _prompts(rows: Sequence[dict]) -> list[str]:
 def compare_policies(policies: dict[str, Any], ref, tokenizer, prompts: Sequence[str], cfg,
                      reward_model=None, reward_fn: Callable | None = None,
                      gold_fn: Callable[[str, str], float] | None = None, seed: int = 1234,
-                     batch_size: int = 32, device=None) -> dict[str, dict[str, float]]:
-    """Samples each policy on the same prompts with the same seed and the rollout settings; measures them.
+                     batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """Samples each policy on the same prompts with the same seeds and the rollout settings; measures them.
 
-    Per policy: mean raw and normalised reward-model score and the normalised
-    scores' std, mean KL(policy || ref) per response (sum of k1 over response tokens,
-    at the sampling temperature), reward-function mean and share > 0, gold judge mean,
-    EOS rate and mean response length (tokens, EOS included).
+    The evaluation's own measurement (`train.sampling.measure_policy`: the same sampler,
+    seeds per batch, log-probs at the sampling temperature) and its scoring convention
+    (the reward model reads `prompt + response + EOS` re-tokenised from text, within its
+    context). Per policy: mean raw and normalised reward-model score and the normalised
+    scores' std, mean KL(policy || ref) per response (sum of k1 over response tokens),
+    reward-function mean and share > 0, gold judge mean, EOS rate and mean response
+    length (tokens, EOS included).
     """
     import torch
 
-    with torch.no_grad():
-        return _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size,
-                        device)
+    from ..modeling import context_length
+    from ..sampling import measure_policy
 
-
-def _compare(policies, ref, tokenizer, prompts, cfg, reward_model, reward_fn, gold_fn, seed, batch_size, device):
-    import torch
-
-    from ...modeling import context_length
-    from .. import core
-    from ..trainer import Rollout, append_eos_where_missing, left_pad, response_logits, sample_responses
-
-    device = device or next(ref.parameters()).device
-    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    keep = max(1, min(cfg.max_prompt_tokens, context_length(ref) - cfg.max_new_tokens - 1))
-    enc = [e[-keep:] for e in enc]
     results: dict[str, dict[str, float]] = {}
     for name, policy in policies.items():
-        torch.manual_seed(seed)
-        cols: dict[str, list] = {k: [] for k in ("raw", "norm", "kl", "fn", "gold", "eos", "len")}
-        for s in range(0, len(prompts), batch_size):
-            q_ids, q_mask = left_pad(enc[s:s + batch_size], tokenizer.pad_token_id, device)
-            r_ids, r_mask, has_eos = sample_responses(policy, q_ids, q_mask, cfg, tokenizer.eos_token_id,
-                                                      tokenizer.pad_token_id)
-            texts = tokenizer.batch_decode(r_ids, skip_special_tokens=True)
-            batch = Rollout(list(prompts[s:s + batch_size]), texts, q_ids, q_mask, r_ids, r_mask, has_eos,
-                            tokenizer.pad_token_id)
-            ids, mask, index = batch.ids, batch.mask, batch.index
-            lp = core.token_logprobs(response_logits(policy, ids, mask, index), r_ids, cfg.temperature)
-            ref_lp = core.token_logprobs(response_logits(ref, ids, mask, index), r_ids, cfg.temperature)
-            cols["kl"].append(((lp - ref_lp) * r_mask).sum(1).cpu())
-            cols["eos"].append(has_eos.float().cpu())
-            cols["len"].append(r_mask.sum(1).cpu())
-            if reward_model is not None:
-                if reward_model.tokenizer.get_vocab() == tokenizer.get_vocab():
-                    rm_ids, rm_mask = append_eos_where_missing(ids, mask, has_eos, tokenizer.eos_token_id,
-                                                               tokenizer.pad_token_id)
-                    raw = reward_model.score_ids(rm_ids.to(device), rm_mask.to(device)).cpu()
-                else:
-                    raw = reward_model.score(batch.prompts, texts).cpu()
-                cols["raw"].append(raw)
-                cols["norm"].append(reward_model.normalise(raw))
-            if reward_fn is not None:
-                cols["fn"].append(torch.tensor([float(v) for v in reward_fn(batch.prompts, texts)]))
-            if gold_fn is not None:
-                cols["gold"].append(torch.tensor([float(gold_fn(p, r)) for p, r in zip(batch.prompts, texts)]))
+        m = measure_policy(policy, tokenizer, prompts, cfg.generation, seed, batch_size, cfg.max_prompt_tokens,
+                           reference=None if policy is ref else ref, desc=f"{name}: held-out")
         res: dict[str, float] = {"n": len(prompts)}
-        if cols["raw"]:
-            raw, norm = torch.cat(cols["raw"]), torch.cat(cols["norm"])
+        if reward_model is not None:
+            raw = reward_model.score(list(prompts), m.texts, batch_size=batch_size,
+                                     max_length=context_length(reward_model.model))
+            norm = reward_model.normalise(raw)
             res.update(score=raw.mean().item(), score_norm=norm.mean().item(),
                        score_norm_std=norm.std().item() if len(norm) > 1 else 0.0)
-        res["kl"] = torch.cat(cols["kl"]).mean().item()
-        if cols["fn"]:
-            fn = torch.cat(cols["fn"])
+        res["kl"] = float(sum(m.kl()) / len(prompts))
+        if reward_fn is not None:
+            fn = torch.tensor([float(v) for v in reward_fn(list(prompts), m.texts)])
             res.update(reward_fn=fn.mean().item(), reward_fn_positive=(fn > 0).float().mean().item())
-        if cols["gold"]:
-            res["gold"] = torch.cat(cols["gold"]).mean().item()
-        res["eos_rate"] = torch.cat(cols["eos"]).mean().item()
-        res["response_length"] = torch.cat(cols["len"]).mean().item()
+        if gold_fn is not None:
+            res["gold"] = sum(float(gold_fn(p, r)) for p, r in zip(prompts, m.texts)) / len(prompts)
+        res["eos_rate"] = sum(m.eos) / len(prompts)
+        res["response_length"] = sum(n + e for n, e in zip(m.lengths, m.eos)) / len(prompts)
         results[name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in res.items()}
     return results
 
@@ -209,7 +175,7 @@ def score_dataset_responses(prompts: Sequence[str], responses: Sequence[str], re
     beats them by a wide margin on the reward model but not on the gold judge is
     exploiting the proxy. Long texts keep their end (the reward model's context).
     """
-    from ...modeling import context_length
+    from ..modeling import context_length
 
     res: dict[str, float] = {"n": len(prompts)}
     if reward_model is not None:
@@ -264,11 +230,11 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     import yaml
     from accelerate import Accelerator
 
-    from ...config import to_plain
-    from ...data import load_preferences
+    from ..config import to_plain
+    from ..data import load_preferences
     from ..config import stage_config
-    from ..trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
-    from ...rundir import StageWriter
+    from .trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
+    from ..rundir import StageWriter
 
     cfg = recipe.ppo
     output_dir = Path(output_dir)
@@ -325,7 +291,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                     rm.model.to(accelerator.device)
                 cmp = compare_policies({"sft": ref, "ppo": trainer.policy}, ref, tokenizer, prompts, cfg,
                                        reward_model=rm, reward_fn=reward_fn, gold_fn=gold_fn, seed=seed + 1,
-                                       batch_size=cfg.eval_batch_size, device=accelerator.device)
+                                       batch_size=cfg.eval_batch_size)
                 chosen = {}
                 for row in test_rows:
                     chosen.setdefault(row["prompt"], row["chosen"])

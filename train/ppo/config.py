@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import check
+from ..sampling import DECODING, GenerationSettings
 
 
 @dataclass
@@ -45,10 +46,10 @@ class PPOConfig:
         "help": "Episodes per generate/forward call in rollouts (0 = the whole per-process batch)."})
 
     # --- sampling (the rollout policy; the same temperature scales every log-prob)
-    max_new_tokens: int = field(default=48, metadata={"help": "Most response tokens per episode."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (> 0)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling in rollouts (0 = off)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling in rollouts (1.0 = off)."})
+    max_new_tokens: int = field(default=DECODING.max_new_tokens, metadata={"help": "Most response tokens per episode."})
+    temperature: float = field(default=DECODING.temperature, metadata={"help": "Sampling temperature for rollouts (> 0)."})
+    top_k: int = field(default=DECODING.top_k, metadata={"help": "Top-k sampling in rollouts (0 = off)."})
+    top_p: float = field(default=DECODING.top_p, metadata={"help": "Nucleus sampling in rollouts (1.0 = off)."})
 
     # --- reward shaping
     missing_eos_penalty: float | None = field(default=-1.0, metadata={
@@ -124,3 +125,9 @@ class PPOConfig:
     @property
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """The rollout's decoding settings (also those of the held-out before/after comparison)."""
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
+                                  top_p=self.top_p)

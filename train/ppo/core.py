@@ -25,12 +25,6 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------- masked statistics
 
 
-def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of x where mask is 1; (B, R) -> scalar, or (B,) with dim=1."""
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of x over mask==1 entries (all of them, or per row with dim=1). Empty rows give 0."""
     mask = mask.to(x.dtype)
@@ -68,22 +62,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     return whiten(x, mask, masked_mean(x, mask), masked_var(x, mask), shift_mean, eps)
 
 
-# ----------------------------------------------------------------------------- log-probabilities
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(B, R, V) logits, (B, R) tokens -> (B, R) log p(token) of softmax(logits / temperature).
-
-    The sampler drew each token from softmax(logits / T), so the policy's log-prob of
-    that token must use the same T; otherwise the PPO ratio and the KL compare a
-    different distribution from the one that acted (Huang et al. 2024, 'scale the
-    logits by sampling temperature').
-    """
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    # log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising the (B, R, V) log-softmax
-    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+# ----------------------------------------------------------------------------- entropy (log-probs: train.sampling.token_logprobs)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Steps of one update (``PPOTrainer.step``), after Ziegler et al. 2019 and Huang et al. 2024:
 
-1. Rollout: a batch of left-padded prompts; one KV-cached ``generate`` call samples a
-   response per prompt (temperature, top-k, top-p, max new tokens); responses are cut
-   after the first EOS and right-padded; columns past the longest response are dropped.
+1. Rollout: a batch of left-padded prompts; the project's one sampler
+   (``train.sampling.sample``, KV-cached, a row leaves the batch at its EOS) draws a
+   response per prompt (temperature, top-k, top-p, max new tokens) from a generator
+   seeded by (seed, update, process); responses are cut after the first EOS and
+   right-padded; columns past the longest response are dropped.
 2. Score: the reward model on prompt + response (+ EOS when the response has none),
    read at the last real token and normalised with ``reward_stats.json``; or a Python
    reward function on the texts. Responses without EOS get ``missing_eos_penalty``.
@@ -29,8 +31,8 @@ Deviations from the papers, on purpose:
   training forward, so the first ratio is exactly 1.
 * With top-k/top-p < full, the sampler draws from a truncated distribution while the
   log-probs are those of the untruncated, temperature-scaled one (as in TRL).
-* Each update reseeds the RNGs from (seed, update, process), so a resumed run samples
-  exactly what an uninterrupted one would have.
+* Each update reseeds the RNGs (and the sampler's generator) from (seed, update,
+  process), so a resumed run samples exactly what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..modeling import RewardModel, context_length, position_ids_from_mask
+from ..sampling import encode_prompts, pad_sequences, prompt_budget, sample, token_logprobs
 from . import core
 from .config import PPOConfig
 
@@ -242,18 +245,6 @@ def append_eos_where_missing(input_ids: torch.Tensor, attention_mask: torch.Tens
 # ----------------------------------------------------------------------------- data
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists -> (B, P) left-padded ids and mask (the generation layout)."""
-    P = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), P), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, P - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, P - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
 class PromptSchedule:
     """Which prompts episode e (global count) uses: a fresh seeded permutation per pass over the prompts.
 
@@ -297,31 +288,6 @@ class Rollout:
         # the layout of every forward pass after generation (see pack_episodes)
         self.ids, self.mask, self.index = pack_episodes(self.query_ids, self.query_mask, self.response_ids,
                                                         self.response_mask, self.pad_id)
-
-
-@torch.no_grad()
-def sample_responses(policy, query_ids: torch.Tensor, query_mask: torch.Tensor, cfg: PPOConfig, eos_id: int,
-                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One batched, KV-cached `generate` call -> (response ids (B, R), mask (B, R) float, has_eos (B,)).
-
-    A fresh GenerationConfig so that nothing from the model's saved generation
-    defaults (repetition penalty, top-k 50, ...) changes the sampling distribution.
-    """
-    from transformers import GenerationConfig
-
-    gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                               max_new_tokens=cfg.max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
-                               use_cache=True)
-    was_training = policy.training
-    policy.eval()
-    out = policy.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=gen_cfg)
-    policy.train(was_training)
-    response = out[:, query_ids.shape[1]:]
-    is_eos = response == eos_id
-    has_eos = is_eos.any(1)
-    keep = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and including the first EOS
-    response = torch.where(keep, response, torch.full_like(response, pad_id))
-    return response, keep.float(), has_eos
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -392,22 +358,20 @@ class PPOTrainer:
             raise ValueError(f"per-process batch {self.local_batch} is not divisible by num_mini_batches * "
                              f"gradient_accumulation_steps ({cfg.num_mini_batches} * {cfg.gradient_accumulation_steps})")
 
-        # Prompts: tokenised once, keeping the last max_prompt_tokens tokens (the end of a
-        # dialogue matters most: it holds the question being answered).
+        # Prompts: tokenised once, keeping their last tokens (the end of a dialogue holds the
+        # question being answered) so that prompt + new tokens + EOS fit the context.
         max_ctx = context_length(policy)
-        self.max_prompt_tokens = cfg.max_prompt_tokens
-        if cfg.max_prompt_tokens + cfg.max_new_tokens + 1 > max_ctx:
-            self.max_prompt_tokens = max_ctx - cfg.max_new_tokens - 1
-            if self.max_prompt_tokens < 1:
-                raise ValueError(f"ppo.max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the "
-                                 f"policy's {max_ctx}-token context")
+        try:
+            self.max_prompt_tokens = prompt_budget(max_ctx, cfg.max_prompt_tokens, cfg.max_new_tokens)
+        except ValueError as e:
+            raise ValueError(f"ppo.max_new_tokens ({cfg.max_new_tokens}): {e}") from e
+        if self.max_prompt_tokens < cfg.max_prompt_tokens:
             logger.warning("prompts truncated to their last %d tokens (context %d = prompt + %d new tokens + EOS)",
                            self.max_prompt_tokens, max_ctx, cfg.max_new_tokens)
         if not prompts:
             raise ValueError("PPO needs at least one training prompt")
         self.prompts = list(prompts)
-        enc = tokenizer(self.prompts, add_special_tokens=False)["input_ids"]
-        self.prompt_tokens = [ids[-self.max_prompt_tokens:] for ids in enc]
+        self.prompt_tokens = encode_prompts(tokenizer, self.prompts, self.max_prompt_tokens)
         if any(len(t) == 0 for t in self.prompt_tokens):
             i = next(i for i, t in enumerate(self.prompt_tokens) if len(t) == 0)
             raise ValueError(f"training prompt {i} is empty after tokenisation")
@@ -477,19 +441,22 @@ class PPOTrainer:
     # ------------------------------------------------------------------ 1-5: rollout and advantages
 
     @torch.no_grad()
-    def rollout(self, prompt_indices: Sequence[int], keep_graph: bool = False) -> tuple[Rollout, dict]:
+    def rollout(self, prompt_indices: Sequence[int], keep_graph: bool = False,
+                generator: torch.Generator | None = None) -> tuple[Rollout, dict]:
         """Steps 1-5 for one process's share of the batch; returns the batch and its timings."""
         cfg = self.cfg
         timings = {}
         t0 = time.perf_counter()
-        # 1. sample, in chunks of rollout_batch_size (each chunk one generate call)
+        # 1. sample, in chunks of rollout_batch_size (each chunk one sampler call)
         prompts = [self.prompts[i] for i in prompt_indices]
         chunk = cfg.rollout_batch_size or len(prompt_indices)
         parts = []
-        query_ids, query_mask = left_pad([self.prompt_tokens[i] for i in prompt_indices], self.pad_id, self.device)
+        query_ids, query_mask = pad_sequences([self.prompt_tokens[i] for i in prompt_indices], self.pad_id, "left",
+                                              self.device)
         for s in range(0, len(prompts), chunk):
-            parts.append(sample_responses(self.policy, query_ids[s:s + chunk], query_mask[s:s + chunk], cfg,
-                                          self.eos_id, self.pad_id))
+            r, m, h = sample(self.policy, query_ids[s:s + chunk], query_mask[s:s + chunk], cfg.generation,
+                             self.eos_id, self.pad_id, generator)
+            parts.append((r, m.float(), h))
         R = max(int(m.sum(1).max()) for _, m, _ in parts)  # drop columns past the longest response
         response_ids = torch.cat([nn.functional.pad(r[:, :R], (0, R - r[:, :R].shape[1]), value=self.pad_id)
                                   for r, _, _ in parts])
@@ -511,14 +478,14 @@ class PPOTrainer:
         for s in range(0, len(prompts), chunk):
             sl = slice(s, s + chunk)
             ref_logits = response_logits(self.ref, ids[sl], mask[sl], index[sl])
-            ref_logprobs.append(core.token_logprobs(ref_logits, response_ids[sl], cfg.temperature))
+            ref_logprobs.append(token_logprobs(ref_logits, response_ids[sl], cfg.temperature))
             if keep_graph:  # this forward is also the first training forward (see module docstring, step 3)
                 with torch.enable_grad():
                     logits, v = self.ddp_model(ids, mask, index)
                 graph = (logits, v)
             else:
                 logits, v = self.model(ids[sl], mask[sl], index[sl])
-            logprobs.append(core.token_logprobs(logits.detach(), response_ids[sl], cfg.temperature))
+            logprobs.append(token_logprobs(logits.detach(), response_ids[sl], cfg.temperature))
             entropy.append(core.entropy_from_logits(logits.detach(), cfg.temperature))
             values.append(v.detach())
         logprobs, ref_logprobs = torch.cat(logprobs), torch.cat(ref_logprobs)
@@ -551,7 +518,7 @@ class PPOTrainer:
             out = self.ddp_model(ids[:, :L], mask[:, :L], index.clamp(max=L - 1))
         logits, values = out
         mask = sel(batch.response_mask)
-        logprobs = core.token_logprobs(logits, sel(batch.response_ids), self.cfg.temperature)
+        logprobs = token_logprobs(logits, sel(batch.response_ids), self.cfg.temperature)
         pg_loss, pg = core.policy_loss(logprobs, sel(t["logprobs"]), sel(t["advantages"]), mask, self.cfg.cliprange)
         vf_loss, vf_clipfrac = core.value_loss(values, sel(t["values"]), sel(t["returns"]), mask,
                                                self.cfg.cliprange_value)
@@ -600,12 +567,14 @@ class PPOTrainer:
         """One PPO update (steps 1-7); returns its metrics row (averaged over processes)."""
         cfg = self.cfg
         u = self.update_idx
-        _seed_everything(self.seed * 1_000_003 + u * 1009 + self.rank)
+        update_seed = self.seed * 1_000_003 + u * 1009 + self.rank
+        _seed_everything(update_seed)
+        generator = torch.Generator(device=self.device).manual_seed(update_seed)
         start = u * cfg.batch_size + self.rank * self.local_batch
         indices = self.schedule.indices(start, self.local_batch)
         keep_graph = (self.reuse_rollout_forward and cfg.num_mini_batches == 1 and cfg.gradient_accumulation_steps == 1
                       and (cfg.rollout_batch_size == 0 or cfg.rollout_batch_size >= self.local_batch))
-        batch, timings = self.rollout(indices, keep_graph=keep_graph)
+        batch, timings = self.rollout(indices, keep_graph=keep_graph, generator=generator)
         t0 = time.perf_counter()
         loss_stats = self.optimise(batch, u)
         timings["train_s"] = time.perf_counter() - t0

@@ -16,7 +16,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import jackknife_ci, metric_value, unique_ratio_loo
+from gpt2_rlhf.evaluation.stats import jackknife_ci, metric_value, unique_ratio_loo
 
 _DESCRIPTION = "distinct-1, distinct-2 (unique / total word n-grams) and unique_responses (unique / total responses)."
 _KWARGS_DESCRIPTION = """

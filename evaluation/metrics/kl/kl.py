@@ -15,7 +15,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic, metric_value
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_value
 
 _DESCRIPTION = "Mean summed per-token log-prob difference log pi - log pi_ref over a policy's own responses."
 _KWARGS_DESCRIPTION = """

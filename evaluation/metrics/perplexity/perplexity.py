@@ -16,7 +16,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, metric_value, ratio_statistic
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, metric_value, ratio_statistic
 
 _DESCRIPTION = "Token-weighted perplexity exp(total NLL / total tokens) with a bootstrap CI over responses."
 _KWARGS_DESCRIPTION = """

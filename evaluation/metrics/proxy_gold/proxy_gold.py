@@ -13,7 +13,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic, metric_value
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_value
 
 _DESCRIPTION = "Mean gold score and the proxy-gold Pearson correlation, with bootstrap CIs over responses."
 _KWARGS_DESCRIPTION = """

@@ -10,7 +10,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic, metric_value
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_value
 
 _DESCRIPTION = "Mean response length in tokens and the fraction of responses that ended with EOS."
 _KWARGS_DESCRIPTION = """

@@ -9,7 +9,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic, metric_value
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_value
 
 _DESCRIPTION = "Mean of per-response scores with a percentile bootstrap confidence interval over responses."
 _KWARGS_DESCRIPTION = """

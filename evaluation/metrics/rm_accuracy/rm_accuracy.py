@@ -12,7 +12,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic
 
 _DESCRIPTION = "Pairwise accuracy of a reward model with a bootstrap CI, its mean margin and a length baseline."
 _KWARGS_DESCRIPTION = """

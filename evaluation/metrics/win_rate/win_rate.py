@@ -11,7 +11,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...stats import bootstrap_ci, mean_statistic
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic
 
 _DESCRIPTION = "Win / tie / loss fractions of A against B on paired scores, with a bootstrap CI of the win rate."
 _KWARGS_DESCRIPTION = """
