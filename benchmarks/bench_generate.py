@@ -51,9 +51,8 @@ def main() -> int:
 
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train.data import load_preferences
-    from gpt2_rlhf.train.modeling import context_length, load_causal_lm, load_tokenizer
-    from gpt2_rlhf.train.sampling import (GenerationSettings, encode_prompts, generate, pad_sequences,
-                                          prompt_budget)
+    from gpt2_rlhf.train.modeling import context_length, load_causal_lm, load_tokenizer, pad_sequences
+    from gpt2_rlhf.train.sampling import GenerationSettings, encode_prompts, generate, prompt_budget
 
     run = Path(args.run_dir)
     path = Path(args.model) if Path(args.model).is_dir() else run / args.model

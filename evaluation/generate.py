@@ -23,9 +23,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from gpt2_rlhf.train.modeling import context_length
-from gpt2_rlhf.train.sampling import (batches, encode_prompts, masked_rows, pad_sequences, prompt_budget,
-                                      response_logprobs)
+from gpt2_rlhf.train.modeling import context_length, pad_sequences
+from gpt2_rlhf.train.sampling import batches, encode_prompts, masked_rows, prompt_budget, response_logprobs
 
 logger = logging.getLogger(__name__)
 

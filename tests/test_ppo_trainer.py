@@ -97,7 +97,8 @@ def test_recomputed_logprobs_equal_the_samplers(tiny):
     from transformers import GenerationConfig
 
     from gpt2_rlhf.train.ppo.trainer import pack_episodes, response_logits
-    from gpt2_rlhf.train.sampling import pad_sequences, token_logprobs
+    from gpt2_rlhf.train.modeling import pad_sequences
+    from gpt2_rlhf.train.sampling import token_logprobs
 
     tr = _trainer(tiny, _cfg(temperature=0.7))
     tok, policy = tr.tokenizer, tr.policy.eval()

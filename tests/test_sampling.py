@@ -131,7 +131,8 @@ def hf_greedy(model, tok, prompts, max_new_tokens, max_prompt_tokens):
     from transformers import GenerationConfig
 
     from gpt2_rlhf.train.modeling import context_length
-    from gpt2_rlhf.train.sampling import encode_prompts, first_eos_mask, pad_sequences, prompt_budget
+    from gpt2_rlhf.train.modeling import pad_sequences
+    from gpt2_rlhf.train.sampling import encode_prompts, first_eos_mask, prompt_budget
 
     budget = prompt_budget(context_length(model), max_prompt_tokens, max_new_tokens)
     ids, mask = pad_sequences(encode_prompts(tok, prompts, budget), tok.pad_token_id, "left")
@@ -204,7 +205,7 @@ def test_prompt_budget_leaves_room_for_new_tokens_and_eos():
 
 
 def test_pad_sequences_by_hand():
-    from gpt2_rlhf.train.sampling import pad_sequences
+    from gpt2_rlhf.train.modeling import pad_sequences
 
     ids, mask = pad_sequences([[5, 6], [7]], 0, "left")
     assert ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]]

@@ -121,6 +121,20 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left",
+                  device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> (B, T) ids and 0/1 mask, padded on `side` ('left': the generation layout)."""
+    T = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            cols = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+            ids[i, cols] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, cols] = 1
+    return ids.to(device), mask.to(device)
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B,) column of the last real token in each row (any padding side)."""
     T = attention_mask.shape[-1]
@@ -192,8 +206,6 @@ class RewardModel:
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
               normalised: bool = False, max_length: int | None = None) -> torch.Tensor:
         """Raw (or normalised) scores of prompt + response texts, batched, right-padded."""
-        from .sampling import pad_sequences
-
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), batch_size):

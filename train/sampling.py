@@ -35,7 +35,7 @@ from typing import Sequence
 
 import torch
 
-from .modeling import context_length, position_ids_from_mask
+from .modeling import context_length, pad_sequences, position_ids_from_mask
 
 
 @dataclass
@@ -129,20 +129,6 @@ def first_eos_mask(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tenso
     is_eos = response_ids == eos_id
     before = is_eos.long().cumsum(-1) - is_eos.long()  # EOS seen strictly before each column
     return before == 0, is_eos.any(-1)
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left",
-                  device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists -> (B, T) ids and 0/1 mask, padded on `side` ('left': the generation layout)."""
-    T = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            cols = slice(T - len(s), T) if side == "left" else slice(0, len(s))
-            ids[i, cols] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, cols] = 1
-    return ids.to(device), mask.to(device)
 
 
 def prompt_budget(context: int, max_prompt_tokens: int, max_new_tokens: int) -> int:

@@ -53,8 +53,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..modeling import RewardModel, context_length, position_ids_from_mask
-from ..sampling import encode_prompts, pad_sequences, prompt_budget, sample, token_logprobs
+from ..modeling import RewardModel, context_length, pad_sequences, position_ids_from_mask
+from ..sampling import encode_prompts, prompt_budget, sample, token_logprobs
 from . import core
 from .config import PPOConfig
 
