@@ -282,7 +282,7 @@ def test_a_kill_at_any_point_of_finish_never_loses_a_finished_stage(tmp_path, mo
 
 
 def test_last_complete_checkpoint_skips_torn_and_last_step_checkpoints(tmp_path):
-    from gpt2_rlhf.train.sft import last_complete_checkpoint
+    from gpt2_rlhf.train.hf_training import last_complete_checkpoint
 
     def ckpt(step, state):
         d = tmp_path / f"checkpoint-{step}"
@@ -302,7 +302,7 @@ def test_last_complete_checkpoint_skips_torn_and_last_step_checkpoints(tmp_path)
 
 
 def test_run_train_loss_weighs_each_logged_window_by_its_steps():
-    from gpt2_rlhf.train.sft import run_train_loss
+    from gpt2_rlhf.train.hf_training import run_train_loss
 
     # windows: step 1 (1 step, loss 4), steps 2-3 (2 steps, mean 1), steps 4-6 (3 steps, mean 2)
     history = [{"step": 1, "loss": 4.0}, {"step": 3, "loss": 1.0}, {"step": 3, "eval": 0.5},

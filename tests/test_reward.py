@@ -137,7 +137,7 @@ def test_micro_reward_stage_outputs(micro_run):
 def test_reported_accuracy_is_reproducible_from_the_saved_model(micro_run, micro_recipe):
     from gpt2_rlhf.train.modeling import RewardModel, load_tokenizer
     from gpt2_rlhf.train.reward import evaluate_pairs
-    from gpt2_rlhf.train.sft import load_rows
+    from gpt2_rlhf.train.hf_training import load_rows
 
     rd = micro_run / "reward"
     m = json.loads((rd / "metrics.json").read_text())

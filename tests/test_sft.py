@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from gpt2_rlhf.train.sft import device_settings, token_nll
+from gpt2_rlhf.train.hf_training import device_settings
+from gpt2_rlhf.train.sft import token_nll
 
 from conftest import copy_run
 

@@ -228,8 +228,8 @@ def _load_hub_base(cfg: BaseConfig):
 def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     """Builds OUTPUT/base; `resume` has nothing to resume (the stage is short) and simply reruns."""
     from .config import stage_config
-    from .rundir import StageWriter
-    from .sft import process_state
+    from .rundir import StageWriter, finite
+    from .hf_training import process_state
 
     cfg: BaseConfig = recipe.base
     state = process_state()  # torchrun/accelerate: only the main process works, the others wait
@@ -240,7 +240,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     # 1. Inputs first (data or Hub model): a failure here writes nothing.
     metrics: dict = {"model": cfg.model}
     if cfg.embedded:
-        from .sft import load_rows
+        from .hf_training import load_rows
 
         train_rows = load_rows(recipe, "train")
         test_rows = load_rows(recipe, "test")
@@ -283,14 +283,3 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         writer.finish(metrics=finite(metrics), config=stage_config(recipe, "base"))
     state.wait_for_everyone()
     return writer.final
-
-
-def finite(obj):
-    """JSON has no NaN: an unmeasurable value (an empty eval set, a correlation of constants) becomes null."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

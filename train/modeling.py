@@ -116,6 +116,13 @@ def context_length(model_or_config) -> int:
     return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
 
 
+def saved_context_length(model_dir: str | Path) -> int:
+    """The context length recorded in a saved model's config (custom config code is never run)."""
+    from transformers import AutoConfig
+
+    return context_length(AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False))
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B, T) positions counting only real tokens; padding gets 0."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

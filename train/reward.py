@@ -41,6 +41,7 @@ import torch
 import yaml
 
 from .config import check, to_plain
+from .modeling import saved_context_length
 from .sampling import DECODING
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class RewardStageConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
             check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
-        from .sft import check_scheduler
+        from .hf_training import check_scheduler
 
         check_scheduler(self.lr_scheduler_type)
 
@@ -222,14 +223,14 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from .sft import trainer_arguments
+    from .hf_training import trainer_arguments
 
     cfg: RewardStageConfig = recipe.reward
     args = RewardConfig(**trainer_arguments(cfg, recipe.seed, output_dir, max_length),
                         center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
-    from .sft import resumable_checkpoints_callback
+    from .hf_training import resumable_checkpoints_callback
 
     return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
@@ -240,8 +241,8 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
     from .config import stage_config
     from .rundir import StageWriter, write_json
-    from .base import finite
-    from .sft import last_complete_checkpoint, load_rows, model_context, process_state, training_metrics
+    from .hf_training import last_complete_checkpoint, load_rows, process_state, training_metrics
+    from .rundir import finite
 
     cfg: RewardStageConfig = recipe.reward
     output_dir = Path(output_dir)
@@ -254,7 +255,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     init_dir, init_name = resolve_init(cfg, output_dir)
     policy_dir = output_dir / "sft" if init_name == "sft" else output_dir / "base"
     tokenizer = load_tokenizer(init_dir, padding_side="right")
-    max_length = min(cfg.max_length or 10**9, model_context(init_dir))
+    max_length = min(cfg.max_length or 10**9, saved_context_length(init_dir))
     train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
     test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
     torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it

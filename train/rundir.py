@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -167,3 +168,14 @@ class StageWriter:
         self._finished = True
         logger.info("%s complete: %s", self.stage, self.final)
         return self.final
+
+
+def finite(obj):
+    """JSON has no NaN: an unmeasurable value (an empty eval set, a correlation of constants) becomes null."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -40,6 +40,8 @@ import torch
 import yaml
 
 from .config import check, to_plain
+from .hf_training import check_scheduler, resumable_checkpoints_callback, trainer_arguments
+from .modeling import saved_context_length
 
 logger = logging.getLogger(__name__)
 
@@ -80,138 +82,6 @@ class SFTStageConfig:
             v = getattr(self, name)
             check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
         check_scheduler(self.lr_scheduler_type)
-
-
-def check_scheduler(name: str) -> None:
-    """An unknown scheduler name fails with the recipe, not inside the trainer after the stage started."""
-    from transformers.trainer_utils import SchedulerType
-
-    names = [s.value for s in SchedulerType]
-    check(name in names, f"lr_scheduler_type: {name!r} is not one of {', '.join(names)}")
-
-
-# ----------------------------------------------------------------------------- shared with the reward stage
-
-
-def device_settings(precision: str = "auto", gradient_checkpointing: bool = False) -> dict[str, Any]:
-    """TrainingArguments for this machine. TRL defaults bf16 and gradient checkpointing ON; on CPU both only
-    cost time (bf16 matmuls are emulated, and the small models here fit easily), so the code decides."""
-    cuda = torch.cuda.is_available()
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    if precision == "bf16" and not bf16_ok:
-        logger.warning("precision bf16 asked for, but %s: training in fp32", "no GPU" if not cuda else "GPU lacks bf16")
-    bf16 = bf16_ok and precision in ("auto", "bf16")
-    if gradient_checkpointing and not cuda:
-        logger.info("gradient checkpointing is off on CPU")
-    return {"use_cpu": not cuda, "bf16": bf16, "fp16": False,
-            # transformers 5 renamed gradient_checkpointing; TRL defaults the old name to True
-            "activation_checkpointing": gradient_checkpointing and cuda,
-            "report_to": "none", "dataloader_num_workers": 0}
-
-
-def process_state():
-    """accelerate's view of this process (rank, world size), initialising torch.distributed under
-    torchrun / accelerate launch. On CPU it must be asked for explicitly (cpu=True), or every rank
-    believes it is the only, main, process."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint-N in `folder` that transformers can resume from exactly, or None.
-
-    Skipped: a torn checkpoint (transformers writes checkpoint-N/ in place, its
-    trainer_state.json last, so a kill during a save leaves one that
-    `get_last_checkpoint` would pick and fail to load), and a checkpoint taken at
-    the last step (resuming from it, transformers trains one step more than
-    max_steps: its loop checks for the end only after a step).
-    """
-    import json
-
-    if not Path(folder).is_dir():
-        return None
-    found = sorted((int(p.name.split("-")[-1]), p) for p in Path(folder).glob("checkpoint-*")
-                   if p.is_dir() and p.name.split("-")[-1].isdigit())
-    for _, ckpt in reversed(found):
-        try:
-            state = json.loads((ckpt / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            logger.warning("skipping %s: unfinished checkpoint (no readable trainer_state.json)", ckpt)
-            continue
-        if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:
-            logger.warning("skipping %s: taken at the last step (resuming from it would add a step)", ckpt)
-            continue
-        return str(ckpt)
-    return None
-
-
-def run_train_loss(log_history: list[dict]) -> float | None:
-    """Mean per-step train loss of the whole run from the logged windows: sum(loss_i * steps_i) / steps.
-
-    transformers' `training_loss` covers only the steps run since the last (re)start,
-    so a resumed run would report a different number for the same model; the log
-    history is restored from the checkpoint, and `ResumableCheckpoints` makes sure
-    no logging window straddles a checkpoint or leaves the last steps out.
-    """
-    total, last = 0.0, 0
-    for h in log_history:
-        if "loss" in h:
-            total += h["loss"] * (h["step"] - last)
-            last = h["step"]
-    return total / last if last else None
-
-
-def resumable_checkpoints_callback():
-    """A TrainerCallback (after transformers' DefaultFlowCallback) that makes --resume exact:
-
-    * it also logs at every checkpoint step and at the last step (see run_train_loss);
-    * it takes no checkpoint at the last step: the stage saves the final model right
-      after training, and resuming from such a checkpoint would add a step (see
-      last_complete_checkpoint); a kill after the last step redoes the steps since
-      the previous checkpoint instead, with the same result.
-    """
-    from transformers import TrainerCallback
-
-    class ResumableCheckpoints(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            step = state.global_step
-            if (args.save_steps and step % int(args.save_steps) == 0) or step >= state.max_steps:
-                control.should_log = True
-            if step >= state.max_steps:
-                control.should_save = False
-            return control
-
-    return ResumableCheckpoints()
-
-
-def model_context(model_dir: Path) -> int:
-    """The context length (n_positions) recorded in a saved model's config."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings"))
-
-
-def load_rows(recipe, split: str, tokenizer=None, max_length: int | None = None, limit: int | None = None) -> list[dict]:
-    """Preference rows of the recipe's "train" or "test" split through train.data (validated there).
-
-    With a tokenizer, rows whose prompt + longer response + EOS exceed `max_length`
-    tokens are counted and dropped by train.data (policy `on_bad_rows`), never
-    silently truncated. `limit` keeps the first rows.
-    """
-    from .data import load_preferences
-
-    name = {"train": recipe.data.train_split, "test": recipe.data.test_split}[split]
-    # train.data checks prompt + response without EOS; we append one, hence - 1.
-    rows, report = load_preferences(recipe.data, name, tokenizer=tokenizer,
-                                    max_length=max_length - 1 if max_length else None)
-    dropped = getattr(report, "problems", {}) or {}
-    if any(dropped.values()):
-        logger.warning("%s split: dropped rows %s", name, {k: v for k, v in dropped.items() if v})
-    if not rows:
-        raise ValueError(f"data {recipe.data.dataset!r}: the {name} split has no usable rows")
-    return list(rows)[:limit] if limit else list(rows)
 
 
 # ----------------------------------------------------------------------------- maths
@@ -260,38 +130,6 @@ def prompt_completion(rows: list[dict]):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
 
 
-def trainer_arguments(cfg, seed: int, output_dir: Path, max_length: int) -> dict[str, Any]:
-    """The TrainingArguments fields the SFT and reward stages share (SFTConfig / RewardConfig kwargs).
-
-    `cfg` is an SFTStageConfig or a RewardStageConfig (the same field names). Checkpoints
-    every `save_steps` into `output_dir` (the stage's .partial checkpoints), no Trainer
-    evaluation (our code measures held-out numbers), seeds for weights and data order.
-    """
-    return dict(
-        output_dir=str(output_dir),
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_length=max_length,
-        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, eval_strategy="no", seed=seed, data_seed=seed,
-        **device_settings(cfg.precision, cfg.gradient_checkpointing),
-    )
-
-
-def training_metrics(trainer, train_output, checkpoint: str | None) -> dict[str, Any]:
-    """What a finished Trainer run reports: loss, steps, the checkpoint resumed from, speed, the loss curve."""
-    history = trainer.state.log_history
-    return dict(
-        train_loss=run_train_loss(history), global_step=trainer.state.global_step,
-        resumed_from_step=int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
-        samples_per_second=train_output.metrics.get("train_samples_per_second"),
-        train_seconds=train_output.metrics.get("train_runtime"),
-        loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
-    )
-
-
 def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: Path, max_length: int, callbacks=None):
     """The configured SFTTrainer (also used by tests to inspect collated batches)."""
     from trl import SFTConfig, SFTTrainer
@@ -306,7 +144,8 @@ def build_trainer(recipe, model, tokenizer, train_rows, eval_rows, output_dir: P
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
     """Runs SFT into OUTPUT/sft and returns it. `callbacks`: extra transformers TrainerCallbacks."""
-    from .base import finite
+    from .hf_training import last_complete_checkpoint, load_rows, process_state, training_metrics
+    from .rundir import finite
     from .modeling import ensure_pad_embedding, load_causal_lm, load_tokenizer
     from .config import stage_config
     from .rundir import StageWriter, require_stage
@@ -321,7 +160,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     # 1-2. Inputs: data first (its errors name the dataset), then the base model.
     base_dir = require_stage(output_dir / "base", "sft needs the base model")
     tokenizer = load_tokenizer(base_dir)
-    max_length = min(cfg.max_length or 10**9, model_context(base_dir))
+    max_length = min(cfg.max_length or 10**9, saved_context_length(base_dir))
     train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
     eval_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
     torch.manual_seed(recipe.seed)
