@@ -82,7 +82,7 @@ def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
     nrows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(r.get("update", r.get("step", i)), r[key]) for i, r in enumerate(rows)
+        pts = [(r.get("update", i + 1), r[key]) for i, r in enumerate(rows)
                if isinstance(r.get(key), (int, float))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.5)
         ax.set_title(key)

@@ -20,7 +20,10 @@ NON_DETERMINISTIC = ("created", "wall_time_s")
 # Pairs in report order: (a, b) reads "a against b".
 PAIRS = (("ppo", "sft"), ("ppo", "base"), ("sft", "base"))
 
+# How each model (keyed by its stage) is named: NAMES inside a sentence (the report's findings),
+# LABELS as a heading (the card's tables). The Space ships alone and keeps its own role names.
 NAMES = {"base": "base", "sft": "SFT", "ppo": "PPO"}
+LABELS = {"base": "Base", "sft": "SFT", "ppo": "PPO (RLHF)"}
 
 PACKAGES = {"gpt2_rlhf": "gpt2-rlhf", "torch": "torch", "transformers": "transformers", "trl": "trl",
             "evaluate": "evaluate", "datasets": "datasets", "huggingface_hub": "huggingface_hub"}

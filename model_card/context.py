@@ -13,11 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from gpt2_rlhf.evaluation.report import LABELS
+
 from .markdown import code_block, fmt, md_cell
 from .sources import CardSources, get_path, is_number
 
-MODEL_ORDER = ("base", "sft", "ppo")
-MODEL_LABELS = {"base": "Base", "sft": "SFT", "ppo": "PPO (RLHF)"}
+MODEL_ORDER = tuple(LABELS)  # base, sft, ppo: the order of every table
 
 
 # Metric name -> (label, note). Unknown metrics are shown under their own name.
@@ -69,7 +70,7 @@ def policy_of(report: dict) -> str:
 
 
 def label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
+    return LABELS.get(model, model)
 
 
 def value_cell(v: Any) -> str | None:

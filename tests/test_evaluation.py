@@ -63,7 +63,7 @@ def make_tiny_run(run_dir: Path, n_positions: int = 96) -> Path:
     write_json(run_dir / "reward" / "reward_stats.json", {"mean": 0.1, "std": 2.0, "n": 8, "source": "test"})
     _stage(run_dir / "reward", "reward")
     # PPO's per-update log (what the training-curve plot and the report's `training.ppo` read)
-    rows = [{"step": i, "score": 0.1 * i, "kl": 0.01 * i, "entropy": 2.0 - 0.1 * i} for i in range(5)]
+    rows = [{"update": i + 1, "episodes": 8 * (i + 1), "score": 0.1 * i, "kl": 0.01 * i, "entropy": 2.0 - 0.1 * i} for i in range(5)]
     (run_dir / "ppo" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run_dir
 

@@ -101,10 +101,18 @@ def load_sequence_classifier(name_or_path: str | Path, trust_remote_code: bool =
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
-    """RLHF wants deterministic log-probs: dropout off everywhere (Huang et al. 2024, detail 'disable dropout')."""
+    """RLHF wants deterministic log-probs: dropout off everywhere (Huang et al. 2024, detail 'disable dropout').
+
+    Both the modules (p = 0) and the config's rates, so that a model saved afterwards, or a
+    module that reads the config at run time, stays without dropout.
+    """
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout", "attention_dropout"):
+        if cfg is not None and hasattr(cfg, name):
+            setattr(cfg, name, 0.0)
 
 
 # ----------------------------------------------------------------------------- tensors

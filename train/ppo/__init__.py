@@ -83,15 +83,13 @@ def _load_models(paths: dict[str, str | None], cfg):
     """Policy, reference, critic (None with shared_value_head), reward model (or None) and the tokenizer."""
     import torch
 
-    from ..modeling import (RewardModel, disable_dropout, ensure_pad_embedding, load_causal_lm,
-                                load_sequence_classifier, load_tokenizer)
+    from ..modeling import RewardModel, ensure_pad_embedding, load_causal_lm, load_sequence_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(paths["policy"])
     policy = load_causal_lm(paths["policy"])
     ref = load_causal_lm(paths["ref"])
-    for m in (policy, ref):
+    for m in (policy, ref):  # dropout goes off in PPOTrainer, for every model it is given
         ensure_pad_embedding(m, tokenizer)
-        disable_dropout(m)
     rm = RewardModel.load(paths["reward"]) if paths["reward"] else None
     # The reference and the critic read the policy's token ids: their vocabularies must be the
     # policy's (a reward model with another tokenizer can still score, from decoded text, but it
@@ -110,7 +108,6 @@ def _load_models(paths: dict[str, str | None], cfg):
     if not cfg.shared_value_head:
         critic = load_sequence_classifier(paths["value"])
         ensure_pad_embedding(critic, tokenizer)
-        disable_dropout(critic)
         if paths["value"] in (paths["policy"], paths["ref"]):
             # A causal LM has no scalar head: start the fresh one at 0 (values start at 0).
             torch.nn.init.zeros_(critic.score.weight)

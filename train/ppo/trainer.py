@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..modeling import RewardModel, context_length, pad_sequences, position_ids_from_mask
+from ..modeling import RewardModel, context_length, disable_dropout, pad_sequences, position_ids_from_mask
 from ..sampling import encode_prompts, prompt_budget, sample, token_logprobs
 from . import core
 from .config import PPOConfig
@@ -377,12 +377,12 @@ class PPOTrainer:
             raise ValueError(f"training prompt {i} is empty after tokenisation")
         self.schedule = PromptSchedule(len(self.prompts), seed)
 
-        # Models: dropout off in all four (Huang et al. 2024) -- done by the loaders; eval() here
-        # keeps it off for any module that checks `training` instead of p.
+        # Models: dropout off in all four (Huang et al. 2024), here for any model a caller passes;
+        # eval() on the reference keeps it off for any module that checks `training` instead of p.
         rm = getattr(getattr(scorer, "rm", None), "model", None)
         for m in (policy, ref_policy, critic, rm):
             if m is not None:
-                _dropout_off(m)
+                disable_dropout(m)
                 use_fused_gelu(m)
         self.ref = ref_policy.to(self.device).eval().requires_grad_(False)
         value_head = None
@@ -725,13 +725,3 @@ def use_fused_gelu(model: nn.Module) -> int:
                 setattr(module, name, nn.GELU(approximate="tanh"))
                 n += 1
     return n
-
-
-def _dropout_off(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    cfg = getattr(model, "config", None)
-    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout", "attention_dropout"):
-        if cfg is not None and hasattr(cfg, name):
-            setattr(cfg, name, 0.0)
