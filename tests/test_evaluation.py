@@ -403,15 +403,11 @@ def test_offline_hub_model_is_one_clear_line(tiny_run, tmp_path, capsys, monkeyp
 
 
 @pytest.mark.slow
-def test_micro_run_evaluates(request):
-    """On the shared micro run (base, SFT, reward from the real stages) when conftest provides it."""
+def test_micro_run_evaluates(micro_run, tmp_path):
+    """On the shared micro run (base, SFT, reward from the real stages)."""
     from gpt2_rlhf.evaluation.run import main
 
-    try:
-        run = request.getfixturevalue("micro_run")
-    except pytest.FixtureLookupError:
-        pytest.skip("conftest has no micro_run fixture yet")
-    tmp = request.getfixturevalue("tmp_path") / "run"
+    run, tmp = micro_run, tmp_path / "run"
     for key in ("base", "sft", "reward", "ppo"):
         if (run / key).exists():
             shutil.copytree(run / key, tmp / key)

@@ -235,19 +235,15 @@ def custom_code_folder(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 def _loaders():
+    from gpt2_rlhf.space import inference  # part of the package: always importable
     from gpt2_rlhf.train import modeling
 
     out = {"modeling.load_tokenizer": modeling.load_tokenizer, "modeling.load_causal_lm": modeling.load_causal_lm,
            "modeling.load_sequence_classifier": modeling.load_sequence_classifier,
            "modeling.RewardModel.load": modeling.RewardModel.load, "modeling.saved_context_length": modeling.saved_context_length}
-    try:
-        from gpt2_rlhf.space import inference
-
-        out.update({"gpt2_rlhf.space.load_tokenizer": inference.load_tokenizer,
-                    "space.Policy.load": lambda p: inference.Policy.load("rlhf", str(p)),
-                    "space.RewardScorer.load": lambda p: inference.RewardScorer.load(str(p))})
-    except ImportError:
-        pass
+    out.update({"space.load_tokenizer": inference.load_tokenizer,
+                "space.Policy.load": lambda p: inference.Policy.load("rlhf", str(p)),
+                "space.RewardScorer.load": lambda p: inference.RewardScorer.load(str(p))})
     return out
 
 
