@@ -111,3 +111,16 @@ def test_recipe_round_trips_through_yaml(tmp_path):
     r.save(tmp_path / "recipe.yaml")
     again = load_recipe(tmp_path / "recipe.yaml")
     assert again.to_dict() == r.to_dict()
+
+
+def test_a_section_set_by_hand_is_read_whatever_the_table():
+    """`rlhf reproduce` builds a recipe of the recorded data and eval sections on the training table."""
+    from gpt2_rlhf.evaluation.config import EvalConfig
+    from gpt2_rlhf.train.config import Recipe
+
+    recipe = Recipe(seed=3)
+    recipe.sections["eval"] = EvalConfig(n_prompts=7)
+    assert recipe.eval.n_prompts == 7 and recipe.data.dataset == "embedded"
+    assert recipe.to_dict()["eval"]["n_prompts"] == 7
+    with pytest.raises(AttributeError):
+        recipe.hub  # neither set nor in the training table

@@ -75,15 +75,16 @@ class Recipe:
     def __getattr__(self, name: str) -> Any:  # recipe.sft, recipe.ppo, ...
         sections = self.__dict__.get("sections", {})
         table = self.__dict__.get("table", TRAIN_SECTIONS)
+        if name in sections:  # a section built by the caller (e.g. `rlhf reproduce`'s eval) counts as well
+            return sections[name]
         if name in table:
-            if name not in sections:
-                sections[name] = section_class(name, table)()
+            sections[name] = section_class(name, table)()
             return sections[name]
         raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seed": self.seed, "stages": list(self.stages)}
-        for name in self.table:
+        for name in [*self.table, *(k for k in self.sections if k not in self.table)]:
             if name in self.sections:
                 out[name] = to_plain(self.sections[name])
         return out
