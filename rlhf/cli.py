@@ -45,7 +45,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def _recipe_args(p: argparse.ArgumentParser, config_required: bool) -> None:
     from .stages import SECTIONS
-    from .train.config import add_override_flags
+    from gpt2_rlhf.train.config import add_override_flags
 
     p.add_argument("--config", required=config_required, default=None if config_required else "tiny",
                    help="recipe YAML file, or a shipped recipe name (tiny, micro, gpt2-hh); default: tiny")
@@ -58,7 +58,7 @@ def _recipe_args(p: argparse.ArgumentParser, config_required: bool) -> None:
 
 def _load(args: argparse.Namespace):
     from .stages import load_recipe
-    from .train.config import overrides_from_args
+    from gpt2_rlhf.train.config import overrides_from_args
 
     overrides = overrides_from_args(args)
     if args.dataset:
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="recipe (default: RUN_DIR/recipe.yaml)")
     p.add_argument("--prompts", default=None, help="a file of prompts (JSONL with 'prompt', or HH pairs) instead of the test split")
     from .stages import SECTIONS
-    from .train.config import add_override_flags
+    from gpt2_rlhf.train.config import add_override_flags
 
     add_override_flags(p, SECTIONS, ["eval"])
 
@@ -146,9 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """`rlhf evaluate RUN_DIR [--config FILE] [--prompts FILE] [--eval.<field> V]`."""
-    from .evaluation.run import main as evaluate
+    from gpt2_rlhf.evaluation.run import main as evaluate
     from .stages import load_recipe
-    from .train.config import overrides_from_args
+    from gpt2_rlhf.train.config import overrides_from_args
 
     run_dir = Path(args.run_dir)
     if args.config:
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    from .train.config import ConfigError
-    from .train.rundir import StageError
+    from gpt2_rlhf.train.config import ConfigError
+    from gpt2_rlhf.train.rundir import StageError
 
     try:
         if args.command == "run":

@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
+from gpt2_rlhf.train.config import STAGE_ORDER, Recipe, stage_config, to_plain
+from gpt2_rlhf.train.rundir import is_complete, write_json
+
 from .stages import stage_main
-from .train.config import STAGE_ORDER, Recipe, stage_config, to_plain
-from .train.rundir import is_complete, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def check_data(recipe: Recipe) -> None:
     directory at all. (Rows too long for the context are checked by each stage,
     which knows its tokenizer.)
     """
-    from .train.data import load_preferences
+    from gpt2_rlhf.train.data import load_preferences
 
     stages = set(recipe.stages)
     # Which stage reads which split: base (embedded) / sft / reward both; ppo the

@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from .space.inference import HH_ASSISTANT, HH_HUMAN, Engine, Limits, ModelSources, env_int
-from .space.votes import VoteLog, hub_vote_log
+from gpt2_rlhf.space.inference import HH_ASSISTANT, HH_HUMAN, Engine, Limits, ModelSources, env_int
+from gpt2_rlhf.space.votes import VoteLog, hub_vote_log
 
 logger = logging.getLogger(__name__)
 

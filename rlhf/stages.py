@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .train import config as recipe_config
+from gpt2_rlhf.train import config as recipe_config
 
 
 @dataclass(frozen=True)
