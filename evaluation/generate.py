@@ -53,8 +53,8 @@ def pair_logprobs(model, tokenizer, prompts: Sequence[str], responses: Sequence[
         resp = [tokenizer(responses[j], add_special_tokens=False)["input_ids"] + [eos] for j in idx]
         resp = [r[:max_response_tokens] for r in resp]
         R = max(len(r) for r in resp)
-        # prompt + the batch's longest response fits the context (no room for an extra EOS is needed here)
-        budget = prompt_budget(context + 1, max_prompt_tokens, R)
+        # prompt + the batch's longest response fits the context (R counts its EOS already)
+        budget = prompt_budget(context, max_prompt_tokens, R - 1)
         prompt_ids, prompt_mask = pad_sequences(encode_prompts(tokenizer, [prompts[j] for j in idx], budget), pad,
                                                 "left", device)
         response_ids, response_mask = pad_sequences(resp, pad, "right", device)
