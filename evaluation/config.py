@@ -84,7 +84,7 @@ class EvalConfig:
 
     @property
     def generation(self) -> GenerationSettings:
-        """The decoding settings every model gets (temperature 0 means greedy in train.modeling.generate)."""
+        """The decoding settings every model gets (temperature 0 means greedy in train.sampling.generate)."""
         greedy = self.mode == "greedy"
         return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=0.0 if greedy else self.temperature,
                                   top_k=0 if greedy else self.top_k, top_p=1.0 if greedy else self.top_p)

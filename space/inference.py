@@ -11,14 +11,14 @@ installed, so the few lines it needs from ``train/modeling.py`` are restated her
   ``prompt + response + EOS`` (the project's convention), normalised with
   ``reward_stats.json``: (raw - mean) / std.
 
-Deviations from ``gpt2_rlhf.train.modeling.generate`` (on purpose, see the notes in each function):
+Deviations from ``gpt2_rlhf.train.sampling.generate`` (on purpose, see the notes in each function):
 
-1. We step the decoding loop ourselves instead of calling ``model.generate`` so that
-   each request draws from its **own** ``torch.Generator``. ``generate`` samples from
-   the global RNG, which concurrent requests in a web server would share, so "same
-   seed, same pair" would not hold. With a fresh generator seeded per side, a
-   single-prompt sample is token-for-token the one ``gpt2_rlhf.train.modeling.generate`` draws
-   after ``torch.manual_seed(seed)`` (tested).
+1. The folder ships to the Hub alone, so it keeps its own copy of the project's sampler,
+   stepping the decoding loop itself so that each request draws from its **own**
+   ``torch.Generator`` (concurrent requests in a web server must not share the global
+   RNG, or "same seed, same pair" would not hold). A single-prompt sample is
+   token-for-token the one ``gpt2_rlhf.train.sampling.generate`` draws for the same
+   seed (tested), and streams as it goes.
 2. One prompt per call, so there is no padding in generation; the reward model
    scores both sides in one right-padded batch and pools at the last real token.
 3. Prompts longer than the context are cut from the left (the recent turns matter
