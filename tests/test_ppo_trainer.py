@@ -207,6 +207,8 @@ def test_reward_function_scorer_validates_output(tiny):
     assert contains_good(["p"] * 4, ["a good day", "Good luck", "GOOD", "bad"]) == [1.0, 1.0, 1.0, -1.0]
     assert contains_good_exact(["p"] * 3, ["a good day", "Good", "bad"]) == [1.0, -1.0, -1.0]
     assert load_reward_function("gpt2_rlhf.train.rewards:contains_good") is contains_good
+    # recipes written before the gpt2_rlhf namespace keep working
+    assert load_reward_function("train.rewards:contains_good") is contains_good
     with pytest.raises(ValueError, match="cannot import"):
         load_reward_function("gpt2_rlhf.train.rewards:nope")
     tr = _trainer(tiny, _cfg(), scorer=FunctionScorer(lambda p, r: [1.0]))
