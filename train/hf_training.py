@@ -8,7 +8,6 @@ torchrun / accelerate launch, device settings, checkpoints that survive a kill
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 

@@ -31,7 +31,6 @@ pair per prompt. Pairs longer than the context are dropped by ``gpt2_rlhf.train.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
