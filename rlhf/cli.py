@@ -2,7 +2,7 @@
 
     rlhf run [--config FILE] [--output-dir DIR] [--dataset PATH_OR_HUB_ID]
     rlhf data PATH_OR_HUB_ID [--on-bad-rows error|skip]
-    rlhf sft|reward|ppo --config FILE --output-dir DIR [--dataset ...] [--resume]
+    rlhf sft|label|reward|ppo --config FILE --output-dir DIR [--dataset ...] [--resume]
     rlhf evaluate RUN_DIR
     rlhf card RUN_DIR
     rlhf reproduce RUN_DIR_OR_REPO
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage, text in (("base", "build the base model (tokenizer + tiny GPT-2, or load gpt2)"),
                         ("sft", "stage 1: supervised fine-tuning on chosen responses"),
+                        ("label", "feedback: sample the policy k times per prompt and label the pairs"),
                         ("reward", "stage 2: the pairwise reward model"),
                         ("ppo", "stage 3: PPO against the reward model")):
         p = sub.add_parser(stage, help=text)
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("votes", help="turn Space votes into an HH-format preference dataset")
     p.add_argument("votes", help="votes JSONL written by the Space")
     p.add_argument("--out", required=True, help="output JSONL (HH format: chosen/rejected)")
+    p.add_argument("--blind-only", action="store_true",
+                   help="keep only votes cast with the model names hidden (what `rlhf label` with the votes labeller wants)")
     return parser
 
 
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             columns = tuple(args.columns.split(",")) if args.columns else None
             return _call("gpt2_rlhf.train.data:validate_command", args.dataset, on_bad_rows=args.on_bad_rows, split=args.split,
                          data_dir=args.data_dir, columns=columns, tokenizer=args.tokenizer, max_length=args.max_length)
-        if args.command in ("base", "sft", "reward", "ppo"):
+        if args.command in ("base", "sft", "label", "reward", "ppo"):
             from .pipeline import run_stage
 
             run_stage(args.command, _load(args), Path(args.output_dir), resume=args.resume)

@@ -225,8 +225,12 @@ def read_votes(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield where, rec
 
 
-def votes_to_preferences(path: str | Path) -> tuple[list[dict[str, str]], Counter]:
-    """HH-format rows {"chosen": prompt + chosen, "rejected": prompt + rejected} and counts of what was kept or dropped."""
+def votes_to_preferences(path: str | Path, blind_only: bool = False) -> tuple[list[dict[str, str]], Counter]:
+    """HH-format rows {"chosen": prompt + chosen, "rejected": prompt + rejected} and counts of what was kept or dropped.
+
+    blind_only keeps only votes cast with the model names hidden (`anonymised`): a
+    voter who saw "RLHF" beside a response may have voted for the name.
+    """
     rows: list[dict[str, str]] = []
     counts: Counter = Counter()
     seen: set[str] = set()
@@ -235,6 +239,9 @@ def votes_to_preferences(path: str | Path) -> tuple[list[dict[str, str]], Counte
         counts[f"vote_{rec['vote']}"] += 1
         if rec["vote"] not in ("left", "right"):
             counts["skipped_not_decisive"] += 1
+            continue
+        if blind_only and not rec.get("anonymised"):
+            counts["skipped_not_blind"] += 1
             continue
         vid = rec.get("id")
         if vid is not None and vid in seen:
@@ -282,7 +289,7 @@ def cli(args) -> int:
     src, out = Path(args.votes), Path(args.out)
     if out.exists() and src.exists() and out.resolve() in {p.resolve() for p in _vote_files(src)}:
         raise VotesError(f"--out {out}: would overwrite the votes it reads")
-    rows, counts = votes_to_preferences(src)
+    rows, counts = votes_to_preferences(src, blind_only=getattr(args, "blind_only", False))
     if not rows:
         raise VotesError(f"{src}: no decisive votes to turn into pairs ({dict(counts)})")
     write_jsonl(rows, out)
