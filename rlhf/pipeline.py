@@ -1,14 +1,25 @@
-"""`rlhf run`: every stage of a recipe in order, each handing over through files.
+"""`rlhf run`: every stage of a recipe in order, each handing over through files, then the card.
 
 A finished stage is reused when its recorded config equals the one the recipe
 resolves to now, and every stage before it was reused too; otherwise it reruns
 (and so does everything after it). `--force` reruns everything.
+
+Feedback rounds (Bai et al. 2022's iterated online RLHF, with the same stages in a
+loop rather than a new trainer): when the recipe has the `label` stage, label ->
+reward -> ppo runs `label.rounds` times. Round r < R writes `label_round<r>`,
+`reward_round<r>`, `ppo_round<r>`; the last round writes `label`, `reward`, `ppo`,
+so evaluation, the card and the Space read the final models where they always do.
+Round r labels the previous round's PPO samples (round 1: SFT's), trains a fresh
+reward model from SFT on the dataset plus every label so far, and continues the
+previous round's PPO policy with the KL penalty still measured against SFT.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -21,6 +32,61 @@ from .stages import stage_main
 logger = logging.getLogger(__name__)
 
 
+LOOP = ("label", "reward", "ppo")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage run: its section, its output directory name, its feedback round and its resolved recipe."""
+
+    stage: str
+    name: str
+    round: int
+    recipe: Recipe
+
+
+def round_name(stage: str, r: int, rounds: int) -> str:
+    """The directory of `stage` in feedback round r of `rounds` (the last round keeps the plain name)."""
+    return stage if r == rounds else f"{stage}_round{r}"
+
+
+def _with(recipe: Recipe, **sections) -> Recipe:
+    """A copy of the recipe with some sections replaced (the caller's recipe is not changed)."""
+    for name in recipe.table:  # materialise the defaults, so the copy resolves the same sections
+        getattr(recipe, name)
+    return Recipe(seed=recipe.seed, stages=list(recipe.stages), sections={**recipe.sections, **sections},
+                  source=recipe.source, table=dict(recipe.table))
+
+
+def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
+    """The stage runs of `rlhf run`, in order, with every feedback round's inputs written into its config."""
+    stages = [s for s in STAGE_ORDER if s in recipe.stages]
+    if "label" not in stages:
+        return [Step(s, s, 1, recipe) for s in stages]
+    rounds = recipe.label.rounds
+    out = Path(output_dir)
+    steps = [Step(s, s, 1, recipe) for s in stages if s not in LOOP and s != "eval"]
+    sft = out / ("sft" if "sft" in stages or (out / "sft").is_dir() else "base")
+    for r in range(1, rounds + 1):
+        prev = out / round_name("ppo", r - 1, rounds) if r > 1 and "ppo" in stages else None
+        label = dataclasses.replace(recipe.label, seed_offset=recipe.label.seed_offset + 10 * (r - 1),
+                                    policy=str(prev) if prev and recipe.label.policy == "auto" else recipe.label.policy)
+        labels = [str(out / round_name("label", q, rounds)) for q in range(1, r + 1)]
+        reward = dataclasses.replace(recipe.reward, labels=[*recipe.reward.labels, *labels])
+        ppo_cfg = recipe.ppo
+        ppo = dataclasses.replace(
+            ppo_cfg, seed_offset=ppo_cfg.seed_offset + 10 * (r - 1),
+            policy_path=ppo_cfg.policy_path or (str(prev) if prev else None),
+            ref_path=ppo_cfg.ref_path or (str(sft) if prev else None),
+            reward_model_path=ppo_cfg.reward_model_path or (
+                str(out / round_name("reward", r, rounds)) if "reward" in stages and ppo_cfg.reward_function is None
+                else None))
+        step_recipe = _with(recipe, label=label, reward=reward, ppo=ppo)
+        steps += [Step(s, round_name(s, r, rounds), r, step_recipe) for s in stages if s in LOOP]
+    steps += [Step("eval", "eval", rounds, recipe)] if "eval" in stages else []
+    return steps
+
+
 def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
     cfg = stage_dir / "config.yaml"
     if not (is_complete(stage_dir) and cfg.exists()):
@@ -31,12 +97,17 @@ def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
         return False
 
 
-def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False) -> Path:
-    """Runs one stage and returns its finished directory."""
-    logger.info("stage %s -> %s", stage, output_dir / stage)
+def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False, name: str | None = None,
+              round_index: int = 1) -> Path:
+    """Runs one stage (into OUTPUT/<name>, default OUTPUT/<stage>) and returns its finished directory."""
+    name = name or stage
+    logger.info("stage %s -> %s", name, output_dir / name)
     t0 = time.time()
-    out = stage_main(stage)(recipe, Path(output_dir), resume=resume)
-    logger.info("stage %s finished in %.1f s", stage, time.time() - t0)
+    kwargs = {"name": name} if stage in LOOP else {}
+    if stage == "ppo":
+        kwargs["round_index"] = round_index
+    out = stage_main(stage)(recipe, Path(output_dir), resume=resume, **kwargs)
+    logger.info("stage %s finished in %.1f s", name, time.time() - t0)
     return out
 
 
@@ -51,6 +122,8 @@ def check_data(recipe: Recipe) -> None:
     from gpt2_rlhf.train.data import load_preferences
 
     stages = set(recipe.stages)
+    if "label" in stages:  # the feedback stage samples train prompts, and test prompts for its held-out pairs
+        stages |= {"sft"} if recipe.label.test_prompts else {"ppo"}
     # Which stage reads which split: base (embedded) / sft / reward both; ppo the
     # train split, and the test split for its held-out comparison; eval the test
     # split unless it reads a prompts file.
@@ -70,16 +143,23 @@ def run_pipeline(recipe: Recipe, output_dir: Path, force: bool = False, resume: 
     logger.info("resolved recipe (%s):\n%s", recipe.source, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}
     rerun = force
-    for stage in [s for s in STAGE_ORDER if s in recipe.stages]:
-        stage_dir = output_dir / stage
-        if not rerun and _up_to_date(recipe, stage, stage_dir):
-            logger.info("stage %s: finished output matches the recipe, reusing %s", stage, stage_dir)
-            timings[stage] = 0.0
+    for step in plan(recipe, output_dir):
+        stage_dir = output_dir / step.name
+        if not rerun and _up_to_date(step.recipe, step.stage, stage_dir):
+            logger.info("stage %s: finished output matches the recipe, reusing %s", step.name, stage_dir)
+            timings[step.name] = 0.0
             continue
         rerun = True  # everything downstream of a rerun stage reruns too
         t0 = time.time()
-        run_stage(stage, recipe, output_dir, resume=resume)
-        timings[stage] = round(time.time() - t0, 1)
+        run_stage(step.stage, step.recipe, output_dir, resume=resume, name=step.name, round_index=step.round)
+        timings[step.name] = round(time.time() - t0, 1)
+    if "eval" in recipe.stages:
+        # the publishable result from one command: the card, rendered from the report just written
+        from gpt2_rlhf.model_card.render import render_card
+
+        t0 = time.time()
+        logger.info("model card: %s", render_card(output_dir))
+        timings["card"] = round(time.time() - t0, 1)
     write_json(output_dir / "timings.json", timings)
     logger.info("run complete in %s: %s", output_dir, timings)
     return timings

@@ -30,6 +30,7 @@ STAGES: dict[str, Stage] = {
     "data": Stage("gpt2_rlhf.train.data:DataConfig"),
     "base": Stage("gpt2_rlhf.train.base:BaseConfig", "gpt2_rlhf.train.base:main"),
     "sft": Stage("gpt2_rlhf.train.sft:SFTStageConfig", "gpt2_rlhf.train.sft:main"),
+    "label": Stage("gpt2_rlhf.train.feedback:LabelConfig", "gpt2_rlhf.train.feedback:main"),
     "reward": Stage("gpt2_rlhf.train.reward:RewardStageConfig", "gpt2_rlhf.train.reward:main"),
     "ppo": Stage("gpt2_rlhf.train.ppo.config:PPOConfig", "gpt2_rlhf.train.ppo:main"),
     "eval": Stage("gpt2_rlhf.evaluation.config:EvalConfig", "gpt2_rlhf.evaluation.run:main"),

@@ -38,11 +38,14 @@ TRAIN_SECTIONS: dict[str, str] = {
     "data": "gpt2_rlhf.train.data:DataConfig",
     "base": "gpt2_rlhf.train.base:BaseConfig",
     "sft": "gpt2_rlhf.train.sft:SFTStageConfig",
+    "label": "gpt2_rlhf.train.feedback:LabelConfig",
     "reward": "gpt2_rlhf.train.reward:RewardStageConfig",
     "ppo": "gpt2_rlhf.train.ppo.config:PPOConfig",
 }
 
-STAGE_ORDER = ("base", "sft", "reward", "ppo", "eval")
+STAGE_ORDER = ("base", "sft", "label", "reward", "ppo", "eval")
+# A recipe without `stages:` runs these (the feedback stage `label` is asked for by name).
+DEFAULT_STAGES = ("base", "sft", "reward", "ppo", "eval")
 
 def _recipes_dir() -> Path:
     """Installed: train/recipes (package data mapped from configs/). Source tree: configs/."""
@@ -64,8 +67,8 @@ class Recipe:
 
     seed: int = field(default=0, metadata={"help": "Seed for every stage (each stage may add its own offset)."})
     stages: list[str] = field(
-        default_factory=lambda: list(STAGE_ORDER),
-        metadata={"help": "Stages `rlhf run` executes, in order; any subset of base, sft, reward, ppo, eval."},
+        default_factory=lambda: list(DEFAULT_STAGES),
+        metadata={"help": "Stages `rlhf run` executes, in order; any subset of base, sft, label, reward, ppo, eval."},
     )
     sections: dict[str, Any] = field(default_factory=dict, metadata={"help": "Stage configs by section name."})
     source: str = field(default="<defaults>", metadata={"help": "Where the recipe came from (file path)."})

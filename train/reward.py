@@ -80,6 +80,12 @@ class RewardStageConfig:
     stats_max_new_tokens: int = field(default=DECODING.max_new_tokens, metadata={"help": "Sampled response length for the statistics."})
     stats_temperature: float = field(default=DECODING.temperature, metadata={"help": "Sampling temperature for the statistics (0 = greedy)."})
     histogram_bins: int = field(default=20, metadata={"help": "Bins of the score histograms in health.json."})
+    labels: list[str] = field(default_factory=list, metadata={"help": (
+        "Label directories (written by `rlhf label`) whose train comparisons are added to the dataset pairs; "
+        "`rlhf run` fills in every feedback round so far. The last one's held-out comparisons measure the "
+        "model on policy samples.")})
+    labelled_repeats: int = field(default=1, metadata={"help": (
+        "The mix: each labelled comparison appears this many times per epoch beside each dataset pair once.")})
 
     def __post_init__(self):
         check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
@@ -88,6 +94,7 @@ class RewardStageConfig:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "save_steps", "save_total_limit", "histogram_bins"):
             check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
+        check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
         check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
         check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
         check(self.stats_temperature >= 0, f"stats_temperature: must be >= 0, got {self.stats_temperature}")
@@ -168,6 +175,37 @@ def evaluate_pairs(rm, rows: Sequence[dict], batch_size: int, bins: int = 20) ->
     return metrics, health
 
 
+def on_policy_metrics(rm, label_dir: Path, batch_size: int, before: dict[str, float] | None = None) -> dict[str, Any]:
+    """The reward model on held-out labelled pairs of policy samples (a label directory's test split).
+
+    accuracy: share of pairs where the labeller's preferred response scores higher;
+    length_baseline_accuracy: the same for "the longer response wins" (tokens);
+    rank_correlation: mean within-prompt Spearman correlation of the reward model's
+    scores with the labeller's scores over every sampled response (null without scores).
+    """
+    from .feedback import read_label_rows, read_samples, within_prompt_rank_correlation
+
+    rows = read_label_rows(label_dir, "test")
+    if not rows:
+        return {}
+    metrics, _ = evaluate_pairs(rm, rows, batch_size)
+    out: dict[str, Any] = {"accuracy": metrics["accuracy"], "length_baseline_accuracy": metrics["length_baseline_accuracy"],
+                           "pairs": len(rows), "prompts": len({r["prompt"] for r in rows}), "source": str(label_dir)}
+    if before is not None:
+        out["initial_accuracy"] = before["accuracy"]
+    groups = read_samples(label_dir, "test")
+    if groups:
+        flat_p = [g["prompt"] for g in groups for _ in g["responses"]]
+        flat_r = [r for g in groups for r in g["responses"]]
+        raw = rm.score(flat_p, flat_r, batch_size=batch_size).tolist()
+        pairs, i = [], 0
+        for g in groups:
+            pairs.append((raw[i:i + len(g["responses"])], g["scores"]))
+            i += len(g["responses"])
+        out["rank_correlation"], out["rank_correlation_prompts"] = within_prompt_rank_correlation(pairs)
+    return out
+
+
 def policy_samples(policy_dir: Path, prompts: Sequence[str], cfg: RewardStageConfig, seed: int) -> list[str]:
     """Responses sampled from the policy at policy_dir (batched, KV-cached, truncated after EOS)."""
     from .modeling import load_causal_lm, load_tokenizer
@@ -203,6 +241,19 @@ def format_health(h: dict) -> str:
 # ----------------------------------------------------------------------------- stage
 
 
+def labelled_rows(label_dirs: Sequence[str], tokenizer, max_length: int) -> list[dict]:
+    """Every label directory's train comparisons that fit the context (the rest are counted and dropped)."""
+    from .data import DataConfig, load_preferences
+    from .rundir import require_stage
+
+    rows: list[dict] = []
+    for d in label_dirs:
+        got, report = load_preferences(DataConfig(dataset=str(require_stage(Path(d), "reward.labels"))), "train",
+                                       tokenizer=tokenizer, max_length=max_length - 1)
+        rows += got
+    return rows
+
+
 def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
     """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
     from .rundir import is_complete, require_stage
@@ -235,8 +286,8 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
                          callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
 
 
-def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
-    """Trains the reward model into OUTPUT/reward and returns it."""
+def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None, name: str = "reward") -> Path:
+    """Trains the reward model into OUTPUT/<name> (default OUTPUT/reward) and returns it."""
     from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
     from .config import stage_config
     from .rundir import StageWriter, write_json
@@ -257,20 +308,28 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     max_length = min(cfg.max_length or 10**9, saved_context_length(init_dir))
     train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
     test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
+    dataset_pairs = len(train_rows)
+    labelled = labelled_rows(cfg.labels, tokenizer, max_length)
+    train_rows = train_rows + labelled * cfg.labelled_repeats
+    label_dir = Path(cfg.labels[-1]) if cfg.labels else None
     torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it
     model = load_sequence_classifier(init_dir)
     ensure_pad_embedding(model, tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    with StageWriter(output_dir, "reward", resume=resume, main_process=state.is_main_process) as writer:
+    with StageWriter(output_dir, name, resume=resume, main_process=state.is_main_process) as writer:
         state.wait_for_everyone()
         metrics: dict[str, Any] = {"init_from": str(init_name), "train_pairs": len(train_rows),
+                                   "dataset_pairs": dataset_pairs, "labelled_pairs": len(labelled),
+                                   "labelled_repeats": cfg.labelled_repeats, "labels": list(cfg.labels),
                                    "max_length": max_length, "world_size": state.num_processes}
         # 2. Baselines on the held-out pairs: the untrained model (random head) and response length.
         if state.is_main_process:
             before, _ = evaluate_pairs(RewardModel(model.to(device), tokenizer), test_rows,
                                        cfg.per_device_eval_batch_size)
             metrics["initial_accuracy"] = before["accuracy"]
+            before_on_policy = (on_policy_metrics(RewardModel(model, tokenizer), label_dir, cfg.per_device_eval_batch_size)
+                                if label_dir else {})
             model.train()
 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
@@ -286,6 +345,11 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             after, health = evaluate_pairs(rm, test_rows, cfg.per_device_eval_batch_size, cfg.histogram_bins)
             metrics.update(after)
             metrics["accuracy_over_length_baseline"] = after["accuracy"] - after["length_baseline_accuracy"]
+            if label_dir:
+                on_policy = on_policy_metrics(rm, label_dir, cfg.per_device_eval_batch_size, before_on_policy or None)
+                if on_policy:
+                    metrics["on_policy"] = on_policy
+                    logger.info("reward model on held-out policy samples: %s", on_policy)
 
             # 5. Normalisation statistics on SFT-policy samples for train prompts.
             prompts = [r["prompt"] for r in train_rows[: cfg.stats_prompts]]

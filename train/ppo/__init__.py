@@ -79,6 +79,20 @@ def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     return out
 
 
+SNAPSHOTS = "snapshots"
+
+
+def write_snapshot_index(stage_dir: Path, batch_size: int) -> list[dict[str, Any]]:
+    """snapshots.json: [{update, episodes, path}] of the stage's snapshots/update-N directories, in order."""
+    from ..rundir import write_json
+
+    found = sorted(p for p in (stage_dir / SNAPSHOTS).glob("update-*") if p.is_dir())
+    rows = [{"update": int(p.name.split("-")[1]), "episodes": int(p.name.split("-")[1]) * batch_size,
+             "path": f"{SNAPSHOTS}/{p.name}"} for p in found]
+    write_json(stage_dir / "snapshots.json", {"snapshots": rows})
+    return rows
+
+
 def _load_models(paths: dict[str, str | None], cfg):
     """Policy, reference, critic (None with shared_value_head), reward model (or None) and the tokenizer."""
     import torch
@@ -221,8 +235,11 @@ def _log_comparison(cmp: dict, summary: dict) -> None:
 # ----------------------------------------------------------------------------- the stage
 
 
-def main(recipe, output_dir: Path, resume: bool = False) -> Path:
-    """`rlhf ppo`: trains OUTPUT/ppo from OUTPUT/sft and OUTPUT/reward (see the module docstring)."""
+def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", round_index: int = 1) -> Path:
+    """`rlhf ppo`: trains OUTPUT/<name> (default OUTPUT/ppo) from OUTPUT/sft and OUTPUT/reward (module docstring).
+
+    round_index is the feedback round this PPO belongs to (recorded for the evaluation's curve).
+    """
     import torch
     import yaml
     from accelerate import Accelerator
@@ -263,12 +280,13 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         from ..synthetic.gold import gold_score as gold_fn
     extra = {"gold": lambda ps, rs: [gold_fn(p, r) for p, r in zip(ps, rs)]} if gold_fn else {}
 
-    with StageWriter(output_dir, "ppo", resume=resume, main_process=accelerator.is_main_process) as writer:
+    with StageWriter(output_dir, name, resume=resume, main_process=accelerator.is_main_process) as writer:
         accelerator.wait_for_everyone()  # the partial dir (and its checkpoints) exists for every process
         # 2. train
         trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, _prompts(train_rows), critic=critic, seed=seed,
                              accelerator=accelerator, checkpoint_dir=writer.checkpoints,
-                             metrics_path=writer.path / "metrics.jsonl", extra_scorers=extra)
+                             metrics_path=writer.path / "metrics.jsonl", extra_scorers=extra,
+                             snapshot_dir=writer.path / SNAPSHOTS)
         t0 = time.time()
         history = trainer.train(resume=resume)
         train_s = time.time() - t0
@@ -278,7 +296,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "gen_s": round(sum(r["gen_s"] for r in history), 2),
             "score_s": round(sum(r["score_s"] for r in history), 2),
             "optimise_s": round(sum(r["train_s"] for r in history), 2),
-            "inputs": paths, "processes": accelerator.num_processes,
+            "inputs": paths, "processes": accelerator.num_processes, "round": round_index,
         }
         if accelerator.is_main_process:
             # 3. before/after on held-out prompts
@@ -297,7 +315,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                 summary = summarise_comparison(cmp)
                 _log_comparison(cmp, summary)
                 metrics["comparison"] = {**cmp, "summary": summary}
-            # 4. the policy, in Hugging Face format
+            # 4. the policy, in Hugging Face format, and the list of its snapshots
+            write_snapshot_index(writer.path, cfg.batch_size)
             trainer.policy.save_pretrained(writer.path, safe_serialization=True)
             tokenizer.save_pretrained(writer.path)
         writer.finish(metrics=metrics, config=stage_config(recipe, "ppo"))

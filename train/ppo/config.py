@@ -84,6 +84,8 @@ class PPOConfig:
     # --- bookkeeping
     seed_offset: int = field(default=3, metadata={"help": "Added to the recipe seed for this stage."})
     save_every: int = field(default=10, metadata={"help": "Checkpoint every N updates (0 = never)."})
+    snapshot_every: int = field(default=0, metadata={"help": (
+        "Keep the policy every N updates in snapshots/ (the evaluation's overoptimisation curve; 0 = never).")})
     eval_prompts: int = field(default=64, metadata={
         "help": "Held-out test prompts for the before/after comparison at the end (0 = skip)."})
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the before/after comparison."})
@@ -114,6 +116,7 @@ class PPOConfig:
         check(self.cliprange > 0 and self.cliprange_value > 0, "cliprange and cliprange_value must be > 0")
         check(self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}")
         check(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        check(self.snapshot_every >= 0, f"snapshot_every must be >= 0, got {self.snapshot_every}")
         check(self.save_every >= 0 and self.eval_prompts >= 0 and self.eval_batch_size > 0,
               "save_every and eval_prompts must be >= 0 and eval_batch_size > 0")
         check(self.warmup_updates >= 0, f"warmup_updates must be >= 0, got {self.warmup_updates}")

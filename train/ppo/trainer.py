@@ -328,6 +328,7 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig, policy, ref_policy, tokenizer, scorer, prompts: Sequence[str],
                  critic=None, seed: int = 0, accelerator=None, checkpoint_dir: str | Path | None = None,
                  metrics_path: str | Path | None = None, progress: bool = True,
+                 snapshot_dir: str | Path | None = None,
                  extra_scorers: dict[str, Callable[[list[str], list[str]], list[float]]] | None = None):
         if accelerator is None:
             from accelerate import Accelerator
@@ -344,6 +345,7 @@ class PPOTrainer:
         self.is_main = accelerator.is_main_process
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
         self.progress = progress
         # logged, never optimised: e.g. the embedded world's gold judge, to watch the reward model
         # being over-optimised while it happens (Gao et al. 2022)
@@ -625,6 +627,9 @@ class PPOTrainer:
             bar.update(1)
             bar.set_postfix(score=f"{row['score']:.3f}", kl=f"{row['kl']:.2f}", ent=f"{row['entropy']:.2f}",
                             eos=f"{row['eos_rate']:.2f}", len=f"{row['response_length']:.1f}")
+            if self.cfg.snapshot_every and self.update_idx % self.cfg.snapshot_every == 0 \
+                    and self.update_idx < self.num_updates:
+                self.save_snapshot()
             if self.cfg.save_every and self.update_idx % self.cfg.save_every == 0 and self.update_idx < self.num_updates:
                 self.save_checkpoint()
         bar.close()
@@ -649,6 +654,21 @@ class PPOTrainer:
             tmp = self.metrics_path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
             os.replace(tmp, self.metrics_path)
+
+    def save_snapshot(self) -> Path | None:
+        """The policy after this update as an HF directory, snapshots/update-N (for the overoptimisation curve)."""
+        if not (self.snapshot_dir and self.is_main):
+            return None
+        final = self.snapshot_dir / f"{CHECKPOINT_PREFIX}{self.update_idx:06d}"
+        tmp = self.snapshot_dir / f".tmp-{final.name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.policy.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
 
     def save_checkpoint(self) -> Path | None:
         """Writes checkpoints/update-N atomically (temporary dir, then rename); keeps only the newest."""
