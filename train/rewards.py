@@ -35,3 +35,14 @@ def contains_good_exact(prompts: Sequence[str], responses: Sequence[str]) -> lis
 def response_length(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
     """Number of words in the response: a sanity check that PPO can move length (a known reward hack)."""
     return [float(len(r.split())) for r in responses]
+
+
+def gold(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """The embedded world's gold judge as the reward: the ceiling a learned reward model is measured against.
+
+    PPO with this reward optimises the truth itself, so its gold gain bounds what any
+    reward model (trained on any feedback) can give the same PPO budget. Embedded data only.
+    """
+    from .synthetic.gold import gold_score
+
+    return [gold_score(p, r) for p, r in zip(prompts, responses)]
