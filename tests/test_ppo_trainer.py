@@ -447,16 +447,16 @@ def test_accelerate_launch_two_processes(micro_run, tmp_path):
 
 
 def test_keyword_recipe_is_tiny_with_the_seed_reward():
-    """configs/keyword.yaml = tiny.yaml with PPO on the seed's keyword reward (so its stages reuse tiny's)."""
+    """configs/keyword.yaml shares tiny.yaml's data, base and SFT (so those stages are reused), without feedback."""
     import yaml
 
     from gpt2_rlhf.stages import load_recipe
 
     tiny = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())
     keyword = yaml.safe_load((ROOT / "configs/keyword.yaml").read_text())
-    for section in set(tiny) | set(keyword):
-        if section != "ppo":
-            assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
+    for section in ("seed", "data", "base", "sft"):
+        assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
+    assert "label" not in keyword["stages"]  # a keyword reward needs no labelled comparisons
     recipe = load_recipe(ROOT / "configs/keyword.yaml")
     assert recipe.ppo.reward_function == "gpt2_rlhf.train.rewards:contains_good"
 
