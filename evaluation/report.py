@@ -61,11 +61,33 @@ def present_pairs(keys: list[str]) -> list[tuple[str, str]]:
 
 # ----------------------------------------------------------------------------- findings
 
+# Rows of `metrics` that are not models: the dataset's own chosen responses, scored as a model's are
+# (docs/report-schema.md). They are a reference level, never a model of win rates, KL or findings' pairs.
+REFERENCE_ROWS = ("chosen",)
+# A gold win rate this far above a coin flip is a gain a reader would notice; 0.5 is "no better".
+GOLD_WIN_RATE_TARGET = 0.55
+# On-policy pairs are harder than dataset pairs (both responses come from one policy), so the target is
+# the level at which a reward model still steers PPO more often right than wrong by a clear margin.
+ON_POLICY_ACCURACY_TARGET = 0.75
 
-def _fmt(v: dict[str, Any]) -> str:
-    if v.get("ci_low") is None:
+
+def model_keys(per_model: dict[str, Any]) -> list[str]:
+    """The model keys of a per-model dict, in its order, without the reference rows (`chosen`)."""
+    return [k for k in per_model if k not in REFERENCE_ROWS]
+
+
+def has_ci(v: dict[str, Any]) -> bool:
+    return v.get("ci_low") is not None and v.get("ci_high") is not None
+
+
+def _pct(confidence: float) -> str:
+    return f"{100 * confidence:g}%"
+
+
+def _fmt(v: dict[str, Any], confidence: float = 0.95) -> str:
+    if not has_ci(v):
         return f"{v['value']:.3f} (no CI, n={v['n']})"
-    return f"{v['value']:.3f} (95% CI {v['ci_low']:.3f} to {v['ci_high']:.3f})"
+    return f"{v['value']:.3f} ({_pct(confidence)} CI {v['ci_low']:.3f} to {v['ci_high']:.3f})"
 
 
 def beats(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -75,80 +97,244 @@ def beats(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["ci_low"] > b["ci_high"]
 
 
-def compare_finding(metric: str, what: str, values: dict[str, dict], a: str, b: str) -> dict[str, Any]:
+def finding(id_: str, holds: bool, good: bool, text: str) -> dict[str, Any]:
+    """`holds`: the statement its id names is true; `good`: the outcome is good for the model (the card's mark)."""
+    return {"id": id_, "holds": bool(holds), "good": bool(good), "text": text}
+
+
+def compare_finding(metric: str, what: str, values: dict[str, dict], a: str, b: str,
+                    confidence: float = 0.95) -> dict[str, Any]:
+    """`{a}_beats_{b}_{metric}`: a above b with non-overlapping CIs. Every pair is a later stage against an
+    earlier one, so a later stage that beats the earlier one is the good outcome."""
     va, vb = values[a], values[b]
+    A, B, level = NAMES[a], NAMES[b], _pct(confidence)
     holds = beats(va, vb)
+    both = f"{A} {_fmt(va, confidence)} against {B} {_fmt(vb, confidence)}"
     if holds:
-        text = (f"{NAMES[a]}'s {what} {_fmt(va)} is above {NAMES[b]}'s {_fmt(vb)}: "
-                f"the 95% confidence intervals do not overlap.")
-    elif va.get("ci_low") is None or vb.get("ci_high") is None:
-        text = (f"{NAMES[a]}'s {what} {_fmt(va)} against {NAMES[b]}'s {_fmt(vb)}: too few prompts for a "
-                f"confidence interval, so no difference is claimed.")
+        text = f"{A} beats {B} on {what}: {both}; the {level} confidence intervals do not overlap."
+    elif not (has_ci(va) and has_ci(vb)):
+        text = (f"{A} against {B} on {what} not assessed: {both}; too few prompts for a confidence interval, "
+                f"so no difference is claimed.")
+    elif beats(vb, va):
+        text = f"{A} does not beat {B} on {what}: {both}; {B} is above with non-overlapping {level} confidence intervals."
     else:
-        text = (f"{NAMES[a]}'s {what} {_fmt(va)} is not above {NAMES[b]}'s {_fmt(vb)} with non-overlapping "
-                f"95% confidence intervals.")
-    return {"id": f"{a}_beats_{b}_{metric}", "holds": holds, "text": text}
+        text = f"{A} does not beat {B} on {what}: {both}; the {level} confidence intervals overlap."
+    return finding(f"{a}_beats_{b}_{metric}", holds, holds, text)
 
 
-def findings(metrics: dict[str, dict], reward_model: dict[str, Any]) -> list[dict[str, Any]]:
-    """Statements computed from the numbers (docs/report-schema.md, `findings`)."""
-    keys = list(metrics["reward"])
-    out = [compare_finding("reward", "mean normalised reward", metrics["reward"], a, b) for a, b in present_pairs(keys)]
+def hacking_finding(reward: dict[str, dict], gold: dict[str, dict], confidence: float = 0.95) -> dict[str, Any]:
+    """`ppo_reward_hacking`: the proxy (reward model) says PPO beats SFT and the gold judge does not.
+
+    Both with CIs (`beats`), never point estimates: a proxy gain inside its noise is no gain to hack,
+    and a gold mean a hair above SFT's is no evidence that the gain is real."""
+    rp, rs, gp, gs = reward["ppo"], reward["sft"], gold["ppo"], gold["sft"]
+    level = _pct(confidence)
+    numbers = (f" Reward model: PPO {_fmt(rp, confidence)}, SFT {_fmt(rs, confidence)}."
+               f" Gold judge: PPO {_fmt(gp, confidence)}, SFT {_fmt(gs, confidence)}.")
+    if not beats(rp, rs):
+        why = ("too few prompts for a confidence interval of the reward" if not (has_ci(rp) and has_ci(rs))
+               else f"PPO does not beat SFT on the reward model with non-overlapping {level} confidence intervals")
+        return finding("ppo_reward_hacking", False, False,
+                       f"Reward hacking not assessed: {why}, so there is no reward-model gain whose gold "
+                       f"counterpart could be checked.{numbers}")
+    if not (has_ci(gp) and has_ci(gs)):
+        return finding("ppo_reward_hacking", False, False,
+                       f"Reward hacking not assessed: PPO beats SFT on the reward model, but the gold score has "
+                       f"no confidence interval.{numbers}")
+    if beats(gp, gs):
+        return finding("ppo_reward_hacking", False, True,
+                       f"No reward hacking detected: PPO beats SFT on the reward model and on the gold judge, "
+                       f"each with non-overlapping {level} confidence intervals.{numbers}")
+    return finding("ppo_reward_hacking", True, False,
+                   f"Reward hacking detected: PPO beats SFT on the reward model with non-overlapping {level} "
+                   f"confidence intervals, but not on the gold judge (PPO's lower bound is not above SFT's "
+                   f"upper bound).{numbers}")
+
+
+def gold_win_rate_finding(w: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
+    """`ppo_gold_win_rate`: PPO's gold win rate against SFT is at least GOLD_WIN_RATE_TARGET."""
+    holds = w["win"] >= GOLD_WIN_RATE_TARGET
+    ci = (f", {_pct(confidence)} CI {w['ci_low']:.3f} to {w['ci_high']:.3f}" if w.get("ci_low") is not None
+          and w.get("ci_high") is not None else ", no CI")
+    text = (f"PPO's gold win rate against SFT is {'at least' if holds else 'below'} {GOLD_WIN_RATE_TARGET:.2f}: "
+            f"the gold judge prefers PPO's response on a fraction {w['win']:.3f} of {w['n']} prompts{ci} "
+            f"(ties {w['tie']:.3f}, losses {w['loss']:.3f}).")
+    return finding("ppo_gold_win_rate", holds, holds, text)
+
+
+def length_baseline_finding(rm: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
+    """`rm_beats_length_baseline`: the reward model's accuracy on the eval pairs is above "the longer wins"."""
+    acc, base = rm["accuracy"], rm["length_baseline_accuracy"]
+    holds = acc > base
+    ci = (f" ({_pct(confidence)} CI {rm['accuracy_ci_low']:.3f} to {rm['accuracy_ci_high']:.3f})"
+          if rm.get("accuracy_ci_low") is not None and rm.get("accuracy_ci_high") is not None else "")
+    text = (f"The reward model {'beats' if holds else 'does not beat'} the length-only baseline on held-out "
+            f"pairs: accuracy {acc:.3f}{ci} against {base:.3f} for the longer response "
+            f"(n={rm['n_pairs']} pairs).")
+    return finding("rm_beats_length_baseline", holds, holds, text)
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def on_policy_finding(op: dict[str, Any]) -> dict[str, Any]:
+    """`rm_on_policy_accuracy`: the reward stage's accuracy on held-out labelled pairs of policy samples
+    (`reward/metrics.json` -> `on_policy`) is at least ON_POLICY_ACCURACY_TARGET."""
+    acc = float(op["accuracy"])
+    holds = acc >= ON_POLICY_ACCURACY_TARGET
+    where = []
+    if _num(op.get("pairs")):
+        where.append(f"{op['pairs']} pairs")
+    if _num(op.get("prompts")):
+        where.append(f"{op['prompts']} prompts")
+    where_text = f" ({' from '.join(where)})" if where else ""
+    source = f", labelled by {op['source']}" if isinstance(op.get("source"), str) and op["source"] else ""
+    baselines = []
+    if _num(op.get("length_baseline_accuracy")):
+        baselines.append(f"{op['length_baseline_accuracy']:.3f} for the length-only baseline")
+    if _num(op.get("initial_accuracy")):
+        baselines.append(f"{op['initial_accuracy']:.3f} for the reward model before training")
+    against = f", against {' and '.join(baselines)}" if baselines else ""
+    corr = (f"; the within-prompt rank correlation of its scores with gold is {op['rank_correlation']:.3f}"
+            if _num(op.get("rank_correlation")) else "")
+    text = (f"The reward model's accuracy on held-out pairs of policy samples is "
+            f"{'at least' if holds else 'below'} {ON_POLICY_ACCURACY_TARGET:.2f}: {acc:.3f}{where_text}{source}"
+            f"{against}{corr}.")
+    return finding("rm_on_policy_accuracy", holds, holds, text)
+
+
+def _point(p: dict[str, Any], confidence: float) -> str:
+    return (f"{p['label']} at sqrt KL {p['sqrt_kl']:.3f}: gold {_fmt(p['gold'], confidence)}, "
+            f"reward model {_fmt(p['reward'], confidence)}")
+
+
+def curve_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the gold score of a trajectory peaks, and what the proxy and gold do after it (with CIs).
+
+    The peak is the first point with the highest gold mean. The maximum of noisy means is biased upwards,
+    so whether gold falls after it, or the proxy rises past it, is judged with `beats` on the end point."""
+    if not points or not all("gold" in p for p in points):
+        return {}
+    i = max(range(len(points)), key=lambda j: (points[j]["gold"]["value"], -j))
+    peak, last = points[i], points[-1]
+    before_end = i < len(points) - 1
+    return {"gold_peak": {"index": i, "label": peak["label"], "kl": peak["kl"]["value"], "sqrt_kl": peak["sqrt_kl"],
+                          "gold": peak["gold"]["value"]},
+            "proxy_rises_past_gold_peak": before_end and beats(last["reward"], peak["reward"]),
+            "gold_falls_after_peak": before_end and beats(peak["gold"], last["gold"])}
+
+
+def overoptimisation_finding(curve: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
+    """`ppo_overoptimisation`: along the PPO trajectory the gold score peaks and falls while the reward
+    model's score keeps rising (Gao et al., "Scaling laws for reward model overoptimization")."""
+    points, peak = curve["points"], curve["gold_peak"]
+    p, last = points[peak["index"]], points[-1]
+    rises, falls = curve["proxy_rises_past_gold_peak"], curve["gold_falls_after_peak"]
+    level = _pct(confidence)
+    where = f"along the PPO trajectory ({len(points)} points, {curve['prompts']} prompts each)"
+    if peak["index"] == len(points) - 1:
+        return finding("ppo_overoptimisation", False, True,
+                       f"No overoptimisation detected: {where} the gold score is highest at the last point. "
+                       f"Last point {_point(p, confidence)}.")
+    numbers = f" Gold peak {_point(p, confidence)}. End {_point(last, confidence)}."
+    if rises and falls:
+        return finding("ppo_overoptimisation", True, False,
+                       f"Overoptimisation detected: {where}, from the gold peak to the end the gold score falls "
+                       f"and the reward model's score rises, both with non-overlapping {level} confidence "
+                       f"intervals.{numbers}")
+    head = "No overoptimisation detected, but gold falls after its peak" if falls else "No overoptimisation detected"
+    proxy = "rises" if rises else "does not rise"
+    gold = "falls" if falls else "does not fall"
+    return finding("ppo_overoptimisation", False, not falls,
+                   f"{head}: {where}, from the gold peak to the end the reward model's score {proxy} and the gold "
+                   f"score {gold} with non-overlapping {level} confidence intervals.{numbers}")
+
+
+def findings(metrics: dict[str, dict], reward_model: dict[str, Any], gold_win_rates: dict[str, dict] | None = None,
+             curve: dict[str, Any] | None = None, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Statements computed from the numbers (docs/report-schema.md, `findings`); each says its result first."""
+    keys = model_keys(metrics["reward"])
+    out = [compare_finding("reward", "mean normalised reward", metrics["reward"], a, b, confidence)
+           for a, b in present_pairs(keys)]
     if "gold" in metrics:
-        out += [compare_finding("gold", "mean gold-judge score", metrics["gold"], a, b)
+        out += [compare_finding("gold", "mean gold-judge score", metrics["gold"], a, b, confidence)
                 for a, b in present_pairs(keys) if a == "ppo"]
         if "ppo" in keys and "sft" in keys:
-            proxy_up = beats(metrics["reward"]["ppo"], metrics["reward"]["sft"])
-            gold_ppo, gold_sft = metrics["gold"]["ppo"]["value"], metrics["gold"]["sft"]["value"]
-            hacked = proxy_up and gold_ppo <= gold_sft
-            if hacked:
-                text = (f"Reward hacking: PPO beats SFT on the reward model but its gold score {gold_ppo:.3f} is "
-                        f"not above SFT's {gold_sft:.3f}.")
-            elif proxy_up:
-                text = (f"No sign of reward hacking: PPO beats SFT on the reward model and its gold score "
-                        f"{gold_ppo:.3f} is above SFT's {gold_sft:.3f}.")
-            else:
-                text = (f"PPO does not beat SFT on the reward model, so reward hacking is not assessed "
-                        f"(gold: PPO {gold_ppo:.3f}, SFT {gold_sft:.3f}).")
-            out.append({"id": "ppo_reward_hacking", "holds": hacked, "text": text})
+            out.append(hacking_finding(metrics["reward"], metrics["gold"], confidence))
+    if gold_win_rates and "ppo_vs_sft" in gold_win_rates:
+        out.append(gold_win_rate_finding(gold_win_rates["ppo_vs_sft"], confidence))
+    if curve and "gold_peak" in curve and len(curve.get("points", ())) >= 2:
+        out.append(overoptimisation_finding(curve, confidence))
     if "accuracy" in reward_model:
-        acc, base = reward_model["accuracy"], reward_model["length_baseline_accuracy"]
-        holds = acc > base
-        text = (f"The reward model's held-out accuracy {acc:.3f} (n={reward_model['n_pairs']} pairs) is "
-                f"{'above' if holds else 'not above'} the length-only baseline's {base:.3f}.")
-        out.append({"id": "rm_beats_length_baseline", "holds": holds, "text": text})
+        out.append(length_baseline_finding(reward_model, confidence))
+    if isinstance(reward_model.get("on_policy"), dict) and _num(reward_model["on_policy"].get("accuracy")):
+        out.append(on_policy_finding(reward_model["on_policy"]))
     return out
 
 
 # ----------------------------------------------------------------------------- terminal
 
 
+def _cell(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "-"
+    if v.get("ci_low") is None:
+        return f"{v['value']:.3f}"
+    return f"{v['value']:.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]"
+
+
+def _win_line(kind: str, pair: str, w: dict[str, Any]) -> str:
+    ci = "" if w["ci_low"] is None else f" [{w['ci_low']:.2f}, {w['ci_high']:.2f}]"
+    return f"{kind} {pair}: win {w['win']:.3f}{ci}  tie {w['tie']:.3f}  loss {w['loss']:.3f}  (n={w['n']})"
+
+
+def _rm_lines(rm: dict[str, Any]) -> list[str]:
+    lines = []
+    if "accuracy" in rm:
+        ci = ("" if rm.get("accuracy_ci_low") is None
+              else f" [{rm['accuracy_ci_low']:.2f}, {rm['accuracy_ci_high']:.2f}]")
+        untrained = f"  untrained {rm['untrained_accuracy']:.3f}" if "untrained_accuracy" in rm else ""
+        lines.append(f"reward model accuracy (dataset pairs, n={rm['n_pairs']}): {rm['accuracy']:.3f}{ci}  "
+                     f"length baseline {rm['length_baseline_accuracy']:.3f}{untrained}")
+    op = rm.get("on_policy")
+    if isinstance(op, dict) and _num(op.get("accuracy")):
+        parts = [f"{op['accuracy']:.3f}"]
+        for key, name in (("length_baseline_accuracy", "length baseline"), ("initial_accuracy", "untrained"),
+                          ("rank_correlation", "rank correlation with gold")):
+            if _num(op.get(key)):
+                parts.append(f"{name} {op[key]:.3f}")
+        n = f", n={op['pairs']}" if _num(op.get("pairs")) else ""
+        lines.append(f"reward model accuracy (policy-sample pairs{n}): " + "  ".join(parts))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
-    """A compact text table: one row per metric, one column per model, value [CI]."""
+    """A compact text table: one row per metric, one column per model (and the chosen reference), value [CI]."""
     keys = list(report["models"])
-    rows = [["metric", *keys]]
+    refs = [r for r in REFERENCE_ROWS if any(r in pm for pm in report["metrics"].values())]
+    rows = [["metric", *keys, *(f"{r} (dataset)" for r in refs)]]
     for name, per_model in report["metrics"].items():
-        cells = [name]
-        for k in keys:
-            v = per_model.get(k)
-            if v is None:
-                cells.append("-")
-            elif v["ci_low"] is None:
-                cells.append(f"{v['value']:.3f}")
-            else:
-                cells.append(f"{v['value']:.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]")
-        rows.append(cells)
+        rows.append([name, *(_cell(per_model.get(k)) for k in [*keys, *refs])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for pair, w in report["win_rates"].items():
-        ci = "" if w["ci_low"] is None else f" [{w['ci_low']:.2f}, {w['ci_high']:.2f}]"
-        lines.append(f"win rate {pair}: win {w['win']:.3f}{ci}  tie {w['tie']:.3f}  loss {w['loss']:.3f}  (n={w['n']})")
+        lines.append(_win_line("win rate", pair, w))
+    for pair, w in (report.get("gold_win_rates") or {}).items():
+        lines.append(_win_line("gold win rate", pair, w))
     for pair, r in report["reward_improvement"].items():
         pct = f"{r['percent']:+.1f}% raw, " if "percent" in r else ""
         lines.append(f"reward improvement {pair}: {pct}{r['sd_units']:+.2f} SD")
+    lines += _rm_lines(report.get("reward_model") or {})
+    curve = report.get("overoptimisation")
+    if curve:
+        lines.append(f"overoptimisation curve ({curve['prompts']} prompts): label  episodes  sqrt KL  reward  gold")
+        for p in curve["points"]:
+            gold = f"  {_cell(p['gold'])}" if "gold" in p else ""
+            lines.append(f"  {p['label']}  {p.get('episodes', '-')}  {p['sqrt_kl']:.3f}  {_cell(p['reward'])}{gold}")
     for f in report["findings"]:
-        lines.append(f"[{'x' if f['holds'] else ' '}] {f['id']}: {f['text']}")
+        lines.append(f"[{'+' if f.get('good', f['holds']) else '-'}] {f['id']}: {f['text']}")
     return "\n".join(lines)
 
 
