@@ -36,6 +36,9 @@ class EvalConfig:
     bootstrap_samples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every confidence interval (0 = no CIs)."})
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
     reference: str = field(default="sft", metadata={"help": "Model key the KL is measured against (base, sft or ppo)."})
+    curve_prompts: int = field(default=128, metadata={
+        "help": "Prompts (the first N evaluation prompts) on which every PPO snapshot is measured for the "
+                "overoptimisation curve: KL to SFT, reward, gold (0 = no curve)."})
     perplexity_max_tokens: int = field(default=256, metadata={
         "help": "Held-out responses longer than this are cut (and lose their EOS) for perplexity."})
     # ---- models
@@ -70,6 +73,7 @@ class EvalConfig:
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.bootstrap_samples >= 0, f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
         check(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")
+        check(self.curve_prompts >= 0, f"curve_prompts must be >= 0 (0 = no curve), got {self.curve_prompts}")
         check(self.perplexity_max_tokens >= 1, f"perplexity_max_tokens must be >= 1, got {self.perplexity_max_tokens}")
         check(len(self.models) >= 1, "models must name at least one of base, sft, ppo")
         bad = [m for m in self.models if m not in MODEL_KEYS]

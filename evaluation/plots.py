@@ -1,4 +1,4 @@
-"""PNG plots of the report: reward distributions, win-rate bars, PPO training curves.
+"""PNG plots of the report: reward distributions, win-rate bars, PPO training curves, the overoptimisation curve.
 
 matplotlib with the Agg backend (no display), fixed sizes and no timestamps in the
 PNG metadata, so two identical reports give identical images.
@@ -94,3 +94,41 @@ def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, metadata=METADATA)
     plt.close(fig)
     return True
+
+
+def overoptimisation(curve: dict[str, Any], path: Path) -> None:
+    """Gold score and reward-model score against sqrt(KL to SFT) along the PPO trajectory (Gao et al. 2022).
+
+    Two panels sharing the x axis (two y axes on one panel would invite comparing scales that have
+    nothing in common): points in training order, joined by a line, with the 95% CI of each mean as a
+    vertical bar; the gold peak is ringed. Without gold (not the embedded data) only the reward panel."""
+    plt = _plt()
+    points = curve["points"]
+    panels = [("gold", "gold-judge score")] if all("gold" in p for p in points) else []
+    panels.append(("reward", "normalised reward-model score"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
+    x = np.array([p["sqrt_kl"] for p in points])
+    rounds = sorted({p["round"] for p in points})
+    cmap = plt.get_cmap("viridis")
+    for ax, (key, name) in zip(axes.flat, panels):
+        y = np.array([p[key]["value"] for p in points])
+        lo = np.array([p[key]["value"] if p[key]["ci_low"] is None else p[key]["ci_low"] for p in points])
+        hi = np.array([p[key]["value"] if p[key]["ci_high"] is None else p[key]["ci_high"] for p in points])
+        ax.plot(x, y, color="#999999", lw=1, zorder=1)
+        for r in rounds:
+            idx = [i for i, p in enumerate(points) if p["round"] == r]
+            color = cmap(0.0 if r == 0 else 0.25 + 0.65 * (r - 1) / max(len(rounds) - 1, 1))
+            ax.errorbar(x[idx], y[idx], yerr=[y[idx] - lo[idx], hi[idx] - y[idx]], fmt="o", ms=4, capsize=2,
+                        color=color, label="SFT" if r == 0 else f"PPO round {r}", zorder=2)
+        peak = curve.get("gold_peak")
+        if peak is not None:
+            ax.plot([x[peak["index"]]], [y[peak["index"]]], "o", ms=12, mfc="none", mec="black",
+                    label="gold peak" if key == "gold" else None, zorder=3)
+        ax.set_xlabel("sqrt(KL to SFT), nats^0.5 per response")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} along training", fontsize=10)
+    axes.flat[0].legend(fontsize="small")
+    fig.suptitle(f"Overoptimisation curve: {curve['prompts']} held-out prompts (bars: 95% CI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)

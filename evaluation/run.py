@@ -12,8 +12,12 @@ Steps (`main`):
  4. perplexity of every model on the held-out chosen and rejected responses, and
     the reward model's accuracy on those pairs;
  5. the metrics, each an `evaluate` module (evaluation/metrics/), with seeded
-    bootstrap CIs;
- 6. write eval/report.json (docs/report-schema.md), samples.jsonl and plots
+    bootstrap CIs; the dataset's chosen responses are scored as a reference row
+    (`chosen`) when every prompt has a pair;
+ 6. the overoptimisation curve: SFT, then every PPO snapshot and stage's final
+    policy in training order, on the first `eval.curve_prompts` prompts (KL to
+    SFT, reward, gold);
+ 7. write eval/report.json (docs/report-schema.md), samples.jsonl and plots
     atomically through StageWriter, and print a compact table.
 
 The reward model scores the decoded text `prompt + response + EOS`; the response
@@ -35,7 +39,8 @@ import numpy as np
 import torch
 
 from .config import EvalConfig
-from .report import NAMES, SCHEMA_VERSION, file_sha256, findings, present_pairs, read_jsonl, table, versions
+from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl, table,
+                     versions)
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +257,161 @@ def _training(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def reward_stage_metrics(rm_spec: ModelSpec) -> dict[str, Any]:
+    """The reward stage's own `metrics.json` beside the evaluated reward model (a run's `reward/`, or
+    `training/reward/` of a pushed reward repo); {} when it has none.
+
+    Read from the reward model's folder, not the run directory's, so that what it reports (the untrained
+    and on-policy accuracies) belongs to the reward model evaluated, also when `rlhf reproduce` reruns
+    the evaluation in a temporary folder on the same model files."""
+    if rm_spec.source != "local":
+        return {}
+    for p in (Path(rm_spec.path) / "metrics.json", Path(rm_spec.path) / "training" / "reward" / "metrics.json"):
+        if p.is_file():
+            return _json_or_empty(p)
+    return {}
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _int(x: Any) -> int | None:
+    return int(x) if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def ppo_trajectory(final: Path) -> list[dict[str, Any]]:
+    """The PPO policies of a run in training order: {"label", "round", "path", "episodes" (when known)}.
+
+    The PPO stage directories are the feedback rounds `ppo_round<r>` beside `final` (each continues from
+    the previous round's policy), ordered by the `round` of their metrics.json, then `final` itself (the
+    highest round). Each contributes its `snapshots.json` entries in order, then its final policy (the
+    directory). Episodes are cumulative over rounds; once a stage has not recorded its `episodes`, the
+    points after it have none (absent, never guessed)."""
+    import re
+
+    from gpt2_rlhf.train.rundir import is_complete
+
+    rounds = []
+    for d in sorted(final.parent.glob("ppo_round*")):
+        m = re.fullmatch(r"ppo_round(\d+)", d.name)
+        if m and d.is_dir() and d.resolve() != final.resolve():
+            if not is_complete(d):
+                logger.warning("%s has no COMPLETE marker: left out of the overoptimisation curve", d)
+                continue
+            meta = _json_or_empty(d / "metrics.json")
+            rounds.append((_int(meta.get("round")) or int(m.group(1)), d, meta))
+    rounds.sort(key=lambda t: t[0])
+    meta = _json_or_empty(final / "metrics.json")
+    stages = [*rounds, (_int(meta.get("round")) or (rounds[-1][0] + 1 if rounds else 1), final, meta)]
+    points: list[dict[str, Any]] = []
+    offset: int | None = 0  # episodes of the earlier rounds
+    for rnd, d, meta in stages:
+        name = "ppo" if d is final else d.name
+        listed = _json_or_empty(d / "snapshots.json").get("snapshots") or []
+        for snap in listed if isinstance(listed, list) else []:
+            rel = snap.get("path") if isinstance(snap, dict) else None
+            if not isinstance(rel, str) or not (d / rel).is_dir():
+                logger.warning("%s/snapshots.json: entry %r is not a snapshot directory; left out", d, snap)
+                continue
+            point = {"label": f"{name}/{Path(rel).name}", "round": rnd, "path": d / rel}
+            if offset is not None and _int(snap.get("episodes")) is not None:
+                point["episodes"] = offset + snap["episodes"]
+            points.append(point)
+        point = {"label": name, "round": rnd, "path": d}
+        episodes = _int(meta.get("episodes"))
+        offset = None if offset is None or episodes is None else offset + episodes
+        if offset is not None:
+            point["episodes"] = offset
+        points.append(point)
+    return points
+
+
+def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, results: dict, norm: dict,
+                  gold: dict | None, rm, rm_ctx: int, prompts: list[str], seed: int, device, boot: dict) -> dict:
+    """The overoptimisation curve (Gao et al. 2022): KL to SFT, reward and gold of every policy of the trajectory.
+
+    Every point samples the first `eval.curve_prompts` prompts with the evaluation's decoding settings and
+    seeds. The SFT and final PPO points reuse the evaluation's own responses when these are exactly what a
+    new pass would sample (the same batches: all prompts, or a whole number of batches, and KL against SFT);
+    every other point is one more generation pass with the SFT model as the KL reference."""
+    import math
+
+    from .metrics import load_metric
+    from gpt2_rlhf.train.sampling import measure_policy
+
+    n = min(cfg.curve_prompts, len(prompts))
+    sub = prompts[:n]
+    same_batches = n == len(prompts) or n % cfg.batch_size == 0
+    m_reward, m_kl, m_gold = load_metric("reward"), load_metric("kl"), load_metric("proxy_gold")
+    ppo_spec = specs["ppo"]
+    if ppo_spec.source == "local":
+        trajectory = ppo_trajectory(Path(ppo_spec.path))
+    else:  # a Hub policy: no snapshots or rounds to read
+        trajectory = [{"label": "ppo", "round": 1, "path": None}]
+    sft: list = []  # (model, tokenizer), loaded when a point needs it as the KL reference
+
+    def scored(texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
+                           sub, {"x": texts})["x"]
+        z = rm.normalise(torch.as_tensor(raw)).numpy().astype(np.float64)
+        if gold is None:
+            return z, None
+        from gpt2_rlhf.train.synthetic.gold import gold_score
+
+        return z, np.array([gold_score(a, b) for a, b in zip(sub, texts)], dtype=np.float64)
+
+    def point(meta: dict, kl: dict, z: np.ndarray, g: np.ndarray | None) -> dict:
+        out = {"label": meta["label"], "round": meta["round"]}
+        if "episodes" in meta:
+            out["episodes"] = meta["episodes"]
+        out.update(kl=kl, sqrt_kl=math.sqrt(max(kl["value"], 0.0)),  # a finite-sample KL estimate can be < 0
+                   reward=m_reward.compute(scores=z, **boot))
+        if g is not None:
+            out["gold"] = m_gold.compute(proxy=z, gold=g, **boot)["gold"]
+        return out
+
+    zero_kl = {"value": 0.0, "ci_low": None, "ci_high": None, "n": n}  # SFT against itself: exact
+    if same_batches:
+        first = point({"label": "sft", "round": 0, "episodes": 0}, zero_kl, norm["sft"][:n],
+                      None if gold is None else gold["sft"][:n])
+    else:
+        model, tok, _ = load_policy(specs["sft"], device)
+        sft.append((model, tok))
+        res = measure_policy(model, tok, sub, cfg.generation, seed, cfg.batch_size, cfg.max_prompt_tokens,
+                             desc="curve: sft")
+        first = point({"label": "sft", "round": 0, "episodes": 0}, zero_kl, *scored(res.texts))
+    points = [first]
+    final = Path(ppo_spec.path).resolve() if ppo_spec.source == "local" else None
+    for meta in trajectory:
+        is_final = meta["path"] is None or meta["path"].resolve() == final
+        if is_final and same_batches and ref_key == "sft":
+            res = results["ppo"]
+            kl = m_kl.compute(logprobs=res.logprobs[:n], ref_logprobs=res.ref_logprobs[:n], **boot)
+            points.append(point(meta, kl, norm["ppo"][:n], None if gold is None else gold["ppo"][:n]))
+            continue
+        if not sft:
+            model, tok, _ = load_policy(specs["sft"], device)
+            sft.append((model, tok))
+        ref_model, ref_tok = sft[0]
+        spec = ppo_spec if meta["path"] is None else ModelSpec("ppo", str(meta["path"]), "local")
+        model, tok, _ = load_policy(spec, device)
+        _same_vocab(tok, ref_tok, meta["label"], "sft")
+        logger.info("overoptimisation curve: %s on %d prompts", meta["label"], n)
+        res = measure_policy(model, tok, sub, cfg.generation, seed, cfg.batch_size, cfg.max_prompt_tokens,
+                             reference=ref_model, desc=f"curve: {meta['label']}")
+        del model
+        kl = m_kl.compute(logprobs=res.logprobs, ref_logprobs=res.ref_logprobs, **boot)
+        points.append(point(meta, kl, *scored(res.texts)))
+    return {"prompts": n, "points": points, **curve_summary(points)}
+
+
 def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
             prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
     """Steps 2-5: every model pass and every metric; returns the report body and the samples."""
@@ -327,11 +487,24 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         rm_block.update(load_metric("rm_accuracy").compute(
             chosen_scores=chosen, rejected_scores=rejected, chosen_lengths=[len(r["chosen"]) for r in pairs],
             rejected_lengths=[len(r["rejected"]) for r in pairs], **boot))
-    trained = _training(run_dir).get("reward", {})
+    trained = reward_stage_metrics(rm_spec)
     for key in ("untrained_accuracy", "initial_accuracy"):  # the reward stage measured its random-head start
         if isinstance(trained.get(key), (int, float)) and not isinstance(trained.get(key), bool):
             rm_block["untrained_accuracy"] = float(trained[key])
             break
+    if isinstance(trained.get("on_policy"), dict):  # the feedback stage's held-out pairs of policy samples
+        rm_block["on_policy"] = trained["on_policy"]
+    # the dataset's chosen responses as a reference row: only when they answer exactly the eval prompts
+    chosen_norm, chosen_gold = None, None
+    if pairs and len(pairs) == len(prompts):
+        chosen_norm = rm.normalise(torch.as_tensor(chosen)).numpy().astype(np.float64)
+        if gold is not None:
+            chosen_gold = np.array([gold_score(r["prompt"], r["chosen"]) for r in pairs], dtype=np.float64)
+
+    # the overoptimisation curve (step 6), while the reward model is loaded
+    curve = None
+    if cfg.curve_prompts and "sft" in specs and "ppo" in specs:
+        curve = measure_curve(cfg, specs, ref_key, results, norm, gold, rm, rm_ctx, prompts, seed, device, boot)
     del rm
 
     # optional classifier (e.g. toxicity) on the responses
@@ -374,6 +547,11 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             metrics["classifier"][key] = m_reward.compute(scores=cls_probs[key], **boot)
     if gold is not None and not metrics["proxy_gold_correlation"]:
         del metrics["proxy_gold_correlation"]
+    if chosen_norm is not None:  # a reference level, not a model: no KL, win rate or finding of its own
+        metrics["reward"]["chosen"] = m_reward.compute(scores=chosen_norm, **boot)
+        if chosen_gold is not None:
+            metrics["gold"]["chosen"] = load_metric("proxy_gold").compute(proxy=chosen_norm, gold=chosen_gold,
+                                                                          **boot)["gold"]
 
     # user-named evaluate metrics against the held-out chosen responses (floats of their result only)
     reference_metrics = {}
@@ -385,11 +563,13 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             reference_metrics[name][key] = {k: float(v) for k, v in (out or {}).items()
                                             if isinstance(v, (int, float, np.floating)) and np.isfinite(v)}
 
-    win_rates, improvement = {}, {}
+    win_rates, gold_win_rates, improvement = {}, {}, {}
     m_win, m_imp = load_metric("win_rate"), load_metric("reward_improvement")
     ref_std = float(np.std(norm[ref_key], ddof=1)) if len(prompts) > 1 else None
     for a, b in present_pairs(keys):
         win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=norm[a], scores_b=norm[b], **boot)
+        if gold is not None:  # the same pairs judged by gold: does the reward model's verdict hold up?
+            gold_win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=gold[a], scores_b=gold[b], **boot)
         std = ref_std if ref_std is not None and ref_std > 0 else None
         try:
             improvement[f"{a}_vs_{b}"] = m_imp.compute(scores_a=norm[a], scores_b=norm[b], raw_a=raw[a], raw_b=raw[b],
@@ -408,8 +588,12 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     body = {
         "models": models_info, "reference": ref_key, "reward_model": rm_block, "metrics": metrics,
         "win_rates": win_rates, "reward_improvement": improvement,
-        "findings": findings(metrics, rm_block),
+        "findings": findings(metrics, rm_block, gold_win_rates, curve, cfg.confidence),
     }
+    if gold is not None:
+        body["gold_win_rates"] = gold_win_rates
+    if curve is not None:
+        body["overoptimisation"] = curve
     if classifier_block is not None:
         body["classifier"] = classifier_block
     if reference_metrics:
@@ -439,7 +623,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     prompts, pairs, dataset = load_prompts(recipe, cfg)
     logger.info("evaluating %s on %d prompts (%d pairs) from %s", list(specs), len(prompts), len(pairs), dataset["name"])
 
-    # 2.-5. measure
+    # 2.-6. measure
     with torch.no_grad():  # a context, never a global switch: the caller may train next
         m = measure(recipe, cfg, run_dir, specs, rm_spec, prompts, pairs, dataset, seed)
     gs = cfg.generation
@@ -447,13 +631,16 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                 "top_k": gs.top_k, "top_p": gs.top_p, "seed": seed, "batch_size": cfg.batch_size,
                 "max_prompt_tokens": cfg.max_prompt_tokens}
 
-    # 6. the eval directory, atomically
+    # 7. the eval directory, atomically
     with StageWriter(run_dir, "eval", resume=resume) as w:
         (w.path / "plots").mkdir(exist_ok=True)
         body = m["body"]
         plot_paths = {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png"}
         plots.reward_distribution(m["scores"], body["metrics"]["reward"], w.path / plot_paths["reward_distribution"])
         plots.win_rates(body["win_rates"], w.path / plot_paths["win_rates"])
+        if "overoptimisation" in body:
+            plot_paths["overoptimisation"] = "plots/overoptimisation.png"
+            plots.overoptimisation(body["overoptimisation"], w.path / plot_paths["overoptimisation"])
         ppo_rows = run_dir / "ppo" / "metrics.jsonl"
         if ppo_rows.is_file() and plots.ppo_training(read_jsonl(ppo_rows), w.path / "plots/ppo_training.png"):
             plot_paths["ppo_training"] = "plots/ppo_training.png"
@@ -474,7 +661,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "samples": "samples.jsonl",
             "config": to_plain(config),
         }
-        for optional in ("classifier", "reference_metrics"):
+        for optional in ("gold_win_rates", "overoptimisation", "classifier", "reference_metrics"):
             if optional in body:
                 report[optional] = body[optional]
         report["wall_time_s"] = round(time.time() - t0, 3)

@@ -231,7 +231,7 @@ def test_greedy_mode_ignores_sampling_settings():
 
 TOP_LEVEL = {"schema_version", "created", "wall_time_s", "versions", "seed", "dataset", "decoding", "models",
              "reference", "reward_model", "metrics", "win_rates", "reward_improvement", "findings", "training",
-             "tolerance", "plots", "samples", "config"}
+             "tolerance", "plots", "samples", "config", "gold_win_rates", "overoptimisation"}
 
 
 def is_v(v) -> bool:
@@ -249,18 +249,30 @@ def test_report_follows_the_schema(evaluated):
                 "distinct_1", "distinct_2", "unique_responses", "response_length", "eos_rate"}
     assert expected <= set(report["metrics"]) <= expected | {"proxy_gold_correlation"}
     for name, per_model in report["metrics"].items():
-        assert name == "proxy_gold_correlation" or list(per_model) == keys, name
+        # the dataset's chosen responses are a reference row of reward and gold (every prompt has a pair)
+        expected_keys = keys + ["chosen"] if name in ("reward", "gold") else keys
+        assert name == "proxy_gold_correlation" or list(per_model) == expected_keys, name
         assert all(is_v(v) for v in per_model.values()), name
     assert report["metrics"]["kl_to_reference"]["sft"] == {"value": 0.0, "ci_low": None, "ci_high": None, "n": 6}
-    assert list(report["win_rates"]) == ["ppo_vs_sft", "ppo_vs_base", "sft_vs_base"]
-    for w in report["win_rates"].values():
+    assert list(report["win_rates"]) == list(report["gold_win_rates"]) == ["ppo_vs_sft", "ppo_vs_base", "sft_vs_base"]
+    for w in [*report["win_rates"].values(), *report["gold_win_rates"].values()]:
         assert w["win"] + w["tie"] + w["loss"] == pytest.approx(1.0) and w["n"] == 6
+    assert set(report["models"]) == {"base", "sft", "ppo"} and "chosen" not in report["metrics"]["kl_to_reference"]
     assert {"sd_units", "reference_std", "difference"} <= set(report["reward_improvement"]["ppo_vs_sft"])
     ids = {f["id"] for f in report["findings"]}
-    assert {"ppo_beats_sft_reward", "ppo_beats_base_reward", "sft_beats_base_reward", "ppo_reward_hacking"} <= ids
+    assert {"ppo_beats_sft_reward", "ppo_beats_base_reward", "sft_beats_base_reward", "ppo_reward_hacking",
+            "ppo_gold_win_rate", "ppo_overoptimisation", "rm_beats_length_baseline"} <= ids
+    assert all(isinstance(f["good"], bool) for f in report["findings"])
     assert report["reward_model"]["n_pairs"] == 6 and 0.0 <= report["reward_model"]["accuracy"] <= 1.0
     assert report["training"]["ppo"]["updates"] == 5 and report["training"]["ppo"]["last"]["score"] == pytest.approx(0.4)
-    assert set(report["plots"]) == {"reward_distribution", "win_rates", "ppo_training"}
+    assert set(report["plots"]) == {"reward_distribution", "win_rates", "ppo_training", "overoptimisation"}
+    curve = report["overoptimisation"]  # no snapshots in this run: SFT and the final policy
+    assert curve["prompts"] == 6 and [p["label"] for p in curve["points"]] == ["sft", "ppo"]
+    assert curve["points"][0]["kl"] == {"value": 0.0, "ci_low": None, "ci_high": None, "n": 6}
+    # the evaluation's own responses on these prompts: the same numbers as the report's metrics
+    for p, key in zip(curve["points"], ("sft", "ppo")):
+        assert p["reward"] == report["metrics"]["reward"][key] and p["gold"] == report["metrics"]["gold"][key]
+    assert curve["points"][1]["kl"] == report["metrics"]["kl_to_reference"]["ppo"]
     assert all((out / p).stat().st_size > 1000 for p in report["plots"].values())
     assert report["config"]["eval"]["n_prompts"] == 6 and (out / "COMPLETE").is_file()
 
@@ -300,6 +312,109 @@ def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
     assert list(report["models"]) == ["base", "sft"] and list(report["win_rates"]) == ["sft_vs_base"]
     assert "ppo_training" not in report["plots"] and "ppo" not in report["training"]
     assert report["metrics"]["reward"]["sft"]["ci_low"] is None  # bootstrap_samples 0: no intervals
+
+
+def add_snapshot(stage: Path, source: Path, update: int, episodes: int) -> None:
+    """stage/snapshots/update-N: a copy of the model directory `source`, listed in stage/snapshots.json."""
+    rel = f"snapshots/update-{update:06d}"
+    shutil.copytree(source, stage / rel, ignore=shutil.ignore_patterns("COMPLETE", "metrics.json*"))
+    index = stage / "snapshots.json"
+    rows = json.loads(index.read_text())["snapshots"] if index.is_file() else []
+    write_json(index, {"snapshots": rows + [{"update": update, "episodes": episodes, "path": rel}]})
+
+
+def make_feedback_run(tiny_run: Path, run: Path) -> Path:
+    """The tiny run with a feedback round before the final PPO, snapshots in both, and on-policy RM accuracy.
+
+    ppo_round1 is a copy of the PPO policy whose snapshot is a copy of SFT; the final ppo's snapshot is a
+    copy of the PPO policy too: so some points must equal others exactly (the same weights, prompts, seeds)."""
+    for key in ("base", "sft", "reward", "ppo"):
+        shutil.copytree(tiny_run / key, run / key)
+    shutil.copytree(tiny_run / "ppo", run / "ppo_round1")
+    write_json(run / "ppo_round1" / "metrics.json", {"round": 1, "episodes": 16})
+    add_snapshot(run / "ppo_round1", tiny_run / "sft", 1, 8)
+    write_json(run / "ppo" / "metrics.json", {"round": 2, "episodes": 8})
+    add_snapshot(run / "ppo", tiny_run / "ppo", 1, 4)
+    shutil.copytree(tiny_run / "ppo", run / "ppo_round3")  # unfinished: no COMPLETE, left out
+    (run / "ppo_round3" / "COMPLETE").unlink()
+    write_json(run / "reward" / "metrics.json", {"initial_accuracy": 0.48, "on_policy": {
+        "accuracy": 0.7, "length_baseline_accuracy": 0.55, "initial_accuracy": 0.5, "rank_correlation": None,
+        "pairs": 40, "prompts": 20, "source": "gold"}})
+    return run
+
+
+@pytest.mark.parametrize("curve_prompts", [4, 3])  # a whole batch (reuses the evaluation's responses), or not
+def test_overoptimisation_curve_over_rounds_and_snapshots(tiny_run, tmp_path, curve_prompts):
+    from gpt2_rlhf.evaluation.run import main
+
+    run = make_feedback_run(tiny_run, tmp_path / "run")
+    out = main(eval_recipe(**{"eval.curve_prompts": curve_prompts}), run)
+    report = json.loads((out / "report.json").read_text())
+    curve = report["overoptimisation"]
+    points = {p["label"]: p for p in curve["points"]}
+    assert curve["prompts"] == curve_prompts
+    assert list(points) == ["sft", "ppo_round1/update-000001", "ppo_round1", "ppo/update-000001", "ppo"]
+    assert [p["round"] for p in curve["points"]] == [0, 1, 1, 2, 2]
+    assert [p["episodes"] for p in curve["points"]] == [0, 8, 16, 20, 24]  # cumulative over rounds
+    for p in curve["points"]:
+        assert set(p) == {"label", "round", "episodes", "kl", "sqrt_kl", "reward", "gold"}
+        assert all(is_v(p[k]) and p[k]["n"] == curve_prompts for k in ("kl", "reward", "gold"))
+        assert p["sqrt_kl"] == pytest.approx(max(p["kl"]["value"], 0.0) ** 0.5)
+    # the same weights on the same prompts and seeds give the same point, measured or reused
+    same = [("sft", "ppo_round1/update-000001"), ("ppo", "ppo_round1"), ("ppo", "ppo/update-000001")]
+    for a, b in same:
+        assert points[a]["reward"]["value"] == pytest.approx(points[b]["reward"]["value"], abs=1e-5), (a, b)
+        assert points[a]["gold"] == points[b]["gold"], (a, b)
+        assert points[a]["kl"]["value"] == pytest.approx(points[b]["kl"]["value"], abs=1e-4), (a, b)
+    assert points["ppo_round1/update-000001"]["kl"]["value"] == pytest.approx(0.0, abs=1e-5)
+    peak = curve["gold_peak"]
+    assert curve["points"][peak["index"]]["label"] == peak["label"]
+    assert peak["gold"] == max(p["gold"]["value"] for p in curve["points"])
+    assert isinstance(curve["proxy_rises_past_gold_peak"], bool) and isinstance(curve["gold_falls_after_peak"], bool)
+    assert report["plots"]["overoptimisation"] == "plots/overoptimisation.png"
+    assert (out / "plots/overoptimisation.png").stat().st_size > 1000
+    ids = {f["id"]: f for f in report["findings"]}
+    assert "ppo_overoptimisation" in ids
+    # the reward stage's on-policy accuracy, from the reward model's own metrics.json
+    rm = report["reward_model"]
+    assert rm["on_policy"]["accuracy"] == 0.7 and rm["untrained_accuracy"] == 0.48
+    assert not ids["rm_on_policy_accuracy"]["good"] and "below 0.75: 0.700" in ids["rm_on_policy_accuracy"]["text"]
+
+
+def test_no_curve_when_curve_prompts_is_zero(tiny_run, tmp_path):
+    from gpt2_rlhf.evaluation.run import main
+
+    run = tmp_path / "run"
+    for key in ("sft", "reward", "ppo"):
+        shutil.copytree(tiny_run / key, run / key)
+    out = main(eval_recipe(**{"eval.curve_prompts": 0, "eval.n_prompts": 3, "eval.bootstrap_samples": 0}), run)
+    report = json.loads((out / "report.json").read_text())
+    assert "overoptimisation" not in report and "overoptimisation" not in report["plots"]
+    assert "ppo_overoptimisation" not in {f["id"] for f in report["findings"]}
+    assert not (out / "plots/overoptimisation.png").exists()
+    assert "on_policy" not in report["reward_model"] and "rm_on_policy_accuracy" not in {f["id"] for f in report["findings"]}
+
+
+def test_ppo_trajectory_reads_the_stage_files(tmp_path):
+    """Order by recorded round (not name), snapshots before their stage's policy, episodes unknown after a gap."""
+    from gpt2_rlhf.evaluation.run import ppo_trajectory
+
+    for name, meta in (("ppo_round1", {"round": 2, "episodes": 10}), ("ppo_round2", {"round": 1}),
+                       ("ppo", {"round": 3, "episodes": 5})):
+        d = tmp_path / name
+        (d / "snapshots" / "update-000001").mkdir(parents=True)
+        _stage(d, name)
+        write_json(d / "metrics.json", meta)
+        write_json(d / "snapshots.json", {"snapshots": [{"update": 1, "episodes": 2, "path": "snapshots/update-000001"},
+                                                        {"update": 2, "episodes": 4, "path": "snapshots/gone"}]})
+    points = ppo_trajectory(tmp_path / "ppo")
+    assert [(p["label"], p["round"], p.get("episodes")) for p in points] == [
+        ("ppo_round2/update-000001", 1, 2), ("ppo_round2", 1, None),  # round 1 recorded no episodes
+        ("ppo_round1/update-000001", 2, None), ("ppo_round1", 2, None),
+        ("ppo/update-000001", 3, None), ("ppo", 3, None)]
+    assert points[-1]["path"] == tmp_path / "ppo"
+    (tmp_path / "alone").mkdir()
+    assert [(p["label"], p["round"]) for p in ppo_trajectory(tmp_path / "alone" / "ppo")] == [("ppo", 1)]
 
 
 def make_classifier(path: Path, tokenizer_dir: Path) -> Path:
