@@ -13,12 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from gpt2_rlhf.evaluation.report import LABELS
+from gpt2_rlhf.evaluation.report import LABELS, REFERENCE_ROWS
 
 from .markdown import code_block, fmt, md_cell
 from .sources import CardSources, get_path, is_number
 
 MODEL_ORDER = tuple(LABELS)  # base, sft, ppo: the order of every table
+# Headings of the report's reference rows (`metrics.<name>.chosen`): scored like a model, not a model.
+REFERENCE_LABELS = {"chosen": "Dataset's chosen responses"}
+# Findings whose bad outcome is stated first, under "Read this first"; the Findings list then refers to it.
+WARNING_IDS = ("ppo_reward_hacking", "ppo_overoptimisation")
+# Findings about the reward model: the reward card shows these.
+RM_FINDING_IDS = ("rm_beats_length_baseline", "rm_on_policy_accuracy")
 
 
 # Metric name -> (label, note). Unknown metrics are shown under their own name.
@@ -47,6 +53,7 @@ PLOT_TITLES = {
     "reward_distribution": "Reward distribution per model",
     "win_rates": "Win rates (reward-model judge)",
     "ppo_training": "PPO training curves",
+    "overoptimisation": "Overoptimisation curve: gold and reward-model score against KL to SFT",
 }
 
 
@@ -70,7 +77,7 @@ def policy_of(report: dict) -> str:
 
 
 def label(model: str) -> str:
-    return LABELS.get(model, model)
+    return LABELS.get(model) or REFERENCE_LABELS.get(model, model)
 
 
 def value_cell(v: Any) -> str | None:
@@ -136,9 +143,10 @@ def ci_context(report: dict) -> dict:
             "n_pairs": fmt(pairs) if is_number(pairs) and pairs else None}
 
 
-def win_rate_rows(report: dict) -> list[dict]:
+def win_rate_rows(report: dict, section: str = "win_rates") -> list[dict]:
+    """`win_rates` (reward-model judge) or `gold_win_rates` (gold judge), one row per pair."""
     rows = []
-    for key, w in (report.get("win_rates") or {}).items():
+    for key, w in (report.get(section) or {}).items():
         if not isinstance(w, dict) or not all(is_number(w.get(k)) for k in ("win", "tie", "loss")):
             continue
         a, _, b = key.partition("_vs_")
@@ -162,23 +170,84 @@ def improvement_rows(report: dict) -> list[dict]:
     return rows
 
 
-def rm_rows(report: dict) -> list[dict]:
-    rm = report.get("reward_model") or {}
+def reference_rows(report: dict) -> list[dict]:
+    """The dataset's chosen responses scored like a model's (`metrics.<name>.chosen`): one row per metric."""
     rows = []
-    if is_number(rm.get("accuracy")):
-        text = fmt(rm["accuracy"])
-        if is_number(rm.get("accuracy_ci_low")) and is_number(rm.get("accuracy_ci_high")):
-            text += f" [{fmt(rm['accuracy_ci_low'])}, {fmt(rm['accuracy_ci_high'])}]"
-        n = rm.get("n_pairs")
-        rows.append({"key": "accuracy", "label": "trained reward model" + (f" ({fmt(n)} pairs)" if is_number(n) else ""),
-                     "value": text})
-    if is_number(rm.get("length_baseline_accuracy")):
-        rows.append({"key": "length_baseline_accuracy", "label": "baseline: the longer response wins",
-                     "value": fmt(rm["length_baseline_accuracy"])})
-    if is_number(rm.get("untrained_accuracy")):
-        rows.append({"key": "untrained_accuracy", "label": "baseline: the reward model before training",
-                     "value": fmt(rm["untrained_accuracy"])})
-    return rows if rows and rows[0]["key"] == "accuracy" else []
+    for ref in REFERENCE_ROWS:
+        for name, per_model in (report.get("metrics") or {}).items():
+            cell = value_cell(per_model.get(ref)) if isinstance(per_model, dict) else None
+            if cell is not None:
+                rows.append({"name": name, "label": md_cell(METRIC_INFO.get(name, (name, ""))[0]),
+                             "column": label(ref), "cell": cell})
+    return rows
+
+
+def _acc(v: Any, lo: Any = None, hi: Any = None) -> str:
+    if not is_number(v):
+        return "not measured"
+    return fmt(v) + (f" [{fmt(lo)}, {fmt(hi)}]" if is_number(lo) and is_number(hi) else "")
+
+
+def rm_rows(report: dict) -> dict:
+    """The reward model's accuracy beside its baselines, on the evaluation's dataset pairs and (when the
+    reward stage measured it) on held-out labelled pairs of policy samples (`reward_model.on_policy`).
+
+    {"rows": [{"key", "label", "dataset", "on_policy"}], "on_policy": {...} or None}; no rows when
+    neither accuracy was measured."""
+    rm = report.get("reward_model") or {}
+    op = rm.get("on_policy") if isinstance(rm.get("on_policy"), dict) else None
+    if op is not None and not is_number(op.get("accuracy")):
+        op = None
+    if not is_number(rm.get("accuracy")) and op is None:
+        return {"rows": [], "on_policy": None}
+    n = rm.get("n_pairs")
+    op = op or {}
+    rows = [{"key": "accuracy", "label": "trained reward model",
+             "dataset": _acc(rm.get("accuracy"), rm.get("accuracy_ci_low"), rm.get("accuracy_ci_high")),
+             "on_policy": _acc(op.get("accuracy"))},
+            {"key": "length_baseline_accuracy", "label": "baseline: the longer response wins",
+             "dataset": _acc(rm.get("length_baseline_accuracy")), "on_policy": _acc(op.get("length_baseline_accuracy"))},
+            {"key": "untrained_accuracy", "label": "baseline: the reward model before training",
+             "dataset": _acc(rm.get("untrained_accuracy")), "on_policy": _acc(op.get("initial_accuracy"))}]
+    rows = [r for r in rows if r["dataset"] != "not measured" or r["on_policy"] != "not measured"]
+    on_policy = None
+    if op:
+        on_policy = {"pairs": fmt(op["pairs"]) if is_number(op.get("pairs")) else None,
+                     "prompts": fmt(op["prompts"]) if is_number(op.get("prompts")) else None,
+                     "source": md_cell(op["source"]) if isinstance(op.get("source"), str) and op["source"] else None,
+                     "rank_correlation": fmt(op["rank_correlation"]) if is_number(op.get("rank_correlation")) else None}
+    return {"rows": rows, "on_policy": on_policy, "n_pairs": fmt(n) if is_number(n) and is_number(rm.get("accuracy")) else None}
+
+
+def curve_context(report: dict) -> dict | None:
+    """The overoptimisation curve's points as table rows (`overoptimisation`), None when the report has none."""
+    curve = report.get("overoptimisation")
+    if not isinstance(curve, dict) or not isinstance(curve.get("points"), list) or not curve["points"]:
+        return None
+    points = [p for p in curve["points"] if isinstance(p, dict)]
+    gold = all(isinstance(p.get("gold"), dict) for p in points)
+    peak = get_path(curve, "gold_peak", "index")
+    rows = [{"label": md_cell(p.get("label", "")), "round": fmt(p["round"]) if is_number(p.get("round")) else "not recorded",
+             "episodes": fmt(p["episodes"]) if is_number(p.get("episodes")) else "not recorded",
+             "kl": value_cell(p.get("kl")) or "not measured",
+             "sqrt_kl": fmt(p["sqrt_kl"]) if is_number(p.get("sqrt_kl")) else "not measured",
+             "reward": value_cell(p.get("reward")) or "not measured",
+             "gold": (value_cell(p.get("gold")) or "not measured") if gold else None,
+             "peak": i == peak} for i, p in enumerate(points)]
+    return {"prompts": fmt(curve["prompts"]) if is_number(curve.get("prompts")) else None, "gold": gold, "rows": rows}
+
+
+def is_good(f: dict) -> bool:
+    """The card's mark: `good` (the outcome is good for the model). A report written before `good` existed
+    has `holds` only, which is the good outcome except for the findings that name a failure."""
+    if isinstance(f.get("good"), bool):
+        return f["good"]
+    return bool(f.get("holds")) != (f.get("id") in WARNING_IDS)
+
+
+def warned(f: dict) -> bool:
+    """A finding the policy card states first, under "Read this first": a detected failure."""
+    return f.get("id") in WARNING_IDS and bool(f.get("holds")) and not is_good(f)
 
 
 def findings(report: dict, ids: Iterable[str] | None = None) -> list[dict]:
@@ -188,8 +257,9 @@ def findings(report: dict, ids: Iterable[str] | None = None) -> list[dict]:
             continue
         if ids is not None and f.get("id") not in ids:
             continue
-        out.append({"id": f.get("id"), "holds": bool(f.get("holds")),
-                    "mark": "✅" if f.get("holds") else "❌", "text": " ".join(f["text"].split())})
+        good = is_good(f)
+        out.append({"id": f.get("id"), "holds": bool(f.get("holds")), "good": good, "warned": warned(f),
+                    "mark": "✅" if good else "❌", "text": " ".join(f["text"].split())})
     return out
 
 
@@ -343,11 +413,15 @@ def summary_context(report: dict, policy: str) -> dict:
 def limitation_context(report: dict, kind: str, gpt2: bool) -> dict:
     """What the Limitations section of a `kind` card ("policy", "sft", "reward") must say.
 
-    `gpt2`: the base model is a Hub model (GPT-2), not one built locally."""
+    `gpt2`: the base model is a Hub model (GPT-2), not one built locally. A card that lists findings
+    (policy, reward) refers to its ❌ findings by id (`refs`) instead of repeating their text; the SFT card
+    lists none, so it states its own (`not_established`: SFT against base) once, here."""
+    shown = {"policy": None, "reward": RM_FINDING_IDS, "sft": ()}[kind]
+    bad = [f for f in findings(report, shown) if not f["good"]]
+    sft_bad = [f["text"] for f in findings(report) if not f["good"] and str(f["id"]).startswith("sft_")]
     return {"kind": kind, "synthetic": get_path(report, "dataset", "name") == "embedded",
             "gold": "gold" in (report.get("metrics") or {}), "gpt2": gpt2,
-            "not_established": [f["text"] for f in findings(report) if not f["holds"]
-                                and (kind != "reward" or f["id"] == "rm_beats_length_baseline")]}
+            "refs": [f"`{f['id']}`" for f in bad], "not_established": sft_bad if kind == "sft" else []}
 
 
 def usage_context(report: dict, model_id: str) -> dict:

@@ -35,7 +35,9 @@ import shutil
 from pathlib import Path
 
 from .context import (
+    RM_FINDING_IDS,
     ci_context,
+    curve_context,
     data_context,
     example_context,
     findings,
@@ -47,6 +49,7 @@ from .context import (
     plot_context,
     policy_of,
     reference_metric_table,
+    reference_rows,
     reproduce_context,
     results_table,
     rm_rows,
@@ -107,12 +110,13 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
     texts["README.md"] = _render(
         POLICY_TEMPLATE, card_data(src, opts, "policy", title),
         title=title, summary=summary_context(r, policy), headlines=headline_rows(r, policy),
-        warnings=[f["text"] for f in findings(r, {"ppo_reward_hacking"}) if f["holds"]],
+        warnings=[f["text"] for f in findings(r) if f["warned"]],
         report_path=src.where, reproduce_target=opts.repo_id or "RUN_DIR", data=data_context(src),
         stages=[c for s in ("sft", "reward", "ppo") if (c := stage_context(src, s))],
         model_labels=[label(m) for m in models], results=results_table(r), ci=ci_context(r),
         reference_metrics=reference_metric_table(r), win_rates=win_rate_rows(r), improvements=improvement_rows(r),
-        rm_rows=rm_rows(r), findings=findings(r), plots=plot_context(src), examples=example_context(src, opts.examples),
+        chosen=reference_rows(r), gold_win_rates=win_rate_rows(r, "gold_win_rates"), curve=curve_context(r),
+        rm=rm_rows(r), findings=findings(r), plots=plot_context(src), examples=example_context(src, opts.examples),
         usage=usage_context(r, policy_id), reproduce=reproduce_context(r, opts.repo_id),
         limitations=limitation_context(r, "policy", gpt2),
         citation={"key": re.sub(r"\W+", "_", title).strip("_"), "version": get_path(r, "versions", "gpt2_rlhf"),
@@ -126,8 +130,8 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
             REWARD_TEMPLATE, card_data(src, opts, "reward", opts.reward_repo_id or "gpt2-rlhf reward model"),
             title=opts.reward_repo_id or "gpt2-rlhf reward model",
             policy_id=opts.repo_id, policy_url=hub_url(opts.repo_id), data=data_context(src),
-            rm_rows=rm_rows(r), margin=fmt(rm["mean_margin"]) if is_number(rm.get("mean_margin")) else None,
-            findings=findings(r, {"rm_beats_length_baseline"}),
+            rm=rm_rows(r), margin=fmt(rm["mean_margin"]) if is_number(rm.get("mean_margin")) else None,
+            findings=findings(r, RM_FINDING_IDS),
             stats=[{"name": k, "value": fmt(v) if is_number(v) else f"`{md_cell(v)}`"} for k, v in stats.items()],
             stage=stage_context(src, "reward"), model_id=reward_id, limitations=limitation_context(r, "reward", gpt2),
         )

@@ -19,8 +19,10 @@
    everything passes, 1 on any mismatch (2 for an input error, as every command).
 
 Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `versions`
-(printed when they differ: a different torch can change sampled text), and the
-`training` block (copied from the stages' files, not measured by the evaluation).
+(printed when they differ: a different torch can change sampled text), the
+`training` block and `reward_model.on_policy` (copied from the stages' files, not
+measured by the evaluation), and the overoptimisation curve when the rerun could
+not measure the same points (a Hub repo holds no PPO snapshots; a note says so).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from .sources import CardError, CardSources, get_path, is_number
 logger = logging.getLogger(__name__)
 
 CARDS = ("README.md", "reward/README.md", "sft/README.md")
+# Findings read from the overoptimisation curve: compared only when the rerun measured the same curve.
+CURVE_FINDINGS = ("ppo_overoptimisation",)
 # Config fields that name where the models were, not how they were measured.
 LOCATION_FIELDS = ("base_model", "sft_model", "ppo_model", "reward_model", "device")
 
@@ -116,26 +120,62 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
     if rm_old.get("revision"):
         checks.append(Check("models", "reward.revision", rm_old["revision"], rm_new.get("revision"),
                             rm_old["revision"] == rm_new.get("revision"), "equal"))
-    rm_fields = {k: v for k, v in rm_old.items() if k not in ("path", "revision", "source", "stats", "untrained_accuracy")}
+    # untrained_accuracy and on_policy are copied from the reward stage's metrics.json, not measured here
+    rm_fields = {k: v for k, v in rm_old.items()
+                 if k not in ("path", "revision", "source", "stats", "untrained_accuracy", "on_policy")}
     checks += _leaf_checks("reward_model", "reward_model", rm_fields, rm_new, rel, abs_)
     checks += _leaf_checks("reward_model", "reward_model.stats", {k: v for k, v in (rm_old.get("stats") or {}).items()
                                                                   if k != "source"}, rm_new.get("stats"), rel, abs_)
     for metric, per_model in (old.get("metrics") or {}).items():
         for model, v in per_model.items():
             checks += _leaf_checks("metrics", f"{metric}.{model}", v, get_path(new, "metrics", metric, model), rel, abs_)
-    for section in ("win_rates", "reward_improvement"):
+    for section in ("win_rates", "gold_win_rates", "reward_improvement"):
         for pair, v in (old.get(section) or {}).items():
             checks += _leaf_checks(section, pair, v, get_path(new, section, pair), rel, abs_)
+    curve_rerun = curve_reproducible(old, new)
+    if curve_rerun:
+        curve_old, curve_new = old["overoptimisation"], new["overoptimisation"]
+        checks.append(Check("overoptimisation", "prompts", curve_old["prompts"], curve_new.get("prompts"),
+                            curve_old["prompts"] == curve_new.get("prompts"), "equal"))
+        for p, q in zip(curve_old["points"], curve_new["points"]):
+            for key in ("kl", "reward", "gold"):
+                if key in p:
+                    checks += _leaf_checks("overoptimisation", f"{p['label']}.{key}", p[key], q.get(key), rel, abs_)
+            checks += _leaf_checks("overoptimisation", p["label"], {k: p[k] for k in ("round", "episodes", "sqrt_kl")
+                                                                    if k in p}, q, rel, abs_)
+        for key in ("proxy_rises_past_gold_peak", "gold_falls_after_peak"):
+            if key in curve_old:
+                checks.append(Check("overoptimisation", key, curve_old[key], curve_new.get(key),
+                                    curve_old[key] == curve_new.get(key), "equal"))
+        if "gold_peak" in curve_old:
+            a, b = curve_old["gold_peak"].get("label"), get_path(curve_new, "gold_peak", "label")
+            checks.append(Check("overoptimisation", "gold_peak.label", a, b, a == b, "equal"))
     for metric, per_model in (old.get("reference_metrics") or {}).items():
         for model, v in (per_model or {}).items():
             checks += _leaf_checks("reference_metrics", f"{metric}.{model}", v,
                                    get_path(new, "reference_metrics", metric, model), rel, abs_)
     new_findings = {f.get("id"): f for f in new.get("findings") or []}
     for f in old.get("findings") or []:
+        if f.get("id") in CURVE_FINDINGS and not curve_rerun:
+            continue  # reproduce() notes that the curve was not rerun
         g = new_findings.get(f.get("id"))
         checks.append(Check("findings", str(f.get("id")), f.get("holds"), None if g is None else g.get("holds"),
                             g is not None and g.get("holds") == f.get("holds"), "equal"))
+        if "good" in f:
+            checks.append(Check("findings", f"{f.get('id')}.good", f["good"], None if g is None else g.get("good"),
+                                g is not None and g.get("good") == f["good"], "equal"))
     return checks
+
+
+def curve_reproducible(old: dict, new: dict) -> bool:
+    """Whether the rerun measured the recorded overoptimisation curve: the same points, by label.
+
+    The curve's PPO snapshots live in the run directory only (`rlhf push` uploads the final policy), so
+    a rerun from a Hub repo measures SFT and the final policy alone; its curve is then not comparable."""
+    a, b = old.get("overoptimisation"), new.get("overoptimisation")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    return [p.get("label") for p in a.get("points") or []] == [p.get("label") for p in b.get("points") or []]
 
 
 def compare_settings(old: dict, new: dict) -> list[Check]:
@@ -379,6 +419,9 @@ def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[d
         new = (evaluate or rerun_evaluation)(report, target.model_paths)
         outcome.checks += compare_settings(report, new)
         outcome.checks += compare_reports(report, new, rel_tol, abs_tol)
+        if "overoptimisation" in report and not curve_reproducible(report, new):
+            outcome.notes.append("overoptimisation curve not rerun: its PPO snapshots are not available here "
+                                 "(they stay in the run directory); its points and finding are not compared")
         for k, v in (report.get("versions") or {}).items():
             w = get_path(new, "versions", k)
             if w != v:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from gpt2_rlhf.evaluation.report import curve_summary
+
 MODELS = ("base", "sft", "ppo")
 
 
@@ -49,12 +51,40 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         win_rates[p] = {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n}
     improvement = {p: {"difference": rng.uniform(-1, 1), "sd_units": rng.uniform(-1, 2), "reference_std": rng.uniform(0.5, 1.5),
                        "percent": rng.uniform(-50, 300)} for p in pairs}
-    findings = [{"id": f"{p.split('_vs_')[0]}_beats_{p.split('_vs_')[1]}_reward", "holds": i % 2 == 0,
-                 "text": f"{p} reward: intervals {'do not overlap' if i % 2 == 0 else 'overlap'} "
-                         f"({metrics['reward'][p.split('_vs_')[0]]['ci_low']:.3f} vs {metrics['reward'][p.split('_vs_')[1]]['ci_high']:.3f})"}
-                for i, p in enumerate(pairs)]
-    findings.append({"id": "rm_beats_length_baseline", "holds": True, "text": "The reward model beats the length baseline."})
-    return {
+    if "sft" in models:  # the dataset's chosen responses: a reference row, not a model
+        metrics["reward"]["chosen"] = _v(rng, -1, 2, n)
+        if gold:
+            metrics["gold"]["chosen"] = _v(rng, 0, 1, n)
+    gold_win_rates = {}
+    for p in pairs if gold else ():
+        w, t = rng.uniform(0.2, 0.7), rng.uniform(0, 0.2)
+        gold_win_rates[p] = {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n}
+    reward_model = {"path": "run/reward", "revision": "sha256:" + "ab" * 32, "source": "local",
+                    "stats": {"mean": rng.uniform(-1, 1), "std": rng.uniform(0.5, 2), "n": 333, "source": "train responses"},
+                    "accuracy": rng.uniform(0.6, 0.9), "accuracy_ci_low": 0.55, "accuracy_ci_high": 0.93,
+                    "mean_margin": rng.uniform(0.1, 2), "length_baseline_accuracy": rng.uniform(0.4, 0.6),
+                    "n_pairs": n + 8, "untrained_accuracy": rng.uniform(0.45, 0.55),
+                    "on_policy": {"accuracy": rng.uniform(0.6, 0.9), "length_baseline_accuracy": rng.uniform(0.4, 0.6),
+                                  "initial_accuracy": rng.uniform(0.45, 0.55), "rank_correlation": rng.uniform(0, 0.8),
+                                  "pairs": 96, "prompts": 48, "source": "gold"}}
+    curve = None
+    if "sft" in models and "ppo" in models:
+        labels = [("sft", 0, 0), ("ppo_round1/update-000002", 1, 64), ("ppo_round1", 1, 128),
+                  ("ppo/update-000002", 2, 192), ("ppo", 2, 256)]
+        points = []
+        for i, (label, rnd, episodes) in enumerate(labels):
+            kl = {"value": 0.0, "ci_low": None, "ci_high": None, "n": n} if i == 0 else _v(rng, 0.5 * i, 2 * i, n)
+            point = {"label": label, "round": rnd, "episodes": episodes, "kl": kl, "sqrt_kl": kl["value"] ** 0.5,
+                     "reward": _v(rng, -1, 2, n)}
+            if gold:
+                point["gold"] = _v(rng, 0, 1, n)
+            points.append(point)
+        curve = {"prompts": n, "points": points, **curve_summary(points)}
+    from gpt2_rlhf.evaluation.report import findings as measured_findings
+
+    # the findings the evaluation states about these numbers (its texts, good and holds marks)
+    findings = measured_findings(metrics, reward_model, gold_win_rates, curve)
+    report = {
         "schema_version": 1, "created": "2031-05-17T10:11:12+0000", "wall_time_s": rng.uniform(5, 50),
         "versions": {"gpt2_rlhf": "0.1.0", "python": "3.11.9", "torch": "2.13.0+cpu", "transformers": "5.23.0",
                      "trl": "1.16.0", "evaluate": "0.4.6", "datasets": "5.2.0", "huggingface_hub": "2.4.0"},
@@ -66,11 +96,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local"}
                    for i, m in enumerate(models)},
         "reference": "sft",
-        "reward_model": {"path": "run/reward", "revision": "sha256:" + "ab" * 32, "source": "local",
-                         "stats": {"mean": rng.uniform(-1, 1), "std": rng.uniform(0.5, 2), "n": 333, "source": "train responses"},
-                         "accuracy": rng.uniform(0.6, 0.9), "accuracy_ci_low": 0.55, "accuracy_ci_high": 0.93,
-                         "mean_margin": rng.uniform(0.1, 2), "length_baseline_accuracy": rng.uniform(0.4, 0.6),
-                         "n_pairs": n + 8, "untrained_accuracy": rng.uniform(0.45, 0.55)},
+        "reward_model": reward_model,
         "reference_metrics": {"rouge": {m: {"rouge1": rng.uniform(0, 1), "rougeL": rng.uniform(0, 1)} for m in models}},
         "metrics": metrics, "win_rates": win_rates, "reward_improvement": improvement, "findings": findings,
         "training": {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
@@ -85,6 +111,13 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "samples": "samples.jsonl",
         "config": {"seed": 5, "data": {"dataset": "embedded"}, "eval": {"bootstrap_samples": 499, "max_prompts": n}},
     }
+    report["training"]["reward"]["on_policy"] = reward_model["on_policy"]  # the reward stage's metrics.json
+    if gold_win_rates:
+        report["gold_win_rates"] = gold_win_rates
+    if curve is not None:
+        report["overoptimisation"] = curve
+        report["plots"]["overoptimisation"] = "plots/overoptimisation.png"
+    return report
 
 
 def make_samples(report: dict, seed: int = 0) -> list[dict]:

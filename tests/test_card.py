@@ -157,15 +157,43 @@ def test_sections_show_what_was_measured_and_used(run):
     assert "rlhf reproduce" in text and "@misc{" in text
 
 
+def test_new_measurements_are_on_the_policy_card(run):
+    """The chosen reference row, gold win rates, on-policy reward-model accuracy and the overoptimisation curve."""
+    report = json.loads((run / "eval/report.json").read_text())
+    text = render(run)["README.md"]
+    m = report["metrics"]
+    section = text[text.index("### Reference: the dataset's chosen responses"):]
+    assert f"| Reward (normalised RM score) | {fmt(m['reward']['chosen']['value'])} [" in section
+    assert f"| Gold judge score | {fmt(m['gold']['chosen']['value'])} [" in section
+    assert "Dataset's chosen responses" not in text[:text.index("### Reference: the dataset")]  # not a model column
+    gold_wins = text[text.index("### Win rates (gold judge)"):]
+    w = report["gold_win_rates"]["ppo_vs_sft"]
+    assert f"| PPO (RLHF) vs SFT | {fmt(w['win'])} | {fmt(w['tie'])} | {fmt(w['loss'])} |" in gold_wins
+    op = report["reward_model"]["on_policy"]
+    assert "held-out pairs of policy samples" in text and f"| {fmt(op['accuracy'])} |" in text
+    assert f"| baseline: the longer response wins | {fmt(report['reward_model']['length_baseline_accuracy'])} | " \
+           f"{fmt(op['length_baseline_accuracy'])} |" in text
+    assert "not measured on policy samples" not in text
+    curve = text[text.index("### Overoptimisation curve"):]
+    for p in report["overoptimisation"]["points"]:
+        assert f"| {p['label']}" in curve and fmt(p["reward"]["value"]) in curve and fmt(p["gold"]["value"]) in curve
+    peak = report["overoptimisation"]["gold_peak"]["label"]
+    assert f"| {peak} (gold peak) |" in curve
+    assert "![Overoptimisation curve" in text and "eval/plots/overoptimisation.png" in text
+    assert "Gao et al. found" in text
+
+
 def test_missing_optional_values_drop_their_sections(run):
     report = json.loads((run / "eval/report.json").read_text())
-    for key in ("win_rates", "reward_improvement", "findings", "plots", "training", "reference_metrics"):
+    for key in ("win_rates", "gold_win_rates", "reward_improvement", "findings", "plots", "training",
+                "reference_metrics", "overoptimisation"):
         del report[key]
     del report["metrics"]["gold"]
+    del report["metrics"]["reward"]["chosen"]
     for m in report["metrics"].values():
         for v in m.values():
             v["ci_low"] = v["ci_high"] = None
-    report["reward_model"] = {k: v for k, v in report["reward_model"].items() if "accuracy" not in k}
+    report["reward_model"] = {k: v for k, v in report["reward_model"].items() if "accuracy" not in k and k != "on_policy"}
     del report["metrics"]["eos_rate"]["base"]
     (run / "eval/report.json").write_text(json.dumps(report))
     for rel, text in render(run).items():
@@ -174,7 +202,7 @@ def test_missing_optional_values_drop_their_sections(run):
         assert "[More Information Needed]" not in text
     text = render(run)["README.md"]
     for gone in ("### Win rates", "### Reward improvement", "### Reference-based metrics", "### Findings", "### Plots", "Gold judge", "first update",
-                 "### Reward model accuracy", "` |  |"):
+                 "### Reward model accuracy", "` |  |", "### Overoptimisation", "### Reference: the dataset"):
         assert gone not in text, gone
     assert "| EOS rate | not measured |" in text
     assert "gold" not in {r.metric_type for r in ModelCard(text).data.eval_results}
@@ -190,7 +218,8 @@ def test_reward_model_card(run):
         "accuracy": rm["accuracy"], "mean_margin": rm["mean_margin"]}
     text = card.text
     for value in (rm["accuracy"], rm["length_baseline_accuracy"], rm["untrained_accuracy"], rm["stats"]["mean"],
-                  rm["stats"]["std"]):
+                  rm["stats"]["std"], rm["on_policy"]["accuracy"], rm["on_policy"]["length_baseline_accuracy"],
+                  rm["on_policy"]["initial_accuracy"], rm["on_policy"]["rank_correlation"]):
         assert fmt(value) in text
     assert "## Intended use" in text and "reward_stats.json" in text and "alice/tiny" in text
 
@@ -220,3 +249,58 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(run, capsys, damage, n
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and needle in err[0], err
     assert not (run / "card").exists() and not (run / "card.partial").exists()
+
+
+# ----------------------------------------------------------------------------- reproduce: the newer report parts
+
+
+def test_reproduce_compares_gold_win_rates_the_curve_and_good_marks():
+    import copy
+
+    from gpt2_rlhf.model_card import reproduce as rep
+    from tests.fake_run import make_report
+
+    old = make_report(seed=4)
+    assert all(c.ok for c in rep.compare_reports(old, copy.deepcopy(old), 0.02, 0.001))
+    new = copy.deepcopy(old)
+    new["gold_win_rates"]["ppo_vs_sft"]["win"] += 0.3
+    new["overoptimisation"]["points"][2]["gold"]["value"] += 0.5
+    new["overoptimisation"]["gold_falls_after_peak"] = not old["overoptimisation"]["gold_falls_after_peak"]
+    new["findings"][-1]["good"] = not new["findings"][-1]["good"]
+    new["reward_model"]["on_policy"]["accuracy"] = 0.01  # copied from the reward stage, not measured: not compared
+    failed = {c.name for c in rep.compare_reports(old, new, 0.02, 0.001) if not c.ok}
+    label = old["overoptimisation"]["points"][2]["label"]
+    assert failed == {"ppo_vs_sft.win", f"{label}.gold.value", "gold_falls_after_peak", f"{old['findings'][-1]['id']}.good"}
+
+
+def test_reproduce_skips_a_curve_the_rerun_could_not_measure(tmp_path):
+    """A Hub repo holds no PPO snapshots: the rerun's curve is SFT and PPO only; a note says so."""
+    import copy
+
+    from gpt2_rlhf.model_card import reproduce as rep
+
+    run = make_run(tmp_path / "run")
+    render_card(run)
+
+    def without_snapshots(report, paths):
+        new = copy.deepcopy(report)
+        curve = new["overoptimisation"]
+        curve["points"] = [p for p in curve["points"] if p["label"] in ("sft", "ppo")]
+        new["findings"] = [f for f in new["findings"] if f["id"] != "ppo_overoptimisation"]
+        return new
+
+    outcome = rep.reproduce(str(run), evaluate=without_snapshots)
+    assert outcome.passed, [c for c in outcome.failed]
+    assert any("overoptimisation curve not rerun" in n for n in outcome.notes)
+    assert not any(c.section == "overoptimisation" for c in outcome.checks)
+
+
+def test_push_leaves_ppo_snapshots_home(tmp_path):
+    from gpt2_rlhf.model_card.publish import model_files
+
+    ppo = tmp_path / "ppo"
+    (ppo / "snapshots" / "update-000002").mkdir(parents=True)
+    (ppo / "snapshots" / "update-000002" / "model.safetensors").write_bytes(b"x")
+    for name in ("model.safetensors", "snapshots.json", "metrics.json"):
+        (ppo / name).write_bytes(b"{}")
+    assert sorted(model_files(ppo, logs_prefix="training/ppo")) == ["model.safetensors", "training/ppo/metrics.json"]
