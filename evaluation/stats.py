@@ -13,6 +13,14 @@ at a time (10,000 prompts x 1,000 resamples never sit in memory at once).
 
 Deviation from the textbook: none in the method; we return a null CI when n < 2
 (a bootstrap of one item is the item itself and says nothing about uncertainty).
+
+With several responses per prompt (`eval.samples_per_prompt`) the item is the
+**prompt**, not the response: responses to one prompt are correlated (they share
+its difficulty), so resampling responses would understate the uncertainty. This is
+the cluster bootstrap (Davison & Hinkley 1997, sec. 3.8; Field & Welsh 2007): a
+statistic of per-prompt values (`group_means`) is bootstrapped as usual, and a
+statistic of the responses themselves gives every response its prompt's count
+(`cluster_counts`).
 """
 
 from __future__ import annotations
@@ -64,6 +72,35 @@ def bootstrap_ci(statistic: CountStatistic, n: int, n_resamples: int = 1000, see
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
     return float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------- clusters (prompts)
+
+
+def group_means(values, groups) -> np.ndarray:
+    """(N,) per-response values, (N,) group (prompt) index of each -> (G,) the mean of each group, G = max + 1.
+
+    Every group 0..G-1 must have at least one value. A group of one value returns that value
+    exactly (x + 0.0, then / 1.0), so one response per prompt gives back the responses' values."""
+    x = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups, dtype=np.int64)
+    if x.shape != g.shape or x.ndim != 1:
+        raise ValueError(f"group_means: {x.shape[0] if x.ndim else 0} values but {g.size} group indices")
+    if g.size == 0:
+        return np.zeros(0)
+    if g.min() < 0:
+        raise ValueError("group_means: negative group index")
+    sizes = np.bincount(g)
+    if (sizes == 0).any():
+        raise ValueError(f"group_means: group(s) {np.flatnonzero(sizes == 0).tolist()} have no values")
+    return np.bincount(g, weights=x, minlength=sizes.size) / sizes
+
+
+def cluster_counts(groups) -> Callable[[np.ndarray], np.ndarray]:
+    """Resample counts over G groups (b, G) -> counts over their N members (b, N): each member gets its
+    group's count, so a statistic of the members is bootstrapped by resampling whole groups."""
+    g = np.asarray(groups, dtype=np.int64)
+    return lambda c: c[:, g]
 
 
 # ----------------------------------------------------------------------------- count statistics

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gpt2_rlhf.evaluation.metrics import LOCAL_METRICS, METRICS_DIR, MetricLoadError, load_metric
-from gpt2_rlhf.evaluation.stats import (bootstrap_ci, jackknife_ci, mean_statistic, metric_value, ratio_statistic,
-                              resample_counts, unique_ratio_loo)
+from gpt2_rlhf.evaluation.stats import (bootstrap_ci, cluster_counts, group_means, jackknife_ci, mean_statistic,
+                                        metric_value, ratio_statistic, resample_counts, unique_ratio_loo)
 
 NO_CI = {"bootstrap_samples": 0}
 
@@ -90,6 +90,24 @@ def test_jackknife_ci_by_hand():
     assert jackknife_ci(0.5, np.array([0.5])) == (None, None)
 
 
+def test_group_means_by_hand():
+    # sample-major: two passes over three prompts; prompt 0 got 1 and 3, prompt 1 got 2 and 2, prompt 2 got 0 and 5
+    got = group_means([1.0, 2.0, 0.0, 3.0, 2.0, 5.0], [0, 1, 2, 0, 1, 2])
+    assert got.tolist() == [2.0, 2.0, 2.5]
+    assert group_means([4.0, 6.0, 1.0], [1, 1, 0]).tolist() == [1.0, 5.0]  # unequal group sizes
+    x = np.array([0.1, 0.7, 1 / 3])  # one response per prompt: the values themselves, bit for bit
+    assert group_means(x, [0, 1, 2]).tolist() == x.tolist()
+    with pytest.raises(ValueError, match=r"group\(s\) \[1\] have no values"):
+        group_means([1.0, 2.0], [0, 2])
+    with pytest.raises(ValueError, match="2 values but 3 group indices"):
+        group_means([1.0, 2.0], [0, 1, 1])
+
+
+def test_cluster_counts_give_each_member_its_groups_count():
+    c = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])  # two resamples over three prompts
+    assert cluster_counts([0, 1, 2, 0, 1, 2])(c).tolist() == [[2, 0, 1, 2, 0, 1], [0, 3, 0, 0, 3, 0]]
+
+
 def test_metric_value_rejects_non_finite():
     assert metric_value(np.float32(1.5), (None, None), 1) == {"value": 1.5, "ci_low": None, "ci_high": None, "n": 1}
     with pytest.raises(ValueError, match="not finite"):
@@ -137,6 +155,26 @@ def test_win_rate_by_hand(metric, a, b, kwargs, expected):
 def test_win_rate_ci_is_of_the_win_fraction(metric):
     out = metric("win_rate").compute(scores_a=[1, 1, 0, 0], scores_b=[0, 0, 0, 1], bootstrap_samples=500, seed=0)
     assert out["win"] == 0.5 and 0.0 <= out["ci_low"] <= 0.5 <= out["ci_high"] <= 1.0
+
+
+@pytest.mark.parametrize("a, b, half", [
+    ([1, 0, 2, 5], [0, 0, 3, 1], 0.625),  # 2 wins, 1 tie, 1 loss: (2 + 0.5) / 4
+    ([1, 1, 1], [1, 1, 1], 0.5),          # all ties: a coin flip, not a loss
+    ([0, 0], [1, 1], 0.0),
+])
+def test_win_rate_ties_half_by_hand(metric, a, b, half):
+    out = metric("win_rate").compute(scores_a=a, scores_b=b, **NO_CI)
+    assert out["win_rate_ties_half"] == pytest.approx(half) == out["win"] + out["tie"] / 2
+    assert out["win_rate_ties_half_ci_low"] is None and out["win_rate_ties_half_ci_high"] is None
+
+
+def test_win_rate_ties_half_has_its_own_ci(metric):
+    # every prompt a tie or a win: the win fraction's interval is wide, ties-half sits in [0.5, 1]
+    out = metric("win_rate").compute(scores_a=[1, 1, 0, 0, 1, 0], scores_b=[0, 0, 0, 0, 0, 0],
+                                     bootstrap_samples=500, seed=0)
+    assert out["win_rate_ties_half"] == 0.75
+    assert 0.5 <= out["win_rate_ties_half_ci_low"] <= 0.75 <= out["win_rate_ties_half_ci_high"] <= 1.0
+    assert out["win_rate_ties_half_ci_low"] > out["ci_low"]  # the same resamples, half a point per tie more
 
 
 # ----------------------------------------------------------------------------- reward improvement
@@ -243,6 +281,15 @@ def test_response_stats_by_hand(metric, lengths, eos, length, rate):
     assert out["response_length"]["value"] == length and out["eos_rate"]["value"] == rate
 
 
+def test_response_stats_take_per_prompt_means(metric):
+    # two prompts, each the mean of its responses: lengths 2.5 and 4, half of one prompt's responses ended
+    out = metric("response_stats").compute(lengths=[2.5, 4.0], eos=[0.5, 1.0], **NO_CI)
+    assert out["response_length"]["value"] == 3.25 and out["eos_rate"]["value"] == 0.75
+    assert out["eos_rate"]["n"] == 2
+    with pytest.raises(ValueError, match="EOS rate outside"):
+        metric("response_stats").compute(lengths=[1.0], eos=[1.5], **NO_CI)
+
+
 # ----------------------------------------------------------------------------- proxy vs gold
 
 
@@ -311,3 +358,55 @@ def test_unwritable_modules_cache_falls_back_to_a_private_one(monkeypatch):
 
     monkeypatch.setattr(evaluate, "load", read_only)
     assert load_metric("win_rate").compute(scores_a=[1.0], scores_b=[0.0], **NO_CI)["win"] == 1.0
+
+
+# ----------------------------------------------------------------------------- several responses per prompt
+
+
+def test_kl_averages_each_prompts_responses_first(metric):
+    # prompt 0: responses with KL 1 and 3; prompt 1: KL 0 and 0 (sample-major order)
+    lp, rp = [[-1.0], [-2.0], [0.0], [-2.0]], [[-2.0], [-2.0], [-3.0], [-2.0]]
+    out = metric("kl").compute(logprobs=lp, ref_logprobs=rp, groups=[0, 1, 0, 1], **NO_CI)
+    assert out == {"value": 1.0, "ci_low": None, "ci_high": None, "n": 2}
+
+
+def test_diversity_over_all_responses_jackknife_over_prompts(metric):
+    responses = ["a b", "a c", "a b", "d"]  # prompt 0: "a b", "a b"; prompt 1: "a c", "d"
+    out = metric("diversity").compute(responses=responses, groups=[0, 1, 0, 1], bootstrap_samples=1, confidence=0.95)
+    flat = metric("diversity").compute(responses=responses, bootstrap_samples=1, confidence=0.95)
+    for name in ("distinct_1", "distinct_2", "unique_responses"):
+        assert out[name]["value"] == flat[name]["value"] and out[name]["n"] == 2 and flat[name]["n"] == 4
+    assert out["unique_responses"]["value"] == 3 / 4 and out["distinct_1"]["value"] == 4 / 7
+    # leave out prompt 0: 3 words, 3 unique -> 1; leave out prompt 1: "a b a b" -> 2 / 4
+    value, loo = unique_ratio_loo([np.array([0, 1, 0, 1]), np.array([0, 2, 3])])
+    se = math.sqrt(1 / 2 * ((1.0 - 0.75) ** 2 + (0.5 - 0.75) ** 2))
+    assert value == 4 / 7 and loo.tolist() == [1.0, 0.5]
+    assert out["distinct_1"]["ci_low"] == pytest.approx(max(0.0, 4 / 7 - 1.959963984540054 * se))
+
+
+def test_constant_per_prompt_means_give_a_degenerate_interval(metric):
+    """The bootstrap resamples prompts, not responses: two responses per prompt that differ (0 and 1) but
+    average the same on every prompt leave no spread to resample. A bootstrap over responses would not."""
+    gold = [0.0, 1.0, 0.25, 1.0, 0.0, 0.75]  # 3 prompts x 2 passes, sample-major: means 0.5, 0.5, 0.5
+    groups = [0, 1, 2, 0, 1, 2]
+    boot = {"bootstrap_samples": 300, "seed": 0}
+    g = metric("proxy_gold").compute(proxy=[0.0, 2.0, 1.0, 1.0, 0.0, 3.0], gold=gold, groups=groups, **boot)
+    assert g["gold"] == {"value": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 3}
+    assert "correlation" in g and g["correlation"]["n"] == 3  # over all 6 responses, prompts resampled
+    responses = metric("reward").compute(scores=gold, **boot)
+    assert responses["ci_low"] < 0.5 < responses["ci_high"]  # what resampling responses would claim
+    lp = [[v] for v in gold]
+    kl = metric("kl").compute(logprobs=lp, ref_logprobs=[[0.0]] * 6, groups=groups, **boot)
+    assert (kl["value"], kl["ci_low"], kl["ci_high"], kl["n"]) == (0.5, 0.5, 0.5, 3)
+
+
+def test_proxy_gold_correlation_is_over_responses_with_prompts_resampled(metric):
+    proxy, gold = [0.0, 1.0, 2.0, 3.0], [0.0, 0.2, 0.9, 1.0]
+    flat = metric("proxy_gold").compute(proxy=proxy, gold=gold, **NO_CI)
+    grouped = metric("proxy_gold").compute(proxy=proxy, gold=gold, groups=[0, 1, 0, 1], **NO_CI)
+    assert grouped["correlation"]["value"] == flat["correlation"]["value"]  # the same responses
+    assert grouped["gold"]["value"] == pytest.approx(flat["gold"]["value"]) and grouped["gold"]["n"] == 2
+    # one response per prompt: groups 0..n-1 give exactly the ungrouped numbers
+    boot = {"bootstrap_samples": 200, "seed": 3}
+    assert (metric("proxy_gold").compute(proxy=proxy, gold=gold, groups=[0, 1, 2, 3], **boot)
+            == metric("proxy_gold").compute(proxy=proxy, gold=gold, **boot))

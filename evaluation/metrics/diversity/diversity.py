@@ -10,6 +10,11 @@ to [0, 1]. Deviation from the report's other metrics: not a bootstrap, because
 resampling with replacement duplicates responses, which reads as repetition and
 biases a unique-count statistic downwards (every resample would sit below the
 full-sample value).
+
+With several responses per prompt, `groups` names each response's prompt: the values
+are still over all responses, and the jackknife leaves out one prompt (all its
+responses) at a time, so `n` is the number of prompts (a cluster jackknife: responses
+to one prompt are not independent).
 """
 
 import datasets
@@ -22,6 +27,8 @@ _DESCRIPTION = "distinct-1, distinct-2 (unique / total word n-grams) and unique_
 _KWARGS_DESCRIPTION = """
 Args:
     responses (list of str): one model's responses.
+    groups (list of int, optional): the prompt index of each response (the jackknife leaves out a whole
+        prompt). Default: every response its own prompt.
     confidence (float): CI level; bootstrap_samples (0 = no CI) and seed are accepted for a uniform call.
 Returns:
     distinct_1, distinct_2, unique_responses: each {value, ci_low, ci_high, n}.
@@ -43,6 +50,17 @@ def ngram_ids(responses, n, vocab):
     return out
 
 
+def by_group(item_ids, groups):
+    """Per-response id arrays -> per-group arrays (the concatenation of the group's members, in order)."""
+    n_groups = max(groups) + 1 if len(groups) else 0
+    members = [[] for _ in range(n_groups)]
+    for ids, g in zip(item_ids, groups):
+        members[g].append(ids)
+    if any(not m for m in members):
+        raise ValueError("diversity: a group index without responses")
+    return [np.concatenate(m) for m in members]
+
+
 class Diversity(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
@@ -50,10 +68,11 @@ class Diversity(evaluate.Metric):
             features=datasets.Features({"responses": datasets.Value("string")}),
         )
 
-    def _compute(self, responses, bootstrap_samples=1000, seed=0, confidence=0.95):
+    def _compute(self, responses, groups=None, bootstrap_samples=1000, seed=0, confidence=0.95):
         if len(responses) == 0:
             raise ValueError("diversity: no responses")
-        n = len(responses)
+        if groups is not None and len(groups) != len(responses):
+            raise ValueError(f"diversity: {len(responses)} responses but {len(groups)} group indices")
         strings = {}
         per_item = {
             "distinct_1": ngram_ids(responses, 1, {}),
@@ -61,6 +80,9 @@ class Diversity(evaluate.Metric):
             # a whole response is one "gram": unique strings / responses
             "unique_responses": [np.array([strings.setdefault(r, len(strings))]) for r in responses],
         }
+        if groups is not None:  # one item per prompt: the ids of all its responses (n-grams stay within a response)
+            per_item = {name: by_group(ids, groups) for name, ids in per_item.items()}
+        n = len(per_item["unique_responses"])
         out = {}
         for name, ids in per_item.items():
             value, loo = unique_ratio_loo(ids)

@@ -9,20 +9,26 @@ averaged over responses. The model passes happen in evaluation/generate.py; this
 module takes the per-token log-probs of each response under both models. An empty
 response (zero tokens) contributes 0. The estimate is unbiased but can be negative
 on a finite sample.
+
+With several responses per prompt, `groups` names each response's prompt: the
+per-response estimates are averaged per prompt first, and the bootstrap resamples
+prompts (a cluster bootstrap: evaluation/stats.py); `n` is then the number of prompts.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_value
+from gpt2_rlhf.evaluation.stats import bootstrap_ci, group_means, mean_statistic, metric_value
 
 _DESCRIPTION = "Mean summed per-token log-prob difference log pi - log pi_ref over a policy's own responses."
 _KWARGS_DESCRIPTION = """
 Args:
     logprobs (list of list of float): per-token log-probs of each response under the policy.
     ref_logprobs (list of list of float): the same tokens under the reference model (same lengths).
-    bootstrap_samples (int), seed (int), confidence (float): CI over responses.
+    groups (list of int, optional): the prompt index of each response; the value is the mean of the
+        per-prompt means and the CI resamples prompts. Default: every response its own prompt.
+    bootstrap_samples (int), seed (int), confidence (float): CI over prompts.
 Returns:
     value (float), ci_low, ci_high (float or None when n < 2), n (int).
 Examples:
@@ -40,7 +46,7 @@ class KL(evaluate.Metric):
             features=datasets.Features({"logprobs": seq, "ref_logprobs": seq}),
         )
 
-    def _compute(self, logprobs, ref_logprobs, bootstrap_samples=1000, seed=0, confidence=0.95):
+    def _compute(self, logprobs, ref_logprobs, groups=None, bootstrap_samples=1000, seed=0, confidence=0.95):
         if len(logprobs) == 0:
             raise ValueError("kl: no responses")
         per_response = np.empty(len(logprobs))  # (n,) summed log-ratio per response
@@ -48,5 +54,6 @@ class KL(evaluate.Metric):
             if len(lp) != len(rp):
                 raise ValueError(f"kl: response {i} has {len(lp)} policy log-probs but {len(rp)} reference log-probs")
             per_response[i] = float(np.sum(np.asarray(lp, np.float64) - np.asarray(rp, np.float64)))
-        ci = bootstrap_ci(mean_statistic(per_response), len(per_response), bootstrap_samples, seed, confidence)
-        return metric_value(per_response.mean(), ci, len(per_response))
+        per_prompt = per_response if groups is None else group_means(per_response, groups)  # (n prompts,)
+        ci = bootstrap_ci(mean_statistic(per_prompt), len(per_prompt), bootstrap_samples, seed, confidence)
+        return metric_value(per_prompt.mean(), ci, len(per_prompt))

@@ -3,7 +3,9 @@
 response_length: mean number of generated tokens (the model's tokenizer), EOS not
 counted. eos_rate: fraction of responses that ended with EOS within max_new_tokens;
 a low rate means responses were cut off (their reward-model score then judges a
-truncated text). CIs: seeded bootstrap over responses.
+truncated text). CIs: seeded bootstrap over the items given: responses, or prompts
+when the evaluation passes each prompt's mean over its responses (a mean length and
+the fraction of its responses that ended with EOS).
 """
 
 import datasets
@@ -15,9 +17,9 @@ from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_valu
 _DESCRIPTION = "Mean response length in tokens and the fraction of responses that ended with EOS."
 _KWARGS_DESCRIPTION = """
 Args:
-    lengths (list of int): tokens per response, EOS not counted.
-    eos (list of bool): whether each response ended with EOS.
-    bootstrap_samples (int), seed (int), confidence (float): CI over responses.
+    lengths (list of float): tokens per response, EOS not counted (or a prompt's mean over its responses).
+    eos (list of float): 1.0 / 0.0 (or bool) whether each response ended with EOS (or a prompt's fraction).
+    bootstrap_samples (int), seed (int), confidence (float): CI over the items.
 Returns:
     response_length, eos_rate: each {value, ci_low, ci_high, n}.
 Examples:
@@ -31,7 +33,7 @@ class ResponseStats(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"lengths": datasets.Value("int64"), "eos": datasets.Value("bool")}),
+            features=datasets.Features({"lengths": datasets.Value("float64"), "eos": datasets.Value("float64")}),
         )
 
     def _compute(self, lengths, eos, bootstrap_samples=1000, seed=0, confidence=0.95):
@@ -41,6 +43,8 @@ class ResponseStats(evaluate.Metric):
             raise ValueError("response_stats: no responses")
         if (lengths < 0).any():
             raise ValueError("response_stats: negative length")
+        if ((eos < 0) | (eos > 1)).any():
+            raise ValueError("response_stats: an EOS rate outside [0, 1]")
         n = lengths.size
         return {
             "response_length": metric_value(lengths.mean(), bootstrap_ci(mean_statistic(lengths), n, bootstrap_samples, seed, confidence), n),

@@ -2,7 +2,9 @@
 
 The same module summarises any per-response score in the report (the gold judge,
 an optional classifier): it is the mean over prompts, and the CI is a seeded
-percentile bootstrap over prompts (evaluation/stats.py).
+percentile bootstrap over prompts (evaluation/stats.py). With several responses per
+prompt the evaluation passes each prompt's mean score, so the bootstrap still
+resamples prompts (a cluster bootstrap).
 """
 
 import datasets
@@ -14,7 +16,7 @@ from gpt2_rlhf.evaluation.stats import bootstrap_ci, mean_statistic, metric_valu
 _DESCRIPTION = "Mean of per-response scores with a percentile bootstrap confidence interval over responses."
 _KWARGS_DESCRIPTION = """
 Args:
-    scores (list of float): one score per response (e.g. normalised reward-model scores).
+    scores (list of float): one score per prompt (a response's, or the mean of a prompt's responses).
     bootstrap_samples (int): resamples for the CI (default 1000; 0 = no CI).
     seed (int): bootstrap seed (default 0).
     confidence (float): CI level (default 0.95).
