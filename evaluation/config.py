@@ -9,6 +9,9 @@ from gpt2_rlhf.train.config import check
 from gpt2_rlhf.train.sampling import DECODING, GenerationSettings
 
 MODEL_KEYS = ("base", "sft", "ppo")
+# Seed offset between the passes of eval.samples_per_prompt: pass j samples batch i with seed + j * stride + i.
+# A prime far above any batch count, so no two (pass, batch) pairs share a seed.
+SAMPLE_SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -32,6 +35,12 @@ class EvalConfig:
     batch_size: int = field(default=16, metadata={"help": "Prompts per generation / scoring batch."})
     seed: int | None = field(default=None, metadata={
         "help": "Evaluation seed (decoding and bootstrap); default: the recipe's seed."})
+    samples_per_prompt: int = field(default=1, metadata={
+        "help": "Responses k each model samples per prompt. Sample 0 is the one-sample evaluation exactly (batch i: "
+                "seed + i); sample j is another pass over the same prompts with seed + j * 1000003 + i, the same "
+                "for every model. Per-prompt metrics (reward, gold, KL, length, EOS, classifier, win rates) use "
+                "each prompt's mean over its k responses, diversity counts all responses, and every CI resamples "
+                "prompts (a cluster bootstrap). Sampled mode only (greedy decoding repeats one response)."})
     # ---- metrics
     bootstrap_samples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every confidence interval (0 = no CIs)."})
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
@@ -71,6 +80,10 @@ class EvalConfig:
         check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
         check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.samples_per_prompt >= 1, f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
+        check(self.samples_per_prompt == 1 or self.mode == "sampled",
+              f"samples_per_prompt {self.samples_per_prompt} needs mode: sampled (greedy decoding gives the same "
+              "response every time)")
         check(self.bootstrap_samples >= 0, f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
         check(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")
         check(self.curve_prompts >= 0, f"curve_prompts must be >= 0 (0 = no curve), got {self.curve_prompts}")

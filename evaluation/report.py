@@ -64,7 +64,8 @@ def present_pairs(keys: list[str]) -> list[tuple[str, str]]:
 # Rows of `metrics` that are not models: the dataset's own chosen responses, scored as a model's are
 # (docs/report-schema.md). They are a reference level, never a model of win rates, KL or findings' pairs.
 REFERENCE_ROWS = ("chosen",)
-# A gold win rate this far above a coin flip is a gain a reader would notice; 0.5 is "no better".
+# A gold win rate (ties counted half) this far above a coin flip is a gain a reader would notice;
+# 0.5 is "no better".
 GOLD_WIN_RATE_TARGET = 0.55
 # On-policy pairs are harder than dataset pairs (both responses come from one policy), so the target is
 # the level at which a reward model still steers PPO more often right than wrong by a clear margin.
@@ -151,14 +152,27 @@ def hacking_finding(reward: dict[str, dict], gold: dict[str, dict], confidence: 
                    f"upper bound).{numbers}")
 
 
+def ties_half(w: dict[str, Any]) -> float:
+    """A win-rate entry's win + tie / 2: its `win_rate_ties_half`, or computed from win and tie when the
+    entry predates that field."""
+    v = w.get("win_rate_ties_half")
+    return float(v) if _num(v) else float(w["win"]) + float(w["tie"]) / 2
+
+
 def gold_win_rate_finding(w: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
-    """`ppo_gold_win_rate`: PPO's gold win rate against SFT is at least GOLD_WIN_RATE_TARGET."""
-    holds = w["win"] >= GOLD_WIN_RATE_TARGET
-    ci = (f", {_pct(confidence)} CI {w['ci_low']:.3f} to {w['ci_high']:.3f}" if w.get("ci_low") is not None
-          and w.get("ci_high") is not None else ", no CI")
-    text = (f"PPO's gold win rate against SFT is {'at least' if holds else 'below'} {GOLD_WIN_RATE_TARGET:.2f}: "
-            f"the gold judge prefers PPO's response on a fraction {w['win']:.3f} of {w['n']} prompts{ci} "
-            f"(ties {w['tie']:.3f}, losses {w['loss']:.3f}).")
+    """`ppo_gold_win_rate`: PPO's gold win rate against SFT, ties counted half (`win_rate_ties_half`), is at
+    least GOLD_WIN_RATE_TARGET.
+
+    Ties count half because on the embedded world SFT and PPO tie on about half the prompts (both at the
+    gold maximum): the plain win fraction would then call "as good, and better on some prompts" a loss."""
+    value = ties_half(w)
+    holds = value >= GOLD_WIN_RATE_TARGET
+    lo, hi = w.get("win_rate_ties_half_ci_low"), w.get("win_rate_ties_half_ci_high")
+    ci = f", {_pct(confidence)} CI {lo:.3f} to {hi:.3f}" if _num(lo) and _num(hi) else ", no CI"
+    text = (f"PPO's gold win rate against SFT, ties counted half, is {'at least' if holds else 'below'} "
+            f"{GOLD_WIN_RATE_TARGET:.2f}: {value:.3f} over {w['n']} prompts{ci}; the gold judge prefers PPO's "
+            f"responses on a fraction {w['win']:.3f} of the prompts, ties on {w['tie']:.3f} and prefers SFT's on "
+            f"{w['loss']:.3f}.")
     return finding("ppo_gold_win_rate", holds, holds, text)
 
 
@@ -286,7 +300,11 @@ def _cell(v: dict[str, Any] | None) -> str:
 
 def _win_line(kind: str, pair: str, w: dict[str, Any]) -> str:
     ci = "" if w["ci_low"] is None else f" [{w['ci_low']:.2f}, {w['ci_high']:.2f}]"
-    return f"{kind} {pair}: win {w['win']:.3f}{ci}  tie {w['tie']:.3f}  loss {w['loss']:.3f}  (n={w['n']})"
+    half = ""
+    if _num(w.get("win_rate_ties_half")):
+        lo, hi = w.get("win_rate_ties_half_ci_low"), w.get("win_rate_ties_half_ci_high")
+        half = f"  ties half {w['win_rate_ties_half']:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if _num(lo) and _num(hi) else "")
+    return f"{kind} {pair}: win {w['win']:.3f}{ci}  tie {w['tie']:.3f}  loss {w['loss']:.3f}{half}  (n={w['n']})"
 
 
 def _rm_lines(rm: dict[str, Any]) -> list[str]:

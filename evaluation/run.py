@@ -5,15 +5,18 @@ Steps (`main`):
     `eval.<key>_model`), the reward model, the prompts and preference pairs;
  2. for each model: generate on every prompt with the same settings and seeds,
     with per-token log-probs under the model and the KL reference
-    (evaluation/generate.py);
+    (evaluation/generate.py); `eval.samples_per_prompt` = k passes over the prompts,
+    pass j with seeds `pass_seed(seed, j) + batch index` (pass 0 is the one-sample
+    evaluation exactly);
  3. score every distinct (prompt, response) once with the reward model (identical
     responses get identical scores, so they tie exactly), and with the gold judge
     on the embedded dataset;
  4. perplexity of every model on the held-out chosen and rejected responses, and
     the reward model's accuracy on those pairs;
  5. the metrics, each an `evaluate` module (evaluation/metrics/), with seeded
-    bootstrap CIs; the dataset's chosen responses are scored as a reference row
-    (`chosen`) when every prompt has a pair;
+    bootstrap CIs over prompts: per-prompt numbers are the mean over a prompt's k
+    responses (a cluster bootstrap: evaluation/stats.py); the dataset's chosen
+    responses are scored as a reference row (`chosen`) when every prompt has a pair;
  6. the overoptimisation curve: SFT, then every PPO snapshot and stage's final
     policy in training order, on the first `eval.curve_prompts` prompts (KL to
     SFT, reward, gold);
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import EvalConfig
+from .config import SAMPLE_SEED_STRIDE, EvalConfig
 from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl, table,
                      versions)
 
@@ -197,15 +200,47 @@ def _same_vocab(tok, ref_tok, key: str, ref: str) -> None:
 # ----------------------------------------------------------------------------- measuring
 
 
-def score_unique(score_fn, prompts: list[str], responses: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """Scores every distinct (prompt index, response) once; returns per-model score arrays in prompt order."""
+def pass_seed(seed: int, j: int) -> int:
+    """The seed of sampling pass j (batch i then uses pass_seed + i): pass 0 is the evaluation's own seed."""
+    return seed + j * SAMPLE_SEED_STRIDE
+
+
+def sample_groups(n_prompts: int, k: int) -> np.ndarray:
+    """(n_prompts * k,) the prompt index of each response when the k passes are laid end to end
+    (sample-major: response r answers prompt r % n_prompts, in pass r // n_prompts)."""
+    return np.tile(np.arange(n_prompts), k)
+
+
+def concat_passes(passes: list) -> Any:
+    """k PolicyResults (one per pass over the prompts) -> one, sample-major (pass 0's responses first)."""
+    from gpt2_rlhf.train.sampling import PolicyResult
+
+    out = PolicyResult()
+    for p in passes:
+        out.texts += p.texts
+        out.lengths += p.lengths
+        out.eos += p.eos
+        out.logprobs += p.logprobs
+        out.ref_logprobs += p.ref_logprobs
+    return out
+
+
+def score_unique(score_fn, prompts: list[str], responses: dict[str, list[str]],
+                 groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Scores every distinct (prompt index, response) once; returns per-model score arrays in response order.
+
+    Response r of a model answers prompts[groups[r]] (default: prompts[r], one response per prompt)."""
+    def prompt_of(r: int) -> int:
+        return r if groups is None else int(groups[r])
+
     index: dict[tuple[int, str], int] = {}
     for texts in responses.values():
-        for i, t in enumerate(texts):
-            index.setdefault((i, t), len(index))
+        for r, t in enumerate(texts):
+            index.setdefault((prompt_of(r), t), len(index))
     keys = list(index)
     scores = np.asarray(score_fn([prompts[i] for i, _ in keys], [t for _, t in keys]), dtype=np.float64)
-    return {k: np.array([scores[index[(i, t)]] for i, t in enumerate(texts)]) for k, texts in responses.items()}
+    return {k: np.array([scores[index[(prompt_of(r), t)]] for r, t in enumerate(texts)])
+            for k, texts in responses.items()}
 
 
 def _classifier(cfg: EvalConfig, device):
@@ -337,10 +372,12 @@ def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, re
                   gold: dict | None, rm, rm_ctx: int, prompts: list[str], seed: int, device, boot: dict) -> dict:
     """The overoptimisation curve (Gao et al. 2022): KL to SFT, reward and gold of every policy of the trajectory.
 
-    Every point samples the first `eval.curve_prompts` prompts with the evaluation's decoding settings and
-    seeds. The SFT and final PPO points reuse the evaluation's own responses when these are exactly what a
-    new pass would sample (the same batches: all prompts, or a whole number of batches, and KL against SFT);
-    every other point is one more generation pass with the SFT model as the KL reference."""
+    Every point samples the first `eval.curve_prompts` prompts once (one response per prompt, whatever
+    `eval.samples_per_prompt`) with the evaluation's decoding settings and seeds. The SFT and final PPO
+    points reuse the evaluation's own responses when these are exactly what a new pass would sample (the
+    same batches: all prompts, or a whole number of batches, and KL against SFT): those of its first pass,
+    which `results`, `norm` and `gold` hold first (sample-major), so index i < n is pass 0's response to
+    prompt i. Every other point is one more generation pass with the SFT model as the KL reference."""
     import math
 
     from .metrics import load_metric
@@ -414,15 +451,24 @@ def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, re
 
 def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
             prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Steps 2-5: every model pass and every metric; returns the report body and the samples."""
+    """Steps 2-5: every model pass and every metric; returns the report body and the samples.
+
+    Per-response arrays (texts, scores, log-probs) are sample-major over the k = eval.samples_per_prompt
+    passes: response r answers prompt groups[r] = r % n in pass r // n, so the first n are pass 0, the
+    one-sample evaluation. Per-prompt values are the mean over a prompt's k responses (group_means)."""
     from .generate import classifier_probs, pair_logprobs
     from .metrics import load_metric
+    from .stats import group_means
     from gpt2_rlhf.train.modeling import RewardModel, context_length
     from gpt2_rlhf.train.sampling import measure_policy
 
     device = _device(cfg)
     settings = cfg.generation
     keys = list(specs)
+    k_samples, n_prompts = cfg.samples_per_prompt, len(prompts)
+    groups = sample_groups(n_prompts, k_samples)  # (n * k,) the prompt of each response
+    by_prompt = lambda values: group_means(values, groups)  # (n * k,) -> (n,) per-prompt means
+    grouped = dict(groups=groups.tolist())  # the metric modules' cluster argument (bootstrap over prompts)
     ref_key = cfg.reference if cfg.reference in specs else keys[0]
     if ref_key != cfg.reference:
         logger.warning("KL reference %r was not evaluated; measuring KL against %r", cfg.reference, ref_key)
@@ -451,9 +497,13 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             model, tok, rev = load_policy(specs[key], device)
             _same_vocab(tok, ref_tok, key, ref_key)
         models_info[key] = specs[key].info(rev)
-        logger.info("%s: generating %d responses (%s)", key, len(prompts), specs[key].path)
-        results[key] = measure_policy(model, tok, prompts, settings, seed, cfg.batch_size, cfg.max_prompt_tokens,
-                                  reference=None if key == ref_key else ref_model, desc=f"{key}: generate")
+        logger.info("%s: generating %d x %d responses (%s)", key, n_prompts, k_samples, specs[key].path)
+        # pass j: the same prompts, settings and seeds for every model; pass 0 is the one-sample evaluation
+        results[key] = concat_passes([
+            measure_policy(model, tok, prompts, settings, pass_seed(seed, j), cfg.batch_size, cfg.max_prompt_tokens,
+                           reference=None if key == ref_key else ref_model,
+                           desc=f"{key}: generate" + (f" {j + 1}/{k_samples}" if k_samples > 1 else ""))
+            for j in range(k_samples)])
         if key == ref_key:
             results[key].ref_logprobs = results[key].logprobs
         # 4a. perplexity on the held-out chosen / rejected responses
@@ -467,15 +517,18 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     del ref_model
 
     # 3. reward-model scores (each distinct response once) and the gold judge
-    responses = {k: r.texts for k, r in results.items()}
+    responses = {k: r.texts for k, r in results.items()}  # (n * k,) per model
     raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
-                       prompts, responses)
+                       prompts, responses, groups)
     norm = {k: rm.normalise(torch.as_tensor(v)).numpy().astype(np.float64) for k, v in raw.items()}
     gold = None
     if dataset["name"] == "embedded" and not cfg.prompts_file:
         from gpt2_rlhf.train.synthetic.gold import gold_score
 
-        gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses)
+        gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses, groups)
+    # per prompt: the mean over its k responses (k = 1: the response's own score, exactly)
+    norm_p, raw_p = {k: by_prompt(v) for k, v in norm.items()}, {k: by_prompt(v) for k, v in raw.items()}
+    gold_p = None if gold is None else {k: by_prompt(v) for k, v in gold.items()}
 
     # 4b. reward-model accuracy on the held-out pairs
     rm_block: dict[str, Any] = {**rm_info, "stats": {"mean": rm.stats.mean, "std": rm.stats.std, "n": rm.stats.n,
@@ -508,10 +561,11 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     del rm
 
     # optional classifier (e.g. toxicity) on the responses
-    cls_probs = {}
+    cls_probs = {}  # per prompt
     if classifier is not None:
         cmodel, ctok, label = classifier
-        cls_probs = {k: classifier_probs(cmodel, ctok, r.texts, label, cfg.batch_size) for k, r in results.items()}
+        cls_probs = {k: by_prompt(classifier_probs(cmodel, ctok, r.texts, label, cfg.batch_size))
+                     for k, r in results.items()}
         del classifier, cmodel
 
     # 5. metrics, each an evaluate module
@@ -527,22 +581,25 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     if cls_probs:
         metrics["classifier"] = {}
     for key, res in results.items():
-        metrics["reward"][key] = m_reward.compute(scores=norm[key], **boot)
-        metrics["reward_raw"][key] = m_reward.compute(scores=raw[key], **boot)
-        if gold is not None:
-            pg = load_metric("proxy_gold").compute(proxy=norm[key], gold=gold[key], **boot)
+        metrics["reward"][key] = m_reward.compute(scores=norm_p[key], **boot)
+        metrics["reward_raw"][key] = m_reward.compute(scores=raw_p[key], **boot)
+        if gold is not None:  # gold: per-prompt means; the correlation: over all responses (cluster bootstrap)
+            pg = load_metric("proxy_gold").compute(proxy=norm[key], gold=gold[key], **grouped, **boot)
             metrics["gold"][key] = pg["gold"]
             if "correlation" in pg:
                 metrics["proxy_gold_correlation"][key] = pg["correlation"]
-        kl = m_kl.compute(logprobs=res.logprobs, ref_logprobs=res.ref_logprobs, **boot)
+        kl = m_kl.compute(logprobs=res.logprobs, ref_logprobs=res.ref_logprobs, **grouped, **boot)
         if key == ref_key:  # exactly 0 by construction: no sampling error to bootstrap
             kl.update(ci_low=None, ci_high=None)
         metrics["kl_to_reference"][key] = kl
         for side in ("chosen", "rejected") if pairs else ():
             metrics[f"perplexity_{side}"][key] = load_metric("perplexity").compute(logprobs=ppl_lp[(key, side)], **boot)
-        metrics.update({n: {**metrics[n], key: v} for n, v in m_div.compute(responses=res.texts, **boot).items()})
+        # diversity over all n * k responses, jackknife over prompts
         metrics.update({n: {**metrics[n], key: v}
-                        for n, v in m_stats.compute(lengths=res.lengths, eos=res.eos, **boot).items()})
+                        for n, v in m_div.compute(responses=res.texts, **grouped, **boot).items()})
+        lengths, eos = by_prompt(res.lengths), by_prompt(np.asarray(res.eos, np.float64))
+        metrics.update({n: {**metrics[n], key: v}
+                        for n, v in m_stats.compute(lengths=lengths, eos=eos, **boot).items()})
         if cls_probs:
             metrics["classifier"][key] = m_reward.compute(scores=cls_probs[key], **boot)
     if gold is not None and not metrics["proxy_gold_correlation"]:
@@ -553,7 +610,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             metrics["gold"]["chosen"] = load_metric("proxy_gold").compute(proxy=chosen_norm, gold=chosen_gold,
                                                                           **boot)["gold"]
 
-    # user-named evaluate metrics against the held-out chosen responses (floats of their result only)
+    # user-named evaluate metrics against the held-out chosen responses (floats of their result only):
+    # one prediction per reference, the first pass's response (index < n is pass 0)
     reference_metrics = {}
     for name, module in extra.items():
         reference_metrics[name] = {}
@@ -565,24 +623,33 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
 
     win_rates, gold_win_rates, improvement = {}, {}, {}
     m_win, m_imp = load_metric("win_rate"), load_metric("reward_improvement")
+    # the SD unit is the spread of the reference's responses (all n * k of them), not of its per-prompt
+    # means: those shrink as k grows, and sd_units would grow with k for the same policies
     ref_std = float(np.std(norm[ref_key], ddof=1)) if len(prompts) > 1 else None
-    for a, b in present_pairs(keys):
-        win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=norm[a], scores_b=norm[b], **boot)
+    for a, b in present_pairs(keys):  # a prompt is won on the per-prompt means
+        win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=norm_p[a], scores_b=norm_p[b], **boot)
         if gold is not None:  # the same pairs judged by gold: does the reward model's verdict hold up?
-            gold_win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=gold[a], scores_b=gold[b], **boot)
+            gold_win_rates[f"{a}_vs_{b}"] = m_win.compute(scores_a=gold_p[a], scores_b=gold_p[b], **boot)
         std = ref_std if ref_std is not None and ref_std > 0 else None
         try:
-            improvement[f"{a}_vs_{b}"] = m_imp.compute(scores_a=norm[a], scores_b=norm[b], raw_a=raw[a], raw_b=raw[b],
-                                                       reference_std=std)
+            improvement[f"{a}_vs_{b}"] = m_imp.compute(scores_a=norm_p[a], scores_b=norm_p[b], raw_a=raw_p[a],
+                                                       raw_b=raw_p[b], reference_std=std)
         except ValueError as e:  # one prompt, or every reference response scored the same: no SD unit
             logger.warning("reward improvement %s_vs_%s not reported: %s", a, b, e)
 
     samples = []
     for i, prompt in enumerate(prompts):
-        row = {"index": i, "prompt": prompt, "responses": {k: responses[k][i] for k in keys},
-               "scores": {k: float(norm[k][i]) for k in keys}}
-        if gold is not None:
-            row["gold"] = {k: float(gold[k][i]) for k in keys}
+        # the first pass at the top level (what one-sample consumers read); every pass under `samples`
+        passes = []
+        for j in range(k_samples):
+            r = j * n_prompts + i
+            one = {"responses": {k: responses[k][r] for k in keys}, "scores": {k: float(norm[k][r]) for k in keys}}
+            if gold is not None:
+                one["gold"] = {k: float(gold[k][r]) for k in keys}
+            passes.append(one)
+        row = {"index": i, "prompt": prompt, **passes[0]}
+        if k_samples > 1:
+            row["samples"] = passes
         samples.append(row)
 
     body = {
@@ -621,7 +688,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     # 1. every input, before anything is written
     specs, rm_spec = resolve_models(cfg, run_dir)
     prompts, pairs, dataset = load_prompts(recipe, cfg)
-    logger.info("evaluating %s on %d prompts (%d pairs) from %s", list(specs), len(prompts), len(pairs), dataset["name"])
+    logger.info("evaluating %s on %d prompts x %d samples (%d pairs) from %s", list(specs), len(prompts),
+                cfg.samples_per_prompt, len(pairs), dataset["name"])
 
     # 2.-6. measure
     with torch.no_grad():  # a context, never a global switch: the caller may train next
@@ -629,7 +697,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     gs = cfg.generation
     decoding = {"mode": cfg.mode, "max_new_tokens": gs.max_new_tokens, "temperature": gs.temperature,
                 "top_k": gs.top_k, "top_p": gs.top_p, "seed": seed, "batch_size": cfg.batch_size,
-                "max_prompt_tokens": cfg.max_prompt_tokens}
+                "max_prompt_tokens": cfg.max_prompt_tokens, "samples_per_prompt": cfg.samples_per_prompt}
+    dataset = {**dataset, "n_responses": dataset["n_prompts"] * cfg.samples_per_prompt}  # per model
 
     # 7. the eval directory, atomically
     with StageWriter(run_dir, "eval", resume=resume) as w:
@@ -666,7 +735,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                 report[optional] = body[optional]
         report["wall_time_s"] = round(time.time() - t0, 3)
         write_json(w.path / "report.json", report)
-        summary = {"n_prompts": dataset["n_prompts"],
+        summary = {"n_prompts": dataset["n_prompts"], "samples_per_prompt": cfg.samples_per_prompt,
                    "reward": {k: v["value"] for k, v in body["metrics"]["reward"].items()},
                    "win_rates": {p: v["win"] for p, v in body["win_rates"].items()},
                    "findings": {f["id"]: f["holds"] for f in body["findings"]}}

@@ -127,6 +127,31 @@ def test_pair_logprobs_match_an_unpadded_forward(policy):
         assert lp == pytest.approx(_manual_logprobs(model, tok, prompt, ids), abs=1e-5)
 
 
+def test_pass_seeds_and_sample_groups():
+    from gpt2_rlhf.evaluation.config import SAMPLE_SEED_STRIDE
+    from gpt2_rlhf.evaluation.run import pass_seed, sample_groups
+
+    assert SAMPLE_SEED_STRIDE == 1_000_003
+    assert [pass_seed(7, j) for j in range(3)] == [7, 1_000_010, 2_000_013]  # pass 0: the evaluation's own seed
+    assert sample_groups(3, 2).tolist() == [0, 1, 2, 0, 1, 2]  # sample-major: pass 0 first
+    assert sample_groups(2, 1).tolist() == [0, 1]
+
+
+def test_score_unique_across_passes_scores_each_prompt_response_once():
+    from gpt2_rlhf.evaluation.run import score_unique
+
+    calls = []
+
+    def fake(prompts, responses):
+        calls.append(list(zip(prompts, responses)))
+        return [float(len(p) + len(r)) for p, r in zip(prompts, responses)]
+
+    # two passes over prompts p0, p1: "x" answers p0 twice (once per pass) and p1 once
+    out = score_unique(fake, ["p0", "pp1"], {"a": ["x", "yy", "x", "x"]}, groups=[0, 1, 0, 1])
+    assert calls[0] == [("p0", "x"), ("pp1", "yy"), ("pp1", "x")]
+    assert out["a"].tolist() == [3.0, 5.0, 3.0, 4.0]
+
+
 def test_score_unique_scores_identical_responses_once():
     from gpt2_rlhf.evaluation.run import score_unique
 
@@ -212,6 +237,8 @@ def test_read_prompts_file_names_the_bad_line(tmp_path, line, message):
     ({"eval.reference": "gold"}, "reference must be one of"),
     ({"eval.top_p": "0"}, "top_p must be in"),
     ({"eval.classifier_label": "toxic"}, "classifier_label needs classifier_model"),
+    ({"eval.samples_per_prompt": "0"}, "samples_per_prompt must be >= 1"),
+    ({"eval.samples_per_prompt": "3", "eval.mode": "greedy"}, "samples_per_prompt 3 needs mode: sampled"),
 ])
 def test_eval_config_rejects_bad_values(override, message):
     from gpt2_rlhf.train.config import ConfigError
@@ -243,8 +270,10 @@ def test_report_follows_the_schema(evaluated):
     keys = ["base", "sft", "ppo"]
     assert set(report) == TOP_LEVEL and report["schema_version"] == 1
     assert list(report["models"]) == keys and all(m["revision"].startswith("sha256:") for m in report["models"].values())
-    assert report["dataset"] == {"name": "embedded", "data_dir": None, "split": "test", "n_prompts": 6, "n_pairs": 6}
+    assert report["dataset"] == {"name": "embedded", "data_dir": None, "split": "test", "n_prompts": 6, "n_pairs": 6,
+                                 "n_responses": 6}
     assert report["decoding"]["mode"] == "sampled" and report["decoding"]["batch_size"] == 4
+    assert report["decoding"]["samples_per_prompt"] == 1
     expected = {"reward", "reward_raw", "gold", "kl_to_reference", "perplexity_chosen", "perplexity_rejected",
                 "distinct_1", "distinct_2", "unique_responses", "response_length", "eos_rate"}
     assert expected <= set(report["metrics"]) <= expected | {"proxy_gold_correlation"}
@@ -257,6 +286,8 @@ def test_report_follows_the_schema(evaluated):
     assert list(report["win_rates"]) == list(report["gold_win_rates"]) == ["ppo_vs_sft", "ppo_vs_base", "sft_vs_base"]
     for w in [*report["win_rates"].values(), *report["gold_win_rates"].values()]:
         assert w["win"] + w["tie"] + w["loss"] == pytest.approx(1.0) and w["n"] == 6
+        assert w["win_rate_ties_half"] == pytest.approx(w["win"] + w["tie"] / 2)
+        assert w["win_rate_ties_half_ci_low"] <= w["win_rate_ties_half"] <= w["win_rate_ties_half_ci_high"]
     assert set(report["models"]) == {"base", "sft", "ppo"} and "chosen" not in report["metrics"]["kl_to_reference"]
     assert {"sd_units", "reference_std", "difference"} <= set(report["reward_improvement"]["ppo_vs_sft"])
     ids = {f["id"] for f in report["findings"]}
@@ -299,6 +330,93 @@ def test_same_seed_gives_identical_reports(evaluated, tiny_run):
     assert NON_DETERMINISTIC == ("created", "wall_time_s")
     assert comparable(second) == comparable(first)
     assert [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()] == samples
+
+
+def test_one_sample_per_prompt_is_the_evaluation_without_the_field(evaluated, tiny_run, tmp_path):
+    """eval.samples_per_prompt: 1 written out is the report with the field left to its default, and its
+    responses are the sampler's with seed + batch index (what the evaluation sampled before the field)."""
+    from gpt2_rlhf.evaluation.report import comparable
+    from gpt2_rlhf.evaluation.run import load_prompts, main
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.sampling import measure_policy
+
+    first, samples, _ = evaluated
+    recipe = eval_recipe(**{"eval.samples_per_prompt": "1"})
+    run = tmp_path / "run"
+    for key in ("base", "sft", "ppo", "reward"):
+        shutil.copytree(tiny_run / key, run / key)
+    shutil.copy(tiny_run / "ppo" / "metrics.jsonl", run / "ppo" / "metrics.jsonl")
+    out = main(recipe, run)
+    again = json.loads((out / "report.json").read_text())
+
+    def measured(r):  # where the models were is not what was measured
+        return {**comparable(r), "models": {k: {**v, "path": None} for k, v in r["models"].items()},
+                "reward_model": {**r["reward_model"], "path": None}}
+
+    assert measured(again) == measured(first)
+    assert [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()] == samples
+    cfg = recipe.eval
+    prompts, _, _ = load_prompts(recipe, cfg)
+    sft = measure_policy(load_causal_lm(tiny_run / "sft").eval(), load_tokenizer(tiny_run / "sft"), prompts,
+                         cfg.generation, first["seed"], cfg.batch_size, cfg.max_prompt_tokens)
+    assert [s["responses"]["sft"] for s in samples] == sft.texts
+
+
+@pytest.fixture(scope="module")
+def evaluated_k2(tiny_run, tmp_path_factory):
+    """The tiny run evaluated with two samples per prompt, in a copy (the shared eval/ stays k = 1)."""
+    from gpt2_rlhf.evaluation.run import main
+
+    run = tmp_path_factory.mktemp("k2") / "run"
+    for key in ("base", "sft", "ppo", "reward"):
+        shutil.copytree(tiny_run / key, run / key)
+    torch.set_num_threads(1)
+    out = main(eval_recipe(**{"eval.samples_per_prompt": "2"}), run)
+    report = json.loads((out / "report.json").read_text())
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return report, samples
+
+
+def test_two_samples_per_prompt_average_per_prompt_and_resample_prompts(evaluated, evaluated_k2):
+    one, one_samples, _ = evaluated
+    report, samples = evaluated_k2
+    keys = ["base", "sft", "ppo"]
+    assert report["decoding"]["samples_per_prompt"] == 2 and report["config"]["eval"]["samples_per_prompt"] == 2
+    assert report["dataset"]["n_prompts"] == 6 and report["dataset"]["n_responses"] == 12
+    # every interval is over the 6 prompts, whatever it averages
+    for name, per_model in report["metrics"].items():
+        assert all(is_v(v) and v["n"] == 6 for v in per_model.values()), name
+    for w in [*report["win_rates"].values(), *report["gold_win_rates"].values()]:
+        assert w["n"] == 6 and w["win_rate_ties_half"] == pytest.approx(w["win"] + w["tie"] / 2)
+    assert report["metrics"]["kl_to_reference"]["sft"] == {"value": 0.0, "ci_low": None, "ci_high": None, "n": 6}
+    # samples.jsonl: one row per prompt; the first pass on top (the one-sample evaluation's own responses)
+    assert len(samples) == 6
+    for s, s1 in zip(samples, one_samples):
+        assert set(s) == {"index", "prompt", "responses", "scores", "gold", "samples"} and len(s["samples"]) == 2
+        assert s["samples"][0] == {k: s[k] for k in ("responses", "scores", "gold")}
+        assert s["responses"] == s1["responses"] and s["gold"] == s1["gold"]
+        assert s["scores"] == pytest.approx(s1["scores"], abs=1e-5)  # scored in other reward-model batches
+    assert any(s["samples"][1]["responses"] != s["samples"][0]["responses"] for s in samples)  # another seed
+    for key in keys:
+        per_prompt = [sum(p["scores"][key] for p in s["samples"]) / 2 for s in samples]
+        assert report["metrics"]["reward"][key]["value"] == pytest.approx(sum(per_prompt) / 6, abs=1e-9)
+        gold = [sum(p["gold"][key] for p in s["samples"]) / 2 for s in samples]
+        assert report["metrics"]["gold"][key]["value"] == pytest.approx(sum(gold) / 6, abs=1e-12)
+        texts = [p["responses"][key] for p in (x for s in samples for x in s["samples"])]
+        assert report["metrics"]["unique_responses"][key]["value"] == pytest.approx(len(set(texts)) / 12)
+    a, b = ([sum(p["gold"][m] for p in s["samples"]) for s in samples] for m in ("ppo", "sft"))
+    w = report["gold_win_rates"]["ppo_vs_sft"]  # won on the per-prompt means
+    assert w["win"] == sum(x > y for x, y in zip(a, b)) / 6 and w["tie"] == sum(x == y for x, y in zip(a, b)) / 6
+    # the chosen reference row is one response per prompt, as before; perplexity does not sample
+    assert report["metrics"]["reward"]["chosen"] == one["metrics"]["reward"]["chosen"]
+    assert report["metrics"]["perplexity_chosen"] == one["metrics"]["perplexity_chosen"]
+    # the curve stays one sample per prompt: the first pass, the same points as the one-sample evaluation
+    for p, q in zip(report["overoptimisation"]["points"], one["overoptimisation"]["points"]):
+        assert p["label"] == q["label"] and p["gold"] == q["gold"]
+        assert p["reward"]["value"] == pytest.approx(q["reward"]["value"], abs=1e-5)
+        assert p["kl"]["value"] == pytest.approx(q["kl"]["value"], abs=1e-5)
+    text = next(f["text"] for f in report["findings"] if f["id"] == "ppo_gold_win_rate")
+    assert "ties counted half" in text and f"{w['win_rate_ties_half']:.3f} over 6 prompts" in text
 
 
 def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):

@@ -155,16 +155,39 @@ def test_on_policy_accuracy_without_optional_parts_and_absent():
     assert "rm_on_policy_accuracy" not in by_id(findings({"reward": {"ppo": V(0, None, None, 1)}}, {}))
 
 
-@pytest.mark.parametrize("win, holds", [(0.7, True), (0.55, True), (0.5, False)])
-def test_gold_win_rate(win, holds):
-    w = {"win": win, "tie": 0.1, "loss": 0.9 - win, "ci_low": win - 0.1, "ci_high": win + 0.1, "n": 20}
+def win_entry(win, tie, n=20):
+    half = win + tie / 2
+    return {"win": win, "tie": tie, "loss": 1 - win - tie, "ci_low": win - 0.1, "ci_high": win + 0.1, "n": n,
+            "win_rate_ties_half": half, "win_rate_ties_half_ci_low": half - 0.05, "win_rate_ties_half_ci_high": half + 0.05}
+
+
+@pytest.mark.parametrize("win, tie, holds", [
+    (0.7, 0.1, True),
+    (0.5, 0.1, True),    # 0.55 with ties counted half
+    (0.35, 0.5, True),   # ties on half the prompts (both at the gold maximum): 0.35 wins + 0.25 -> 0.6
+    (0.45, 0.1, False),  # 0.5: a coin flip
+    (0.52, 0.0, False),  # no ties: the plain win rate
+])
+def test_gold_win_rate_counts_ties_half(win, tie, holds):
+    w = win_entry(win, tie)
     ppo, sft = OUTCOMES["beats"]
     out = by_id(findings({"reward": {"sft": sft, "ppo": ppo}}, {}, {"ppo_vs_sft": w}))
     f = out["ppo_gold_win_rate"]
     assert f["holds"] is f["good"] is holds
-    assert f["text"].startswith(f"PPO's gold win rate against SFT is {'at least' if holds else 'below'} 0.55: "
-                                f"the gold judge prefers PPO's response on a fraction {win:.3f} of 20 prompts")
-    assert gold_win_rate_finding({**w, "ci_low": None, "ci_high": None})["text"].count("no CI") == 1
+    half = w["win_rate_ties_half"]
+    assert f["text"] == (
+        f"PPO's gold win rate against SFT, ties counted half, is {'at least' if holds else 'below'} 0.55: "
+        f"{half:.3f} over 20 prompts, 95% CI {half - 0.05:.3f} to {half + 0.05:.3f}; the gold judge prefers "
+        f"PPO's responses on a fraction {win:.3f} of the prompts, ties on {tie:.3f} and prefers SFT's on "
+        f"{1 - win - tie:.3f}.")
+    no_ci = {**w, "win_rate_ties_half_ci_low": None, "win_rate_ties_half_ci_high": None}
+    assert gold_win_rate_finding(no_ci)["text"].count("no CI") == 1
+
+
+def test_gold_win_rate_of_an_entry_without_ties_half_computes_it():
+    w = {"win": 0.4, "tie": 0.4, "loss": 0.2, "ci_low": 0.3, "ci_high": 0.5, "n": 20}
+    f = gold_win_rate_finding(w)
+    assert f["holds"] and ": 0.600 over 20 prompts, no CI;" in f["text"]
 
 
 def test_no_gold_win_rate_finding_without_the_ppo_sft_pair():
