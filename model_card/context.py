@@ -138,9 +138,11 @@ def ci_context(report: dict) -> dict:
     b, level = cfg.get("bootstrap_samples"), cfg.get("confidence")
     n = get_path(report, "dataset", "n_prompts")
     pairs = get_path(report, "dataset", "n_pairs")
+    k = get_path(report, "decoding", "samples_per_prompt")  # absent in reports before it: one per prompt
     return {"level": fmt(level) if is_number(level) else None, "resamples": fmt(b) if is_number(b) else None,
             "n_prompts": fmt(n) if is_number(n) else None,
-            "n_pairs": fmt(pairs) if is_number(pairs) and pairs else None}
+            "n_pairs": fmt(pairs) if is_number(pairs) and pairs else None,
+            "samples_per_prompt": fmt(k) if is_number(k) and k > 1 else None}
 
 
 def win_rate_rows(report: dict, section: str = "win_rates") -> list[dict]:

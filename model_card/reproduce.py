@@ -23,6 +23,15 @@ Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `version
 `training` block and `reward_model.on_policy` (copied from the stages' files, not
 measured by the evaluation), and the overoptimisation curve when the rerun could
 not measure the same points (a Hub repo holds no PPO snapshots; a note says so).
+
+Several samples per prompt (`decoding.samples_per_prompt`, `eval.samples_per_prompt`)
+need nothing of their own: the rerun gets the recorded config, so it samples the same
+k passes with the same seeds, and every field they add (`dataset.n_responses`, the
+win rates' `win_rate_ties_half` and its CI) is compared like the others. A report
+from before these fields is rerun as what it was, one sample per prompt: the rerun's
+new fields at their defaults are dropped before the settings are compared, and the
+`ppo_gold_win_rate` finding, which such a report judged on `win` rather than on
+`win_rate_ties_half`, is not compared (a note says so).
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ CARDS = ("README.md", "reward/README.md", "sft/README.md")
 CURVE_FINDINGS = ("ppo_overoptimisation",)
 # Config fields that name where the models were, not how they were measured.
 LOCATION_FIELDS = ("base_model", "sft_model", "ppo_model", "reward_model", "device")
+# `decoding` fields added after schema 1 was first written, at the value a report without them was made with.
+DECODING_DEFAULTS = {"samples_per_prompt": 1}
 
 
 @dataclass
@@ -98,7 +109,7 @@ def _leaf_checks(section: str, name: str, old: Any, new: Any, rel: float, abs_: 
             out.append(Check(section, label, None, b, b is None, "both absent"))
         elif isinstance(a, bool) or isinstance(a, str):
             out.append(Check(section, label, a, b, a == b, "equal"))
-        elif isinstance(a, int) and key in ("n", "n_pairs", "n_prompts"):
+        elif isinstance(a, int) and key in ("n", "n_pairs", "n_prompts", "n_responses"):
             out.append(Check(section, label, a, b, a == b, "equal"))
         elif is_number(a):
             ok = is_number(b) and within(float(a), float(b), rel, abs_)
@@ -109,7 +120,7 @@ def _leaf_checks(section: str, name: str, old: Any, new: Any, rel: float, abs_: 
 def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check]:
     """Every reported number against its recomputed value (step 3)."""
     checks: list[Check] = []
-    for key in ("n_prompts", "n_pairs"):
+    for key in ("n_prompts", "n_pairs", "n_responses"):
         if key in (old.get("dataset") or {}):
             a, b = old["dataset"][key], get_path(new, "dataset", key)
             checks.append(Check("dataset", key, a, b, a == b, "equal"))
@@ -155,9 +166,12 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
             checks += _leaf_checks("reference_metrics", f"{metric}.{model}", v,
                                    get_path(new, "reference_metrics", metric, model), rel, abs_)
     new_findings = {f.get("id"): f for f in new.get("findings") or []}
+    redefined = redefined_findings(old)
     for f in old.get("findings") or []:
         if f.get("id") in CURVE_FINDINGS and not curve_rerun:
             continue  # reproduce() notes that the curve was not rerun
+        if f.get("id") in redefined:
+            continue  # judged by an older rule; reproduce() notes it
         g = new_findings.get(f.get("id"))
         checks.append(Check("findings", str(f.get("id")), f.get("holds"), None if g is None else g.get("holds"),
                             g is not None and g.get("holds") == f.get("holds"), "equal"))
@@ -165,6 +179,14 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
             checks.append(Check("findings", f"{f.get('id')}.good", f["good"], None if g is None else g.get("good"),
                                 g is not None and g.get("good") == f["good"], "equal"))
     return checks
+
+
+def redefined_findings(report: dict) -> set[str]:
+    """Findings of `report` judged by a rule that has changed since, so a rerun cannot confirm them:
+    `ppo_gold_win_rate` of a report whose gold win rates have no `win_rate_ties_half` was judged on the
+    plain win fraction (it is now judged with ties counted half)."""
+    w = get_path(report, "gold_win_rates", "ppo_vs_sft")
+    return {"ppo_gold_win_rate"} if isinstance(w, dict) and "win_rate_ties_half" not in w else set()
 
 
 def curve_reproducible(old: dict, new: dict) -> bool:
@@ -187,8 +209,12 @@ def compare_settings(old: dict, new: dict) -> list[Check]:
         return cfg
 
     checks = [Check("settings", "seed", old.get("seed"), new.get("seed"), old.get("seed") == new.get("seed"), "equal")]
-    checks.append(Check("settings", "decoding", old.get("decoding"), new.get("decoding"),
-                        old.get("decoding") == new.get("decoding"), "equal"))
+    dec_old, dec_new = old.get("decoding"), copy.deepcopy(new.get("decoding"))
+    if isinstance(dec_old, dict) and isinstance(dec_new, dict):
+        for key, default in DECODING_DEFAULTS.items():  # a report from before the field: made at its default
+            if key not in dec_old and dec_new.get(key) == default:
+                del dec_new[key]
+    checks.append(Check("settings", "decoding", dec_old, dec_new, dec_old == dec_new, "equal"))
     a, b = strip(old.get("config")), strip(new.get("config"))
     b = _drop_new_defaults(a, b)
     checks.append(Check("settings", "config", "recorded", "rerun" if a == b else b, a == b, "equal",
@@ -419,6 +445,9 @@ def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[d
         new = (evaluate or rerun_evaluation)(report, target.model_paths)
         outcome.checks += compare_settings(report, new)
         outcome.checks += compare_reports(report, new, rel_tol, abs_tol)
+        for fid in sorted(redefined_findings(report)):
+            outcome.notes.append(f"finding {fid} not compared: the report judged it on the plain win rate, the "
+                                 "evaluation now judges it with ties counted half (win_rate_ties_half)")
         if "overoptimisation" in report and not curve_reproducible(report, new):
             outcome.notes.append("overoptimisation curve not rerun: its PPO snapshots are not available here "
                                  "(they stay in the run directory); its points and finding are not compared")

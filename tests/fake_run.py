@@ -16,6 +16,7 @@ import yaml
 from gpt2_rlhf.evaluation.report import curve_summary
 
 MODELS = ("base", "sft", "ppo")
+SAMPLES_PER_PROMPT = 4  # the fabricated evaluation sampled several responses per prompt
 
 
 def tiny_png() -> bytes:
@@ -30,6 +31,13 @@ def _v(rng: random.Random, lo: float, hi: float, n: int, ci: bool = True) -> dic
     value = rng.uniform(lo, hi)
     width = rng.uniform(0.01, 0.2) * (hi - lo)
     return {"value": value, "ci_low": value - width if ci else None, "ci_high": value + width if ci else None, "n": n}
+
+
+def _win(rng: random.Random, n: int) -> dict:
+    w, t = rng.uniform(0.2, 0.7), rng.uniform(0, 0.2)
+    return {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n,
+            "win_rate_ties_half": w + t / 2, "win_rate_ties_half_ci_low": w + t / 2 - 0.1,
+            "win_rate_ties_half_ci_high": w + t / 2 + 0.1}
 
 
 def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODELS, n: int = 24) -> dict:
@@ -47,8 +55,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
     pairs = [f"{a}_vs_{b}" for a, b in (("ppo", "sft"), ("ppo", "base"), ("sft", "base")) if a in models and b in models]
     win_rates = {}
     for p in pairs:
-        w, t = rng.uniform(0.2, 0.7), rng.uniform(0, 0.2)
-        win_rates[p] = {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n}
+        win_rates[p] = _win(rng, n)
     improvement = {p: {"difference": rng.uniform(-1, 1), "sd_units": rng.uniform(-1, 2), "reference_std": rng.uniform(0.5, 1.5),
                        "percent": rng.uniform(-50, 300)} for p in pairs}
     if "sft" in models:  # the dataset's chosen responses: a reference row, not a model
@@ -57,8 +64,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
             metrics["gold"]["chosen"] = _v(rng, 0, 1, n)
     gold_win_rates = {}
     for p in pairs if gold else ():
-        w, t = rng.uniform(0.2, 0.7), rng.uniform(0, 0.2)
-        gold_win_rates[p] = {"win": w, "tie": t, "loss": 1 - w - t, "ci_low": w - 0.1, "ci_high": w + 0.1, "n": n}
+        gold_win_rates[p] = _win(rng, n)
     reward_model = {"path": "run/reward", "revision": "sha256:" + "ab" * 32, "source": "local",
                     "stats": {"mean": rng.uniform(-1, 1), "std": rng.uniform(0.5, 2), "n": 333, "source": "train responses"},
                     "accuracy": rng.uniform(0.6, 0.9), "accuracy_ci_low": 0.55, "accuracy_ci_high": 0.93,
@@ -90,9 +96,9 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
                      "trl": "1.16.0", "evaluate": "0.4.6", "datasets": "5.2.0", "huggingface_hub": "2.4.0"},
         "seed": 7,
         "dataset": {"name": "embedded" if gold else "Anthropic/hh-rlhf", "data_dir": None if gold else "helpful-base",
-                    "split": "test", "n_prompts": n, "n_pairs": n + 8},
+                    "split": "test", "n_prompts": n, "n_pairs": n + 8, "n_responses": n * SAMPLES_PER_PROMPT},
         "decoding": {"mode": "sampled", "max_new_tokens": 37, "temperature": 0.83, "top_k": 0, "top_p": 0.97,
-                     "seed": 7, "batch_size": 11, "max_prompt_tokens": 201},
+                     "seed": 7, "batch_size": 11, "max_prompt_tokens": 201, "samples_per_prompt": SAMPLES_PER_PROMPT},
         "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local"}
                    for i, m in enumerate(models)},
         "reference": "sft",
@@ -109,7 +115,8 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "plots": {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png",
                   "ppo_training": "plots/ppo_training.png"},
         "samples": "samples.jsonl",
-        "config": {"seed": 5, "data": {"dataset": "embedded"}, "eval": {"bootstrap_samples": 499, "max_prompts": n}},
+        "config": {"seed": 5, "data": {"dataset": "embedded"},
+                   "eval": {"bootstrap_samples": 499, "max_prompts": n, "samples_per_prompt": SAMPLES_PER_PROMPT}},
     }
     report["training"]["reward"]["on_policy"] = reward_model["on_policy"]  # the reward stage's metrics.json
     if gold_win_rates:
@@ -123,12 +130,20 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
 def make_samples(report: dict, seed: int = 0) -> list[dict]:
     rng = random.Random(seed + 1)
     rows = []
+    more = random.Random(seed + 2)  # the later passes: the first pass's rows are those of one sample per prompt
+    k = (report.get("decoding") or {}).get("samples_per_prompt", 1)
     for i in range(report["dataset"]["n_prompts"]):
-        row = {"index": i, "prompt": f"\n\nHuman: How do I water plant number {i + 40}?\n\nAssistant:",
-               "responses": {m: f" Water it {rng.randint(1, 9)} times a week, model {m}." for m in report["models"]},
-               "scores": {m: rng.uniform(-2, 2) for m in report["models"]}}
-        if "gold" in report["metrics"]:
-            row["gold"] = {m: rng.uniform(0, 1) for m in report["models"]}
+        passes = []
+        for j in range(k):  # the first pass at the top level, every pass under `samples` (k > 1)
+            r = rng if j == 0 else more
+            one = {"responses": {m: f" Water it {r.randint(1, 9)} times a week, model {m}." for m in report["models"]},
+                   "scores": {m: r.uniform(-2, 2) for m in report["models"]}}
+            if "gold" in report["metrics"]:
+                one["gold"] = {m: r.uniform(0, 1) for m in report["models"]}
+            passes.append(one)
+        row = {"index": i, "prompt": f"\n\nHuman: How do I water plant number {i + 40}?\n\nAssistant:", **passes[0]}
+        if k > 1:
+            row["samples"] = passes
         rows.append(row)
     return rows
 

@@ -265,3 +265,77 @@ def test_embedded_run_card_then_reproduce_reruns_the_evaluation(micro_run, tmp_p
     path.write_text(card.replace(line, line.replace(number, alter(number), 1)))
     assert main(["reproduce", str(run)]) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- several samples per prompt
+
+
+def test_a_report_with_several_samples_per_prompt_reproduces(tmp_path):
+    """A real evaluation with two samples per prompt on tiny models, rerun by `rlhf reproduce`'s own rerun:
+    the same k passes and seeds, so every number, the new fields included, reproduces; another k fails."""
+    import torch
+
+    from gpt2_rlhf.evaluation.run import main as evaluate
+    from tests.test_evaluation import eval_recipe, make_tiny_run
+
+    torch.set_num_threads(1)
+    run = make_tiny_run(tmp_path / "run")
+    out = evaluate(eval_recipe(**{"eval.samples_per_prompt": "2", "eval.n_prompts": "4", "eval.curve_prompts": "0"}),
+                   run)
+    report = json.loads((out / "report.json").read_text())
+    assert report["decoding"]["samples_per_prompt"] == 2
+    new = rep.rerun_evaluation(report, {k: str(run / k) for k in ("base", "sft", "ppo", "reward")})
+    tol = report["tolerance"]
+    checks = rep.compare_settings(report, new) + rep.compare_reports(report, new, tol["default_rel"], tol["default_abs"])
+    assert [c for c in checks if not c.ok] == []
+    names = {c.name for c in checks}
+    assert {"n_responses", "ppo_vs_sft.win_rate_ties_half", "ppo_vs_sft.win_rate_ties_half_ci_low",
+            "ppo_gold_win_rate"} <= names
+    one = copy.deepcopy(new)
+    one["decoding"]["samples_per_prompt"] = 1
+    one["dataset"]["n_responses"] = 4
+    failed = {c.name for c in rep.compare_settings(report, one) + rep.compare_reports(report, one, 0.05, 0.02)
+              if not c.ok}
+    assert failed == {"decoding", "n_responses"}
+
+
+def older(report: dict) -> dict:
+    """`report` as the evaluation wrote it before several samples per prompt: no samples_per_prompt,
+    n_responses or win_rate_ties_half, and ppo_gold_win_rate judged on the plain win rate."""
+    old = copy.deepcopy(report)
+    del old["decoding"]["samples_per_prompt"], old["config"]["eval"]["samples_per_prompt"]
+    del old["dataset"]["n_responses"]
+    for section in ("win_rates", "gold_win_rates"):
+        for w in old[section].values():
+            for key in ("win_rate_ties_half", "win_rate_ties_half_ci_low", "win_rate_ties_half_ci_high"):
+                del w[key]
+    f = next(f for f in old["findings"] if f["id"] == "ppo_gold_win_rate")
+    f["holds"] = f["good"] = old["gold_win_rates"]["ppo_vs_sft"]["win"] >= 0.55
+    return old
+
+
+def test_an_older_report_is_rerun_as_one_sample_per_prompt(tmp_path):
+    run = make_run(tmp_path / "run")
+    report = json.loads((run / "eval/report.json").read_text())
+    old = older(report)
+    (run / "eval/report.json").write_text(json.dumps(old))
+    render_card(run)
+
+    def rerun_today(recorded, paths):  # today's evaluation of the same settings: k = 1, the new fields
+        new = copy.deepcopy(report)
+        new["decoding"]["samples_per_prompt"] = new["config"]["eval"]["samples_per_prompt"] = 1
+        f = next(f for f in new["findings"] if f["id"] == "ppo_gold_win_rate")
+        f["holds"] = f["good"] = not f["holds"]  # judged with ties counted half: may differ
+        return new
+
+    outcome = rep.reproduce(str(run), evaluate=rerun_today)
+    assert outcome.passed, rep.format_outcome(str(run), outcome)
+    assert "ppo_gold_win_rate" not in {c.name for c in outcome.checks}
+    assert any(n.startswith("finding ppo_gold_win_rate not compared") for n in outcome.notes)
+    # a rerun with more samples per prompt than the recorded run is not the recorded settings
+    def more_samples(recorded, paths):
+        new = rerun_today(recorded, paths)
+        new["decoding"]["samples_per_prompt"] = 4
+        return new
+
+    assert {c.name for c in rep.reproduce(str(run), evaluate=more_samples).failed} == {"decoding"}
