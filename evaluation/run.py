@@ -289,7 +289,40 @@ def _training(run_dir: Path) -> dict[str, Any]:
         if rows:
             num = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             ppo["first"], ppo["last"] = num(rows[0]), num(rows[-1])
+    rounds = feedback_rounds(run_dir)
+    if rounds:
+        out["feedback"] = {"rounds": rounds}
     return out
+
+
+def feedback_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    """One row per feedback round (label_round<r>/, ..., label/): who was labelled by whom, how many
+    comparisons, and what the round's reward model and PPO measured; [] without a feedback stage."""
+    names = sorted((p.name for p in run_dir.glob("label_round*") if p.name[len("label_round"):].isdigit()),
+                   key=lambda n: int(n[len("label_round"):]))
+    names += ["label"] if (run_dir / "label" / "provenance.json").is_file() else []
+    rows = []
+    for r, name in enumerate(names, 1):
+        suffix = name[len("label"):]
+        prov_path = run_dir / name / "provenance.json"
+        if not prov_path.is_file():
+            continue
+        prov = json.loads(prov_path.read_text())
+        row: dict[str, Any] = {"round": r, "label_dir": name, **{k: prov.get(k) for k in (
+            "policy", "labeller", "labeller_name", "comparisons", "flipped", "test_comparisons", "prompts",
+            "samples_per_prompt", "noise", "mean_label_score")}}
+        row["policy"] = Path(str(row["policy"])).name if row.get("policy") else row.get("policy")
+        rm = run_dir / f"reward{suffix}" / "metrics.json"
+        if rm.is_file():
+            m = json.loads(rm.read_text())
+            row["reward"] = {k: m.get(k) for k in ("accuracy", "dataset_pairs", "labelled_pairs", "on_policy")}
+        ppo = run_dir / f"ppo{suffix}" / "metrics.json"
+        if ppo.is_file():
+            m = json.loads(ppo.read_text())
+            row["ppo"] = {"episodes": m.get("episodes"), "final_kl": (m.get("final") or {}).get("kl"),
+                          "final_gold": (m.get("final") or {}).get("gold")}
+        rows.append(row)
+    return rows
 
 
 def reward_stage_metrics(rm_spec: ModelSpec) -> dict[str, Any]:

@@ -311,6 +311,28 @@ def stage_context(src: CardSources, stage: str) -> dict | None:
     return ctx
 
 
+def feedback_context(report: dict) -> list[dict]:
+    """The feedback rounds (`training.feedback.rounds`) as table rows; [] for a run without feedback."""
+    rows = get_path(report, "training", "feedback", "rounds") or []
+    out = []
+    for f in rows if isinstance(rows, list) else []:
+        if not isinstance(f, dict):
+            continue
+        noise = f.get("noise") or {}
+        who = md_cell(str(f.get("labeller") or "?"))
+        if is_number(noise.get("flip_rate")) and noise["flip_rate"] > 0:
+            who += f", flip rate {fmt(noise['flip_rate'])}"
+        if is_number(noise.get("temperature")) and noise["temperature"] > 0:
+            who += f", Bradley-Terry temperature {fmt(noise['temperature'])}"
+        num = lambda *p: fmt(get_path(f, *p)) if is_number(get_path(f, *p)) else "-"
+        out.append({"round": f.get("round"), "policy": md_cell(str(f.get("policy") or "?")), "labeller": who,
+                    "comparisons": num("comparisons"), "flipped": num("flipped"),
+                    "test_comparisons": num("test_comparisons"), "dataset_accuracy": num("reward", "accuracy"),
+                    "on_policy_accuracy": num("reward", "on_policy", "accuracy"), "episodes": num("ppo", "episodes"),
+                    "final_kl": num("ppo", "final_kl")})
+    return out
+
+
 def plot_context(src: CardSources) -> list[dict]:
     return [{"name": name, "title": PLOT_TITLES.get(name, name.replace("_", " ")),
              "path": f"eval/{src.report['plots'][name]}"} for name in src.plot_files]

@@ -183,6 +183,25 @@ def test_new_measurements_are_on_the_policy_card(run):
     assert "Gao et al. found" in text
 
 
+def test_feedback_rounds_are_on_the_policy_card(run):
+    """training.feedback.rounds (the label stages' provenance and each round's RM/PPO numbers) becomes a table."""
+    path = run / "eval/report.json"
+    report = json.loads(path.read_text())
+    assert "### Feedback on the policy's own samples" not in render(run)["README.md"]  # no feedback: no section
+    rounds = [{"round": r, "policy": pol, "labeller": "gold", "comparisons": c, "flipped": fl, "test_comparisons": t,
+               "noise": {"temperature": 0.0, "flip_rate": fr, "min_gap": 0.1},
+               "reward": {"accuracy": a, "on_policy": {"accuracy": op}}, "ppo": {"episodes": 1024, "final_kl": kl}}
+              for r, pol, c, fl, t, fr, a, op, kl in ((1, "sft", 1999, 401, 265, 0.2, 0.9225, 0.6679, 2.679),
+                                                      (2, "ppo_round1", 2000, 388, 168, 0.2, 0.94, 0.875, 3.6))]
+    report["training"]["feedback"] = {"rounds": rounds}
+    path.write_text(json.dumps(report))
+    text = render(run)["README.md"]
+    section = text[text.index("### Feedback on the policy's own samples"):text.index("## Results")]
+    assert "| 1 | `sft` | gold, flip rate 0.2 | 1999 (401) | 265 | 0.9225 | 0.6679 | 1024 | 2.679 |" in section
+    assert "| 2 | `ppo_round1` | gold, flip rate 0.2 | 2000 (388) | 168 | 0.94 | 0.875 | 1024 | 3.6 |" in section
+    assert "2 feedback rounds" in section
+
+
 def test_missing_optional_values_drop_their_sections(run):
     report = json.loads((run / "eval/report.json").read_text())
     for key in ("win_rates", "gold_win_rates", "reward_improvement", "findings", "plots", "training",
