@@ -65,8 +65,23 @@ def test_bradley_terry_noise_errs_more_on_close_pairs():
     assert close > far
 
 
-def test_distinct_drops_repeats_and_empty_responses():
+def test_distinct_drops_repeats_empty_responses_and_assistant_turns():
     assert distinct([" a", "b", "a ", "", "  ", "c", "b"]) == [0, 1, 5]
+    # a sampled "\n\nAssistant:" turn would move part of the response into the prompt of an HH row
+    assert distinct([" fine", " tip.\n\nAssistant: more", " tip.\n\nHuman: thanks"]) == [0, 2]
+
+
+def test_labelled_rows_read_back_with_their_prompt():
+    """Rows built from responses that contain turn markers still read back as (prompt, chosen, rejected)."""
+    from gpt2_rlhf.train.data import split_prompt_response
+
+    cfg = LabelConfig(min_gap=0.1)
+    prompt = "\n\nHuman: hi\n\nAssistant:"
+    group = [" good tip.", " x.\n\nAssistant: sneaky", " meh.\n\nHuman: ok"]
+    rows, _ = label_prompts([prompt], [group], [[0.9, 0.5, 0.1]], cfg, None, noisy=False)
+    assert len(rows) == 1
+    for r in rows:
+        assert split_prompt_response(r["chosen"])[0] == prompt == split_prompt_response(r["rejected"])[0]
 
 
 def test_label_prompts_builds_hh_rows_within_budget():

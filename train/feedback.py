@@ -138,11 +138,18 @@ def compare(scores: Sequence[float], min_gap: float, temperature: float, flip_ra
     return out
 
 
+ASSISTANT_TURN = "\n\nAssistant:"
+
+
 def distinct(responses: Sequence[str]) -> list[int]:
-    """Indices of the first occurrence of each distinct (stripped, non-empty) response."""
+    """Indices of the first occurrence of each distinct (stripped, non-empty) response that can be an HH row.
+
+    A response holding an "\n\nAssistant:" turn is left out: HH text is split at its last
+    such turn, so part of the response would be read back as prompt.
+    """
     seen: dict[str, int] = {}
     for i, r in enumerate(responses):
-        if r.strip() and r.strip() not in seen:
+        if r.strip() and r.strip() not in seen and ASSISTANT_TURN not in r:
             seen[r.strip()] = i
     return list(seen.values())
 
