@@ -40,14 +40,15 @@ VARIANTS = ("full", "no_labels", "one_round", "noisy", "ceiling")
 
 def overrides(variant: str, rounds: int, episodes: int) -> dict[str, str]:
     budget = str(rounds * episodes)
+    loop = "base,sft,label,reward,ppo,eval"
     if variant == "full":
-        return {}
+        return {"stages": loop}
     if variant == "no_labels":
         return {"stages": "base,sft,reward,ppo,eval", "ppo.total_episodes": budget}
     if variant == "one_round":
-        return {"label.rounds": "1", "ppo.total_episodes": budget}
+        return {"stages": loop, "label.rounds": "1", "ppo.total_episodes": budget}
     if variant == "noisy":
-        return {"label.flip_rate": "0.2"}
+        return {"stages": loop, "label.flip_rate": "0.2"}
     if variant == "ceiling":  # the evaluation still needs a reward model: the full recipe's final one
         return {"stages": "base,sft,ppo,eval", "ppo.reward_function": "train.rewards:gold",
                 "ppo.total_episodes": budget}
@@ -60,6 +61,8 @@ def summary(run: Path, yardstick: Path | None) -> dict:
     out = {"gold_sft": m["gold"]["sft"], "gold_ppo": m["gold"]["ppo"],
            "kl_ppo": m["kl_to_reference"]["ppo"]["value"],
            "gold_win_rate_ppo_vs_sft": (report.get("gold_win_rates") or {}).get("ppo_vs_sft", {}).get("win"),
+           "gold_win_rate_ties_half_ppo_vs_sft": (report.get("gold_win_rates") or {}).get("ppo_vs_sft", {}).get(
+               "win_rate_ties_half"),
            "findings": {f["id"]: f["holds"] for f in report["findings"]}}
     rm = json.loads((run / "reward" / "metrics.json").read_text())
     out["rm_dataset_accuracy"] = rm.get("accuracy")
@@ -81,6 +84,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--from-run", default=None, help="a finished run whose base/ and sft/ every variant starts from")
+    ap.add_argument("--runs", default=None, metavar="VARIANT=DIR,...",
+                    help="summarise finished run directories made with the variants' overrides instead of training "
+                         "(the yardstick pairs come from the full variant's label/)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -90,6 +96,11 @@ def main() -> int:
 
     setup_logging()
     out = Path(args.out)
+    if args.runs:
+        runs = dict(item.split("=", 1) for item in args.runs.split(","))
+        yard = Path(runs["full"]) / "label" if "full" in runs else None
+        results = {v: summary(Path(d), yard) for v, d in runs.items()}
+        return report_line(results, args, {v: str(d) for v, d in runs.items()}, out)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     base_recipe = load_recipe(args.config, {"seed": str(args.seed)})
     rounds, episodes = base_recipe.label.rounds, base_recipe.ppo.total_episodes
@@ -109,13 +120,18 @@ def main() -> int:
         seconds[v] = round(time.time() - t0, 1)
         full_label = out / "full" / "label"
         results[v] = summary(run, full_label if full_label.is_dir() else None)
+    return report_line(results, args, seconds, out)
+
+
+def report_line(results: dict, args, seconds: dict, out: Path) -> int:
     if "ceiling" in results:
         ceil = results["ceiling"]["gold_ppo"]["value"] - results["ceiling"]["gold_sft"]["value"]
         for v, r in results.items():
             gain = r["gold_ppo"]["value"] - r["gold_sft"]["value"]
             r["share_of_ceiling_gain"] = round(gain / ceil, 3) if ceil > 0 else None
     line = {"benchmark": "feedback", "seed": args.seed, "threads": args.threads, "config": args.config,
-            "ppo_episodes": rounds * episodes, "seconds": seconds, "variants": results}
+            "seconds_or_runs": seconds, "variants": results}
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"feedback-seed{args.seed}-threads{args.threads}.json").write_text(json.dumps(line, indent=1))
     print(json.dumps(line))
     return 0

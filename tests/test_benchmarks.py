@@ -49,3 +49,29 @@ def test_reward_ceiling_refuses_empty_sampling(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ceiling.main(["--run-dir", str(tmp_path), "--samples", "0"])
     assert e.value.code == 2 and "--samples (0)" in capsys.readouterr().err
+
+
+def test_feedback_benchmark_variants_and_summary(tmp_path, capsys, monkeypatch):
+    """The variants keep the PPO budget equal, and a summary of finished runs reports the ceiling share."""
+    from fake_run import make_run
+
+    fb = _load("feedback")
+    assert fb.overrides("no_labels", 3, 1024) == {"stages": "base,sft,reward,ppo,eval", "ppo.total_episodes": "3072"}
+    assert fb.overrides("one_round", 3, 1024)["label.rounds"] == "1"
+    assert fb.overrides("one_round", 3, 1024)["ppo.total_episodes"] == "3072"
+    assert fb.overrides("noisy", 3, 1024)["label.flip_rate"] == "0.2"
+    assert fb.overrides("ceiling", 3, 1024)["ppo.reward_function"] == "train.rewards:gold"
+    with pytest.raises(ValueError, match="unknown variant"):
+        fb.overrides("bogus", 3, 1024)
+    full, ceiling = make_run(tmp_path / "full"), make_run(tmp_path / "ceiling", seed=1)
+    for run, ppo in ((full, 0.76), (ceiling, 0.8)):  # gold gains 0.06 and 0.10 over SFT: a share of 0.6
+        path = run / "eval/report.json"
+        report = json.loads(path.read_text())
+        report["metrics"]["gold"]["sft"]["value"], report["metrics"]["gold"]["ppo"]["value"] = 0.7, ppo
+        path.write_text(json.dumps(report))
+    monkeypatch.setattr("sys.argv", ["feedback.py", "--out", str(tmp_path / "out"),
+                                     "--runs", f"full={full},ceiling={ceiling}"])
+    assert fb.main() == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["variants"]["ceiling"]["share_of_ceiling_gain"] == 1.0
+    assert line["variants"]["full"]["share_of_ceiling_gain"] == 0.6
