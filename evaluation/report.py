@@ -197,18 +197,12 @@ def on_policy_finding(op: dict[str, Any]) -> dict[str, Any]:
     (`reward/metrics.json` -> `on_policy`) is at least ON_POLICY_ACCURACY_TARGET."""
     acc = float(op["accuracy"])
     holds = acc >= ON_POLICY_ACCURACY_TARGET
-    where = []
-    if _num(op.get("pairs")):
-        where.append(f"{op['pairs']} pairs")
-    if _num(op.get("prompts")):
-        where.append(f"{op['prompts']} prompts")
+    where = [f"{op[k]} {k}" for k in ("pairs", "prompts") if _num(op.get(k))]
     where_text = f" ({' from '.join(where)})" if where else ""
     source = f", labelled by {op['source']}" if isinstance(op.get("source"), str) and op["source"] else ""
-    baselines = []
-    if _num(op.get("length_baseline_accuracy")):
-        baselines.append(f"{op['length_baseline_accuracy']:.3f} for the length-only baseline")
-    if _num(op.get("initial_accuracy")):
-        baselines.append(f"{op['initial_accuracy']:.3f} for the reward model before training")
+    baselines = [f"{op[k]:.3f} for {who}" for k, who in (("length_baseline_accuracy", "the length-only baseline"),
+                                                          ("initial_accuracy", "the reward model before training"))
+                 if _num(op.get(k))]
     against = f", against {' and '.join(baselines)}" if baselines else ""
     corr = (f"; the within-prompt rank correlation of its scores with gold is {op['rank_correlation']:.3f}"
             if _num(op.get("rank_correlation")) else "")

@@ -122,14 +122,14 @@ def check_data(recipe: Recipe) -> None:
     from gpt2_rlhf.train.data import load_preferences
 
     stages = set(recipe.stages)
-    if "label" in stages:  # the feedback stage samples train prompts, and test prompts for its held-out pairs
-        stages |= {"sft"} if recipe.label.test_prompts else {"ppo"}
     # Which stage reads which split: base (embedded) / sft / reward both; ppo the
     # train split, and the test split for its held-out comparison; eval the test
     # split unless it reads a prompts file.
-    train = bool(stages & {"sft", "reward", "ppo"}) or ("base" in stages and recipe.base.model == "embedded")
+    # label samples train prompts, and test prompts for its held-out pairs.
+    train = bool(stages & {"sft", "label", "reward", "ppo"}) or ("base" in stages and recipe.base.model == "embedded")
     test = (bool(stages & {"sft", "reward"}) or ("base" in stages and recipe.base.model == "embedded")
-            or ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file))
+            or ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file)
+            or ("label" in stages and recipe.label.test_prompts > 0))
     splits = [recipe.data.train_split] * train + [recipe.data.test_split] * test
     for split in dict.fromkeys(splits):
         load_preferences(recipe.data, split)

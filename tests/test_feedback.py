@@ -193,7 +193,7 @@ def test_reward_model_on_policy_metrics_on_hand_made_pairs(tmp_path, micro_run):
         def score(self, prompts, responses, batch_size=32, max_length=None):
             return torch.tensor([float(r.split().count("good")) for r in responses])
 
-    m = on_policy_metrics(CountsGood(), tmp_path, 8, before={"accuracy": 0.5})
+    m = on_policy_metrics(CountsGood(), tmp_path, 8, initial_accuracy=0.5)
     assert m["accuracy"] == pytest.approx(2 / 3) and m["pairs"] == 3 and m["prompts"] == 1
     assert m["initial_accuracy"] == 0.5
     # longer (tokens) wins: pair 1 chosen longer? " good good" vs " bad": yes; pair 2: no; pair 3: no
@@ -205,25 +205,26 @@ def test_reward_model_on_policy_metrics_on_hand_made_pairs(tmp_path, micro_run):
 
 
 def test_function_labeller_scores_with_the_python_function(label_run, tmp_path):
+    """A Python reward function as the labeller: the response with more words wins (response_length)."""
     import dataclasses
     import shutil
 
     from gpt2_rlhf.train.config import Recipe
+    from gpt2_rlhf.train.data import split_prompt_response
 
     recipe, out, _ = label_run
     run = tmp_path / "run"
     shutil.copytree(out / "sft", run / "sft")
-    cfg = dataclasses.replace(recipe.label, labeller="function", labeller_path="train.rewards:contains_good",
-                              comparisons=5, test_prompts=0, min_gap=0.5, flip_rate=0.0)
+    cfg = dataclasses.replace(recipe.label, labeller="function", labeller_path="train.rewards:response_length",
+                              comparisons=5, test_prompts=0, min_gap=1.0, flip_rate=0.0)
     r2 = Recipe(seed=recipe.seed, stages=recipe.stages, sections={**recipe.sections, "label": cfg},
                 table=recipe.table)
-    try:
-        path = feedback.main(r2, run)
-    except ValueError as e:  # the tiny policy may never say "good": then no pair differs
-        assert "no comparisons" in str(e)
-        return
+    path = feedback.main(r2, run)
     rows = [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
-    assert all("good" in r["chosen"].split("Assistant:")[-1].lower() for r in rows)
+    assert len(rows) == 5
+    for r in rows:
+        chosen, rejected = split_prompt_response(r["chosen"])[1], split_prompt_response(r["rejected"])[1]
+        assert len(chosen.split()) - len(rejected.split()) == r["gap"] >= 1
     assert json.loads((path / "provenance.json").read_text())["labeller_name"].startswith("reward function")
 
 

@@ -175,7 +175,7 @@ def evaluate_pairs(rm, rows: Sequence[dict], batch_size: int, bins: int = 20) ->
     return metrics, health
 
 
-def on_policy_metrics(rm, label_dir: Path, batch_size: int, before: dict[str, float] | None = None) -> dict[str, Any]:
+def on_policy_metrics(rm, label_dir: Path, batch_size: int, initial_accuracy: float | None = None) -> dict[str, Any]:
     """The reward model on held-out labelled pairs of policy samples (a label directory's test split).
 
     accuracy: share of pairs where the labeller's preferred response scores higher;
@@ -191,8 +191,8 @@ def on_policy_metrics(rm, label_dir: Path, batch_size: int, before: dict[str, fl
     metrics, _ = evaluate_pairs(rm, rows, batch_size)
     out: dict[str, Any] = {"accuracy": metrics["accuracy"], "length_baseline_accuracy": metrics["length_baseline_accuracy"],
                            "pairs": len(rows), "prompts": len({r["prompt"] for r in rows}), "source": str(label_dir)}
-    if before is not None:
-        out["initial_accuracy"] = before["accuracy"]
+    if initial_accuracy is not None:
+        out["initial_accuracy"] = initial_accuracy
     groups = read_samples(label_dir, "test")
     if groups:
         flat_p = [g["prompt"] for g in groups for _ in g["responses"]]
@@ -248,7 +248,7 @@ def labelled_rows(label_dirs: Sequence[str], tokenizer, max_length: int) -> list
 
     rows: list[dict] = []
     for d in label_dirs:
-        got, report = load_preferences(DataConfig(dataset=str(require_stage(Path(d), "reward.labels"))), "train",
+        got, _ = load_preferences(DataConfig(dataset=str(require_stage(Path(d), "reward.labels"))), "train",
                                        tokenizer=tokenizer, max_length=max_length - 1)
         rows += got
     return rows
@@ -290,6 +290,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     """Trains the reward model into OUTPUT/<name> (default OUTPUT/reward) and returns it."""
     from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
     from .config import stage_config
+    from .feedback import read_label_rows
     from .rundir import StageWriter, write_json
     from .hf_training import last_complete_checkpoint, load_rows, process_state, training_metrics
     from .rundir import finite
@@ -328,8 +329,10 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             before, _ = evaluate_pairs(RewardModel(model.to(device), tokenizer), test_rows,
                                        cfg.per_device_eval_batch_size)
             metrics["initial_accuracy"] = before["accuracy"]
-            before_on_policy = (on_policy_metrics(RewardModel(model, tokenizer), label_dir, cfg.per_device_eval_batch_size)
-                                if label_dir else {})
+            # the untrained head on the held-out policy pairs: its accuracy only (no rank correlation to waste)
+            held_out = read_label_rows(label_dir, "test") if label_dir else []
+            initial_on_policy = (evaluate_pairs(RewardModel(model, tokenizer), held_out,
+                                                cfg.per_device_eval_batch_size)[0]["accuracy"] if held_out else None)
             model.train()
 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
@@ -346,7 +349,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             metrics.update(after)
             metrics["accuracy_over_length_baseline"] = after["accuracy"] - after["length_baseline_accuracy"]
             if label_dir:
-                on_policy = on_policy_metrics(rm, label_dir, cfg.per_device_eval_batch_size, before_on_policy or None)
+                on_policy = on_policy_metrics(rm, label_dir, cfg.per_device_eval_batch_size, initial_on_policy)
                 if on_policy:
                     metrics["on_policy"] = on_policy
                     logger.info("reward model on held-out policy samples: %s", on_policy)
