@@ -59,8 +59,9 @@ TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 # Files of a stage directory that are bookkeeping of the run, not part of the model.
 RUN_FILES = {"COMPLETE", "config.yaml", "metrics.json", "metrics.jsonl", "snapshots.json"}
 # PPO's snapshots (whole policies along training, read by the evaluation's overoptimisation curve) stay
-# home with the checkpoints: each is a full model, and the repo's model is the final policy.
-SKIP_DIRS = {"checkpoints", "snapshots", "__pycache__", ".ipynb_checkpoints"}
+# home with the checkpoints: each is a full model, and the repo's model is the final policy. So does its
+# critic (the next feedback round's value model, not part of the published policy).
+SKIP_DIRS = {"checkpoints", "snapshots", "critic", "__pycache__", ".ipynb_checkpoints"}
 # Pickles (e.g. Trainer's training_args.bin) stay home: unpickling runs code, the Hub flags them, and our
 # weights are safetensors.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")

@@ -11,7 +11,8 @@ reward -> ppo runs `label.rounds` times. Round r < R writes `label_round<r>`,
 so evaluation, the card and the Space read the final models where they always do.
 Round r labels the previous round's PPO samples (round 1: SFT's), trains a fresh
 reward model from SFT on the dataset plus every label so far, and continues the
-previous round's PPO policy with the KL penalty still measured against SFT.
+previous round's PPO policy with the KL penalty still measured against SFT, and
+(ppo.continue_critic) the previous round's critic.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from gpt2_rlhf.train.config import STAGE_ORDER, Recipe, stage_config, to_plain
+from gpt2_rlhf.train.ppo import CRITIC
 from gpt2_rlhf.train.rundir import is_complete, write_json
 
 from .stages import stage_main
@@ -80,7 +82,9 @@ def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
             ref_path=ppo_cfg.ref_path or (str(sft) if prev else None),
             reward_model_path=ppo_cfg.reward_model_path or (
                 str(out / round_name("reward", r, rounds)) if "reward" in stages and ppo_cfg.reward_function is None
-                else None))
+                else None),
+            value_model_path=ppo_cfg.value_model_path or (
+                str(prev / CRITIC) if prev and ppo_cfg.continue_critic and not ppo_cfg.shared_value_head else None))
         step_recipe = _with(recipe, label=label, reward=reward, ppo=ppo)
         steps += [Step(s, round_name(s, r, rounds), r, step_recipe) for s in stages if s in LOOP]
     steps += [Step("eval", "eval", rounds, recipe)] if "eval" in stages else []

@@ -314,12 +314,14 @@ def test_reproduce_skips_a_curve_the_rerun_could_not_measure(tmp_path):
     assert not any(c.section == "overoptimisation" for c in outcome.checks)
 
 
-def test_push_leaves_ppo_snapshots_home(tmp_path):
+def test_push_leaves_ppo_snapshots_and_critic_home(tmp_path):
     from gpt2_rlhf.model_card.publish import model_files
 
     ppo = tmp_path / "ppo"
     (ppo / "snapshots" / "update-000002").mkdir(parents=True)
     (ppo / "snapshots" / "update-000002" / "model.safetensors").write_bytes(b"x")
+    (ppo / "critic").mkdir()
+    (ppo / "critic" / "model.safetensors").write_bytes(b"x")
     for name in ("model.safetensors", "snapshots.json", "metrics.json"):
         (ppo / name).write_bytes(b"{}")
     assert sorted(model_files(ppo, logs_prefix="training/ppo")) == ["model.safetensors", "training/ppo/metrics.json"]

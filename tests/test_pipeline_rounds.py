@@ -33,11 +33,19 @@ def test_plan_of_two_rounds_wires_each_round_to_the_last(tmp_path):
     r2 = by["ppo"].recipe.ppo
     assert (r2.policy_path, r2.ref_path, r2.reward_model_path) == (
         str(tmp_path / "ppo_round1"), str(tmp_path / "sft"), str(tmp_path / "reward"))
+    # the critic: round 1's from its reward model (the default), round 2 continues round 1's
+    assert r1.value_model_path is None and r2.value_model_path == str(tmp_path / "ppo_round1" / "critic")
     # each round draws its own samples
     assert by["label"].recipe.label.seed_offset == by["label_round1"].recipe.label.seed_offset + 10
     assert r2.seed_offset == r1.seed_offset + 10
     # the caller's recipe is untouched
     assert recipe.reward.labels == [] and recipe.ppo.policy_path is None
+
+
+def test_plan_can_start_every_round_critic_from_its_reward_model(tmp_path):
+    recipe = load_recipe("micro", {"stages": "base,sft,label,reward,ppo", "label.rounds": "2",
+                                   "ppo.continue_critic": "false"})
+    assert [s.recipe.ppo.value_model_path for s in plan(recipe, tmp_path) if s.stage == "ppo"] == [None, None]
 
 
 def test_plan_without_the_label_stage_is_the_plain_pipeline(tmp_path):
@@ -70,15 +78,20 @@ def test_two_feedback_rounds_end_to_end(micro_run, tmp_path, monkeypatch):
     assert rm["labels"] == [str(run / "label_round1"), str(run / "label")]
     assert rm["labelled_pairs"] == 24 and rm["train_pairs"] == rm["dataset_pairs"] + 24
     assert 0.0 <= rm["on_policy"]["accuracy"] <= 1.0 and rm["on_policy"]["pairs"] > 0
-    ppo = json.loads((run / "ppo" / "metrics.json").read_text())
-    assert ppo["round"] == 2 and ppo["inputs"]["policy"] == str(run / "ppo_round1")
-    assert ppo["inputs"]["ref"] == str(run / "sft")
-    snaps = json.loads((run / "ppo" / "snapshots.json").read_text())["snapshots"]
-    assert snaps and all((run / "ppo" / s["path"] / "model.safetensors").is_file() for s in snaps)
-    # round 2's PPO starts from round 1's policy: its first rollout differs from SFT's
     import torch
     from safetensors.torch import load_file
 
+    ppo = json.loads((run / "ppo" / "metrics.json").read_text())
+    assert ppo["round"] == 2 and ppo["inputs"]["policy"] == str(run / "ppo_round1")
+    assert ppo["inputs"]["ref"] == str(run / "sft")
+    # round 2's critic is round 1's trained critic, saved beside its policy
+    assert ppo["inputs"]["value"] == str(run / "ppo_round1" / "critic")
+    c1 = load_file(run / "ppo_round1" / "critic" / "model.safetensors")
+    rm1 = load_file(run / "reward_round1" / "model.safetensors")
+    assert any(not torch.equal(c1[k], rm1[k]) for k in c1 if k in rm1)  # it was trained, not a copy of the RM
+    snaps = json.loads((run / "ppo" / "snapshots.json").read_text())["snapshots"]
+    assert snaps and all((run / "ppo" / s["path"] / "model.safetensors").is_file() for s in snaps)
+    # round 2's PPO starts from round 1's policy: its first rollout differs from SFT's
     w1 = load_file(run / "ppo_round1" / "model.safetensors")
     w2 = load_file(run / "ppo" / "model.safetensors")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)

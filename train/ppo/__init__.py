@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["main", "compare_policies", "resolve_inputs", "score_dataset_responses"]
+__all__ = ["CRITIC", "main", "compare_policies", "resolve_inputs", "score_dataset_responses"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -80,6 +80,7 @@ def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
 
 
 SNAPSHOTS = "snapshots"
+CRITIC = "critic"  # the trained value model, a *ForSequenceClassification directory
 
 
 def write_snapshot_index(stage_dir: Path, batch_size: int) -> list[dict[str, Any]]:
@@ -319,6 +320,9 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
             write_snapshot_index(writer.path, cfg.batch_size)
             trainer.policy.save_pretrained(writer.path, safe_serialization=True)
             tokenizer.save_pretrained(writer.path)
+            if trainer.model.critic is not None:  # the next feedback round's critic (ppo.continue_critic)
+                trainer.model.critic.save_pretrained(writer.path / CRITIC, safe_serialization=True)
+                tokenizer.save_pretrained(writer.path / CRITIC)
         writer.finish(metrics=metrics, config=stage_config(recipe, "ppo"))
     accelerator.wait_for_everyone()
     return writer.final

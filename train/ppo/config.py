@@ -80,6 +80,9 @@ class PPOConfig:
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the batch's tokens."})
     shared_value_head: bool = field(default=False, metadata={
         "help": "Critic = a scalar head on the policy backbone instead of a separate value model."})
+    continue_critic: bool = field(default=True, metadata={"help": (
+        "In feedback rounds 2+ (`rlhf run`), start the critic from the previous round's (its critic/) rather than "
+        "from the new reward model, whose head has never predicted this policy's returns.")})
 
     # --- bookkeeping
     seed_offset: int = field(default=3, metadata={"help": "Added to the recipe seed for this stage."})
