@@ -72,18 +72,36 @@ def win_rates(win: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def ppo_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """The PPO_CURVES present in metrics.jsonl rows (the trainer's, one per update): key -> [(update, value)].
+
+    x is the row's own `update` (the trainer writes it in every row); a row without it is not a trainer row."""
+    curves = {}
+    for key in PPO_CURVES:
+        pts = []
+        for i, r in enumerate(rows):
+            v = r.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if "update" not in r:
+                    raise ValueError(f"ppo/metrics.jsonl row {i + 1} has no 'update' (keys: {sorted(r)})")
+                pts.append((r["update"], v))
+        if pts:
+            curves[key] = pts
+    return curves
+
+
 def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
     """PPO curves from metrics.jsonl (one row per update); False (no file) when no known key is present."""
-    keys = [k for k in PPO_CURVES if any(isinstance(r.get(k), (int, float)) for r in rows)]
-    if not keys:
+    curves = ppo_curves(rows)
+    if not curves:
         return False
+    keys = list(curves)
     plt = _plt()
     cols = min(3, len(keys))
     nrows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), dpi=100, squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(r.get("update", i + 1), r[key]) for i, r in enumerate(rows)
-               if isinstance(r.get(key), (int, float))]
+        pts = curves[key]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.5)
         ax.set_title(key)
         ax.set_xlabel("update")

@@ -1,7 +1,8 @@
 """The report's pure parts: findings from the numbers, the terminal table, versions, determinism helpers.
 
 Nothing here touches a model; `evaluation/run.py` measures, this module states.
-The schema is documented in docs/report-schema.md (schema_version 1).
+The schema is documented in docs/report-schema.md (schema_version 1) and checked by
+evaluation/schema.py (validate_report).
 """
 
 from __future__ import annotations

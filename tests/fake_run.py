@@ -108,9 +108,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "training": {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
                      "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),
                                 "untrained_accuracy": 0.51},
-                     "ppo": {"updates": 19, "wall_time_s": 12.5,
-                             "first": {"reward_mean": -0.42, "kl": 0.013, "policy_loss": 0.021},
-                             "last": {"reward_mean": 0.917, "kl": 2.26, "policy_loss": -0.0071}}},
+                     "ppo": {**PPO_STAGE_METRICS, "first": PPO_ROWS[0], "last": PPO_ROWS[-1]}},
         "tolerance": {"default_rel": 0.02, "default_abs": 0.001},
         "plots": {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png",
                   "ppo_training": "plots/ppo_training.png"},
@@ -146,6 +144,14 @@ def make_samples(report: dict, seed: int = 0) -> list[dict]:
             row["samples"] = passes
         rows.append(row)
     return rows
+
+
+# PPO's per-update log (ppo/metrics.jsonl) with the trainer's own keys (PPOTrainer.step's row), and its
+# metrics.json: the report's `training.ppo` is the latter plus the count and the first and last rows
+PPO_ROWS = [{"update": u, "episodes": 8 * u, "score": round(-0.42 + (0.917 + 0.42) * (u - 1) / 18, 6),
+             "kl": round(0.013 + (2.26 - 0.013) * (u - 1) / 18, 6),
+             "policy_loss": round(0.021 - (0.021 + 0.0071) * (u - 1) / 18, 6)} for u in range(1, 20)]
+PPO_STAGE_METRICS = {"updates": 19, "episodes": 152, "train_s": 12.5}
 
 
 STAGE_SECTIONS = {
@@ -188,8 +194,8 @@ def make_run(root: Path, seed: int = 0, gold: bool = True, hub: dict | None = No
     _stage(run, "sft", model_bytes("sft"), report["training"]["sft"])
     _stage(run, "reward", {**model_bytes("reward"), "reward_stats.json": json.dumps(report["reward_model"]["stats"]).encode()},
            report["training"]["reward"])
-    _stage(run, "ppo", {**model_bytes("ppo"), "metrics.jsonl": b'{"reward_mean": -0.42}\n', "checkpoints/step1/x.bin": b"x"},
-           {"updates": 19})
+    _stage(run, "ppo", {**model_bytes("ppo"), "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in PPO_ROWS).encode(),
+                        "checkpoints/step1/x.bin": b"x"}, PPO_STAGE_METRICS)
     eval_files = {"report.json": json.dumps(report, indent=1).encode(),
                   "samples.jsonl": "".join(json.dumps(r) + "\n" for r in make_samples(report, seed)).encode(),
                   **{rel: tiny_png() for rel in report["plots"].values()}}

@@ -148,7 +148,7 @@ def test_sections_show_what_was_measured_and_used(run):
     assert "### Win rates" in text and "### Reward model accuracy" in text and "baseline: the longer response" in text
     assert "| rouge rougeL |" in text  # eval.reference_metrics
     assert "![Reward distribution per model](eval/plots/reward_distribution.png)" in text
-    assert "| `reward_mean` | -0.42 | 0.917 |" in text  # PPO first vs last update
+    assert "| `score` | -0.42 | 0.917 |" in text  # PPO first vs last update (the trainer's row keys)
     samples = [json.loads(line) for line in (run / "eval/samples.jsonl").read_text().splitlines()]
     assert samples[0]["prompt"].strip() in text and samples[1]["prompt"].strip() in text
     assert samples[2]["prompt"].strip() not in text  # exactly the first N, in order

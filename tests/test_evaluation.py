@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gpt2_rlhf.evaluation.schema import validate_report
 from gpt2_rlhf.train.rundir import write_json
 
 TEXTS = [
@@ -267,6 +268,7 @@ def is_v(v) -> bool:
 
 def test_report_follows_the_schema(evaluated):
     report, samples, out = evaluated
+    validate_report(report)  # evaluation/schema.py; the checks below are this configuration's values
     keys = ["base", "sft", "ppo"]
     assert set(report) == TOP_LEVEL and report["schema_version"] == 1
     assert list(report["models"]) == keys and all(m["revision"].startswith("sha256:") for m in report["models"].values())
@@ -380,6 +382,7 @@ def evaluated_k2(tiny_run, tmp_path_factory):
 def test_two_samples_per_prompt_average_per_prompt_and_resample_prompts(evaluated, evaluated_k2):
     one, one_samples, _ = evaluated
     report, samples = evaluated_k2
+    validate_report(report)
     keys = ["base", "sft", "ppo"]
     assert report["decoding"]["samples_per_prompt"] == 2 and report["config"]["eval"]["samples_per_prompt"] == 2
     assert report["dataset"]["n_prompts"] == 6 and report["dataset"]["n_responses"] == 12
@@ -427,6 +430,7 @@ def test_a_missing_stage_evaluates_the_rest(tiny_run, tmp_path):
         shutil.copytree(tiny_run / key, run / key)
     out = main(eval_recipe(**{"eval.n_prompts": 3, "eval.bootstrap_samples": 0}), run)
     report = json.loads((out / "report.json").read_text())
+    validate_report(report)
     assert list(report["models"]) == ["base", "sft"] and list(report["win_rates"]) == ["sft_vs_base"]
     assert "ppo_training" not in report["plots"] and "ppo" not in report["training"]
     assert report["metrics"]["reward"]["sft"]["ci_low"] is None  # bootstrap_samples 0: no intervals
@@ -468,6 +472,7 @@ def test_overoptimisation_curve_over_rounds_and_snapshots(tiny_run, tmp_path, cu
     run = make_feedback_run(tiny_run, tmp_path / "run")
     out = main(eval_recipe(**{"eval.curve_prompts": curve_prompts}), run)
     report = json.loads((out / "report.json").read_text())
+    validate_report(report)
     curve = report["overoptimisation"]
     points = {p["label"]: p for p in curve["points"]}
     assert curve["prompts"] == curve_prompts
@@ -507,6 +512,7 @@ def test_no_curve_when_curve_prompts_is_zero(tiny_run, tmp_path):
         shutil.copytree(tiny_run / key, run / key)
     out = main(eval_recipe(**{"eval.curve_prompts": 0, "eval.n_prompts": 3, "eval.bootstrap_samples": 0}), run)
     report = json.loads((out / "report.json").read_text())
+    validate_report(report)
     assert "overoptimisation" not in report and "overoptimisation" not in report["plots"]
     assert "ppo_overoptimisation" not in {f["id"] for f in report["findings"]}
     assert not (out / "plots/overoptimisation.png").exists()
@@ -563,6 +569,7 @@ def test_cli_prompts_file_and_explicit_model(tiny_run, tmp_path, capsys):
                  "--eval.classifier_model", str(classifier), "--eval.classifier_label", "toxic"])
     assert code == 0
     report = json.loads((run / "eval" / "report.json").read_text())
+    validate_report(report)  # a prompts file without pairs, a classifier, greedy, two models
     assert report["classifier"]["label"] == "toxic" and report["classifier"]["revision"].startswith("sha256:")
     assert all(0.0 < v["value"] < 1.0 and v["n"] == 2 for v in report["metrics"]["classifier"].values())
     assert report["dataset"]["prompts_file"] == str(prompts) and report["dataset"]["n_pairs"] == 0
@@ -613,6 +620,7 @@ def test_reference_metrics_from_a_local_script_and_offline_hub(tiny_run, tmp_pat
     out = main(eval_recipe(**{"eval.n_prompts": 2, "eval.reference_metrics": str(script.parent),
                               "eval.bootstrap_samples": 0}), run)
     report = json.loads((out / "report.json").read_text())
+    validate_report(report)
     assert report["reference_metrics"] == {str(script.parent): {"sft": {"exact_match": 0.0}}}  # floats only
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert rlhf(["evaluate", str(run), "--config", "micro", "--eval.reference_metrics", "rouge"]) == 2

@@ -142,10 +142,18 @@ def test_pack_episodes_by_hand():
     assert ids.tolist() == [[5, 6, 11, 0, 0], [7, 8, 9, 10, 14]] and mask.tolist()[0] == [1, 1, 1, 0, 0]
 
 
-def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
-    from gpt2_rlhf.train.sampling import sample
+def _move_reference(tr, seed: int = 3) -> None:
+    """Perturb the frozen reference so that it differs from the policy (at the start they are the same
+    weights, every KL is 0 and a KL term or a policy/reference mix-up cannot show)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tr.ref.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
 
+
+def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
     tr = _trainer(tiny, _cfg(max_new_tokens=12))
+    _move_reference(tr)
     torch.manual_seed(1)
     batch, _ = tr.rollout(list(range(12)))
     eos, pad = tr.tokenizer.eos_token_id, tr.tokenizer.pad_token_id
@@ -170,15 +178,32 @@ def test_rollout_truncates_after_first_eos_and_penalises_missing_eos(tiny):
     expected = -0.1 * t["kl"]
     expected[torch.arange(len(ids)), last] += t["score"]
     assert torch.allclose(t["rewards"], expected * mask, atol=1e-6)
-    # the KL penalty and advantages are zero on padding
+    # the KL penalty and advantages are zero on padding (and the KL is not zero elsewhere)
     assert (t["kl"][~mask] == 0).all() and (t["advantages"][~mask] == 0).all()
-    # the rollout's responses are the project's one sampler's: the same prompts and generator seed
-    # give the same ids, mask and EOS flags
-    seeded, _ = tr.rollout(list(range(12)), generator=torch.Generator().manual_seed(7))
-    r, m, h = sample(tr.policy, seeded.query_ids, seeded.query_mask, tr.cfg.generation, eos, pad,
-                     torch.Generator().manual_seed(7))
-    assert torch.equal(r, seeded.response_ids) and torch.equal(m.float(), seeded.response_mask)
-    assert torch.equal(h, seeded.has_eos)
+    assert t["kl"][mask].abs().mean() > 0.01
+    # what PPO's ratio and KL are computed from: the log-probs the rollout records for its sampled tokens
+    # are those of the distribution it sampled (temperature 0.7), policy and reference alike; the oracle is
+    # one unpadded forward per episode, outside the trainer's padding, packing and batching
+    T = tr.cfg.temperature
+    assert T == 0.7
+    for i in range(len(ids)):
+        L = int(lengths[i])
+        prompt = batch.query_ids[i][batch.query_mask[i].bool()]
+        seq = torch.cat([prompt, ids[i, :L]])[None]
+        for model, key in ((tr.policy, "logprobs"), (tr.ref, "ref_logprobs")):
+            with torch.no_grad():
+                logp = torch.log_softmax(model(seq).logits[0].float() / T, -1)  # dropout is off in PPO models
+            oracle = logp[len(prompt) - 1 + torch.arange(L), ids[i, :L]]
+            assert torch.allclose(t[key][i, :L], oracle, atol=1e-4), (i, key)
+    # the responses are drawn from the generator the trainer seeds per update (what exact resume relies
+    # on), not from the global RNG: the same seed gives the same episodes, another seed others
+    def seeded(seed, global_seed):
+        torch.manual_seed(global_seed)
+        return tr.rollout(list(range(12)), generator=torch.Generator().manual_seed(seed))[0]
+
+    a, b, c = seeded(7, 100), seeded(7, 101), seeded(8, 100)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.has_eos, b.has_eos)
+    assert not torch.equal(a.response_ids[:, :3], c.response_ids[:, :3])
 
 
 def test_reward_model_scores_prompt_response_eos(tiny):
@@ -446,8 +471,49 @@ def test_accelerate_launch_two_processes(micro_run, tmp_path):
     assert (out / "COMPLETE").is_file() and not (run / "ppo.partial").exists()
 
 
-def test_keyword_recipe_is_tiny_with_the_seed_reward():
-    """configs/keyword.yaml shares tiny.yaml's data, base and SFT (so those stages are reused), without feedback."""
+def test_recipe_ppo_hyperparameters_are_the_ones_training_uses(tiny, monkeypatch):
+    """A recipe's ppo learning rates, KL coefficient and clip ranges reach the optimiser, the per-token
+    rewards and both clipped losses. The values differ from every default and from each other, so a
+    hard-coded, defaulted or swapped hyperparameter in the trainer shows here (a recipe's YAML values
+    are not what this checks: see test_recipes_are_consistent)."""
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import core
+
+    given = {"learning_rate": 3e-4, "value_learning_rate": 7e-4, "kl_coef": 0.37, "cliprange": 0.05,
+             "cliprange_value": 0.3}
+    ppo = load_recipe("micro", {f"ppo.{k}": str(v) for k, v in given.items()}).ppo
+    tr = _trainer(tiny, _cfg(**{k: getattr(ppo, k) for k in given}))
+    assert [g["initial_lr"] for g in tr.optimizer.param_groups] == [3e-4, 7e-4]  # policy, critic
+    seen = {}
+    policy_loss, value_loss = core.policy_loss, core.value_loss
+
+    def spy_policy(*a, **kw):
+        seen["cliprange"] = a[4] if len(a) > 4 else kw["cliprange"]
+        return policy_loss(*a, **kw)
+
+    def spy_value(*a, **kw):
+        seen["cliprange_value"] = a[4] if len(a) > 4 else kw["cliprange_value"]
+        return value_loss(*a, **kw)
+
+    monkeypatch.setattr(core, "policy_loss", spy_policy)
+    monkeypatch.setattr(core, "value_loss", spy_value)
+    row = tr.step()
+    assert seen == {"cliprange": 0.05, "cliprange_value": 0.3} and row["kl_coef"] == 0.37
+    _move_reference(tr)
+    torch.manual_seed(0)
+    batch, _ = tr.rollout(list(range(8)))
+    t, mask = batch.tensors, batch.response_mask
+    assert t["kl"][mask.bool()].abs().mean() > 0.01
+    expected = -0.37 * t["kl"]
+    expected[torch.arange(len(mask)), mask.sum(1).long() - 1] += t["score"]
+    assert torch.allclose(t["rewards"], expected * mask, atol=1e-6)
+
+
+def test_recipes_are_consistent():
+    """The recipe files agree with each other and with what they reproduce: keyword.yaml shares tiny.yaml's
+    data, base and SFT (so those stages are reused) without feedback; gpt2-hh keeps the seed card's PPO
+    hyperparameters. This locks YAML values only; that a recipe's values are what training uses is
+    test_recipe_ppo_hyperparameters_are_the_ones_training_uses."""
     import yaml
 
     from gpt2_rlhf.stages import load_recipe
@@ -457,13 +523,7 @@ def test_keyword_recipe_is_tiny_with_the_seed_reward():
     for section in ("seed", "data", "base", "sft"):
         assert keyword.get(section) == tiny.get(section), f"keyword.yaml section {section!r} differs from tiny.yaml"
     assert "label" not in keyword["stages"]  # a keyword reward needs no labelled comparisons
-    recipe = load_recipe(ROOT / "configs/keyword.yaml")
-    assert recipe.ppo.reward_function == "gpt2_rlhf.train.rewards:contains_good"
-
-
-def test_real_recipe_ppo_has_the_seed_card_hyperparameters():
-    from gpt2_rlhf.stages import load_recipe
-
+    assert load_recipe(ROOT / "configs/keyword.yaml").ppo.reward_function == "gpt2_rlhf.train.rewards:contains_good"
     ppo = load_recipe("gpt2-hh").ppo
     assert (ppo.learning_rate, ppo.kl_coef, ppo.cliprange) == (1e-5, 0.1, 0.2)
     assert ppo.policy_path is None and ppo.reward_function is None  # the run's sft/ and reward/
