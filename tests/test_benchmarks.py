@@ -75,3 +75,44 @@ def test_feedback_benchmark_variants_and_summary(tmp_path, capsys, monkeypatch):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["variants"]["ceiling"]["share_of_ceiling_gain"] == 1.0
     assert line["variants"]["full"]["share_of_ceiling_gain"] == 0.6
+
+
+def test_claim_benchmark_checks_each_criterion(tmp_path, capsys, monkeypatch):
+    """Every check of the claim flips on its own threshold; the table names what fails; the exit code says it."""
+    from fake_run import make_run
+
+    claim = _load("claim")
+
+    def run(name, sft=(0.70, 0.68, 0.72), ppo=(0.80, 0.78, 0.82), win=0.6, kl=4.0, hacking=False, on_policy=0.8):
+        root = make_run(tmp_path / name)
+        path = root / "eval/report.json"
+        report = json.loads(path.read_text())
+        report["metrics"]["gold"]["sft"] = dict(zip(("value", "ci_low", "ci_high"), sft), n=400)
+        report["metrics"]["gold"]["ppo"] = dict(zip(("value", "ci_low", "ci_high"), ppo), n=400)
+        report["gold_win_rates"] = {"ppo_vs_sft": {"win_rate_ties_half": win}}
+        report["metrics"]["kl_to_reference"]["ppo"]["value"] = kl
+        report["findings"] = [f for f in report["findings"] if f["id"] != "ppo_reward_hacking"] + [
+            {"id": "ppo_reward_hacking", "holds": hacking, "good": not hacking, "text": "..."}]
+        path.write_text(json.dumps(report))
+        (root / "reward").mkdir(exist_ok=True)
+        (root / "reward" / "metrics.json").write_text(json.dumps({"on_policy": {"accuracy": on_policy}}))
+        return root
+
+    good = run("good")
+    assert claim.checks(good)["holds"]
+    assert not claim.checks(run("overlap", ppo=(0.75, 0.71, 0.79)))["checks"]["gold_ci"]
+    assert not claim.checks(run("win", win=0.549))["checks"]["win_rate"]
+    assert not claim.checks(run("kl", kl=6.01))["checks"]["kl"]
+    assert not claim.checks(run("hack", hacking=True))["checks"]["no_hacking"]
+    assert not claim.checks(run("rm", on_policy=0.74))["checks"]["on_policy"]
+    # the ceiling: gold gains 0.10 against the ceiling's 0.12 is a share of 0.83; 0.10 against 0.2 fails
+    ceiling = run("ceiling", ppo=(0.82, 0.80, 0.84))
+    assert claim.checks(good, ceiling)["share_of_ceiling_gain"] == pytest.approx(0.1 / 0.12)
+    assert not claim.checks(good, run("high", ppo=(0.90, 0.88, 0.92)))["checks"]["ceiling"]
+    monkeypatch.setattr("sys.argv", ["claim.py", "--out", str(tmp_path / "out"),
+                                     "--runs", f"a={good},b={tmp_path / 'kl'}", "--ceiling", f"a={ceiling}"])
+    assert claim.main() == 1
+    out = capsys.readouterr().out
+    assert "| a |" in out and "all hold" in out and "fails: kl" in out
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["runs"]["a"]["holds"] and not line["runs"]["b"]["holds"] and line["all_hold"] is False
