@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .config import SAMPLE_SEED_STRIDE, EvalConfig
+from .schema import validate_report
 from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl, table,
                      versions)
 
@@ -767,6 +768,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             if optional in body:
                 report[optional] = body[optional]
         report["wall_time_s"] = round(time.time() - t0, 3)
+        validate_report(report)  # the shape the card, push and reproduce read (evaluation/schema.py)
         write_json(w.path / "report.json", report)
         summary = {"n_prompts": dataset["n_prompts"], "samples_per_prompt": cfg.samples_per_prompt,
                    "reward": {k: v["value"] for k, v in body["metrics"]["reward"].items()},
