@@ -10,7 +10,9 @@ reward -> ppo runs `label.rounds` times. Round r < R writes `label_round<r>`,
 `reward_round<r>`, `ppo_round<r>`; the last round writes `label`, `reward`, `ppo`,
 so evaluation, the card and the Space read the final models where they always do.
 Round r labels the previous round's PPO samples (round 1: SFT's), trains a fresh
-reward model from SFT on the dataset plus every label so far, and continues the
+reward model from SFT on the dataset plus every label so far (or, with
+reward.warm_start, continues the previous round's on its new labels plus a replay
+of earlier pairs), and continues the
 previous round's PPO policy with the KL penalty still measured against SFT, and
 (ppo.continue_critic) the previous round's critic.
 """
@@ -74,7 +76,10 @@ def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
         label = dataclasses.replace(recipe.label, seed_offset=recipe.label.seed_offset + 10 * (r - 1),
                                     policy=str(prev) if prev and recipe.label.policy == "auto" else recipe.label.policy)
         labels = [str(out / round_name("label", q, rounds)) for q in range(1, r + 1)]
-        reward = dataclasses.replace(recipe.reward, labels=[*recipe.reward.labels, *labels])
+        reward = dataclasses.replace(
+            recipe.reward, labels=[*recipe.reward.labels, *labels],
+            init_from=str(out / round_name("reward", r - 1, rounds)) if recipe.reward.warm_start and r > 1
+            else recipe.reward.init_from)
         ppo_cfg = recipe.ppo
         ppo = dataclasses.replace(
             ppo_cfg, seed_offset=ppo_cfg.seed_offset + 10 * (r - 1),

@@ -259,3 +259,41 @@ def test_votes_labeller_without_a_file_fails_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="label.labeller_path: the votes labeller needs one"):
         feedback.main(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, micro_run, tmp_path):
+    """reward.warm_start: the round starts from the previous reward model and trains on its newest labels plus
+    `replay` x as many earlier pairs; its untrained baseline is still a fresh head on SFT."""
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from gpt2_rlhf.train import reward
+    from gpt2_rlhf.train.reward import replay_sample
+
+    rows = [{"i": i} for i in range(10)]
+    drawn = replay_sample(rows, 4, seed=3)
+    assert len(drawn) == 4 and drawn == replay_sample(rows, 4, seed=3) and drawn != replay_sample(rows, 4, seed=4)
+    assert replay_sample(rows, 99, seed=3) == rows and replay_sample(rows, 0, seed=3) == []
+
+    recipe, out, label_dir = label_run
+    run = tmp_path / "run"
+    for stage in ("base", "sft", "reward"):
+        shutil.copytree(micro_run / stage, run / stage)
+    shutil.copytree(label_dir, run / "label_round1")
+    shutil.copytree(label_dir, run / "label")
+    prev = run / "reward_round1"
+    (run / "reward").rename(prev)
+    recipe.sections["reward"] = dataclasses.replace(
+        recipe.reward, warm_start=True, replay=0.5, init_from=str(prev),
+        labels=[str(run / "label_round1"), str(run / "label")])
+    m = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
+    assert m["init_from"] == str(prev)
+    assert m["labelled_pairs"] == 40 and m["replayed_pairs"] == 20 and m["train_pairs"] == 60
+    # the same fresh head on the same SFT model as the round-1 stage: the same untrained accuracy
+    first = json.loads((prev / "metrics.json").read_text())
+    assert m["initial_accuracy"] == first["initial_accuracy"]
+    w0, w1 = load_file(prev / "model.safetensors"), load_file(run / "reward" / "model.safetensors")
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # it trained
+    assert "sft samples" in json.loads((run / "reward" / "reward_stats.json").read_text())["source"]

@@ -42,6 +42,13 @@ def test_plan_of_two_rounds_wires_each_round_to_the_last(tmp_path):
     assert recipe.reward.labels == [] and recipe.ppo.policy_path is None
 
 
+def test_plan_warm_starts_each_reward_round_from_the_last(tmp_path):
+    recipe = load_recipe("micro", {"stages": "base,sft,label,reward,ppo", "label.rounds": "3",
+                                   "reward.warm_start": "true"})
+    inits = [s.recipe.reward.init_from for s in plan(recipe, tmp_path) if s.stage == "reward"]
+    assert inits == ["auto", str(tmp_path / "reward_round1"), str(tmp_path / "reward_round2")]
+
+
 def test_plan_can_start_every_round_critic_from_its_reward_model(tmp_path):
     recipe = load_recipe("micro", {"stages": "base,sft,label,reward,ppo", "label.rounds": "2",
                                    "ppo.continue_critic": "false"})

@@ -86,6 +86,14 @@ class RewardStageConfig:
         "model on policy samples.")})
     labelled_repeats: int = field(default=1, metadata={"help": (
         "The mix: each labelled comparison appears this many times per epoch beside each dataset pair once.")})
+    warm_start: bool = field(default=False, metadata={"help": (
+        "Feedback rounds 2+: `rlhf run` starts the round's model from the previous round's reward model "
+        "(init_from), and it trains on the newest label directory's comparisons plus `replay` times as many "
+        "earlier pairs, so a round costs its own labels rather than the whole history. false: every round "
+        "starts from SFT and trains on every pair.")})
+    replay: float = field(default=1.0, metadata={"help": (
+        "With warm_start, earlier pairs (dataset pairs and earlier labels, drawn with the recipe seed) per "
+        "newest labelled comparison.")})
 
     def __post_init__(self):
         check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
@@ -95,6 +103,7 @@ class RewardStageConfig:
                      "logging_steps", "save_steps", "save_total_limit", "histogram_bins"):
             check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
         check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
+        check(self.replay >= 0, f"replay: must be >= 0, got {self.replay}")
         check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
         check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
         check(self.stats_temperature >= 0, f"stats_temperature: must be >= 0, got {self.stats_temperature}")
@@ -254,6 +263,15 @@ def labelled_rows(label_dirs: Sequence[str], tokenizer, max_length: int) -> list
     return rows
 
 
+def replay_sample(rows: Sequence[dict], n: int, seed: int) -> list[dict]:
+    """n rows drawn without replacement (all of them when n >= len(rows)), in a seeded order."""
+    import random
+
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    return [rows[i] for i in sorted(order[:n])]
+
+
 def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
     """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
     from .rundir import is_complete, require_stage
@@ -291,7 +309,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
     from .config import stage_config
     from .feedback import read_label_rows
-    from .rundir import StageWriter, write_json
+    from .rundir import StageWriter, is_complete, write_json
     from .hf_training import last_complete_checkpoint, load_rows, process_state, training_metrics
     from .rundir import finite
 
@@ -304,14 +322,24 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
 
     # 1. Inputs: the starting model, its tokenizer, the data (rows that fit the context).
     init_dir, init_name = resolve_init(cfg, output_dir)
-    policy_dir = output_dir / "sft" if init_name == "sft" else output_dir / "base"
+    # the normalisation samples come from the policy PPO starts from: SFT (also when a warm-started round
+    # starts from the previous round's reward model), else base
+    policy_dir = output_dir / ("base" if init_name == "base" or not is_complete(output_dir / "sft") else "sft")
     tokenizer = load_tokenizer(init_dir, padding_side="right")
     max_length = min(cfg.max_length or 10**9, saved_context_length(init_dir))
     train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
     test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
     dataset_pairs = len(train_rows)
-    labelled = labelled_rows(cfg.labels, tokenizer, max_length)
-    train_rows = train_rows + labelled * cfg.labelled_repeats
+    if cfg.warm_start and len(cfg.labels) > 1:
+        newest = labelled_rows(cfg.labels[-1:], tokenizer, max_length)
+        earlier = train_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length)
+        replayed = replay_sample(earlier, round(cfg.replay * len(newest)), recipe.seed)
+        labelled = newest
+        train_rows = replayed + newest * cfg.labelled_repeats
+    else:
+        replayed = None
+        labelled = labelled_rows(cfg.labels, tokenizer, max_length)
+        train_rows = train_rows + labelled * cfg.labelled_repeats
     label_dir = Path(cfg.labels[-1]) if cfg.labels else None
     torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it
     model = load_sequence_classifier(init_dir)
@@ -323,16 +351,25 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         metrics: dict[str, Any] = {"init_from": str(init_name), "train_pairs": len(train_rows),
                                    "dataset_pairs": dataset_pairs, "labelled_pairs": len(labelled),
                                    "labelled_repeats": cfg.labelled_repeats, "labels": list(cfg.labels),
+                                   "replayed_pairs": None if replayed is None else len(replayed),
                                    "max_length": max_length, "world_size": state.num_processes}
-        # 2. Baselines on the held-out pairs: the untrained model (random head) and response length.
+        # 2. Baselines on the held-out pairs: the untrained model (random head) and response length. A
+        # warm-started round starts from a trained model: its untrained baseline is the policy's own, fresh.
         if state.is_main_process:
-            before, _ = evaluate_pairs(RewardModel(model.to(device), tokenizer), test_rows,
-                                       cfg.per_device_eval_batch_size)
+            if replayed is None:
+                untrained = model
+            else:
+                torch.manual_seed(recipe.seed)
+                untrained = load_sequence_classifier(policy_dir)
+                ensure_pad_embedding(untrained, tokenizer)
+            untrained.to(device)
+            before, _ = evaluate_pairs(RewardModel(untrained, tokenizer), test_rows, cfg.per_device_eval_batch_size)
             metrics["initial_accuracy"] = before["accuracy"]
             # the untrained head on the held-out policy pairs: its accuracy only (no rank correlation to waste)
             held_out = read_label_rows(label_dir, "test") if label_dir else []
-            initial_on_policy = (evaluate_pairs(RewardModel(model, tokenizer), held_out,
+            initial_on_policy = (evaluate_pairs(RewardModel(untrained, tokenizer), held_out,
                                                 cfg.per_device_eval_batch_size)[0]["accuracy"] if held_out else None)
+            del untrained
             model.train()
 
         # 3. Train (every rank), resuming from the last checkpoint when asked.
@@ -359,7 +396,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             samples = policy_samples(policy_dir, prompts, cfg, recipe.seed)
             raw = rm.score(prompts, samples, batch_size=cfg.per_device_eval_batch_size)
             mean, std = normalisation_stats(raw)
-            source = (f"{init_name if init_name in ('sft', 'base') else 'policy'} samples for {len(prompts)} train "
+            source = (f"{policy_dir.name} samples for {len(prompts)} train "
                       f"prompts (temperature {cfg.stats_temperature}, max_new_tokens {cfg.stats_max_new_tokens}, "
                       f"seed {recipe.seed})")
             write_json(writer.path / REWARD_STATS, {"mean": mean, "std": std, "n": len(prompts), "source": source})
