@@ -128,20 +128,27 @@ def check_data(recipe: Recipe) -> None:
     directory at all. (Rows too long for the context are checked by each stage,
     which knows its tokenizer.)
     """
-    from gpt2_rlhf.train.data import load_preferences
+    from gpt2_rlhf.train.data import check_prompts, load_preferences
 
     stages = set(recipe.stages)
     # Which stage reads which split: base (embedded) / sft / reward both; ppo the
     # train split, and the test split for its held-out comparison; eval the test
     # split unless it reads a prompts file.
     # label samples train prompts, and test prompts for its held-out pairs.
-    train = bool(stages & {"sft", "label", "reward", "ppo"}) or ("base" in stages and recipe.base.model == "embedded")
+    # With prompt-only data (the `prompts` section), ppo and eval read its splits instead.
+    own = recipe.prompts.enabled
+    train = (bool(stages & {"sft", "label", "reward"}) or ("ppo" in stages and not own)
+             or ("base" in stages and recipe.base.model == "embedded"))
     test = (bool(stages & {"sft", "reward"}) or ("base" in stages and recipe.base.model == "embedded")
-            or ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file)
+            or ("ppo" in stages and recipe.ppo.eval_prompts > 0 and not own)
+            or ("eval" in stages and not recipe.eval.prompts_file and not own)
             or ("label" in stages and recipe.label.test_prompts > 0))
     splits = [recipe.data.train_split] * train + [recipe.data.test_split] * test
     for split in dict.fromkeys(splits):
         load_preferences(recipe.data, split)
+    if own:
+        check_prompts(recipe.prompts, [recipe.prompts.train_split] * ("ppo" in stages) + [recipe.prompts.test_split] * (
+            ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file)))
 
 
 def run_pipeline(recipe: Recipe, output_dir: Path, force: bool = False, resume: bool = False) -> dict[str, float]:

@@ -28,6 +28,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "data": Stage("gpt2_rlhf.train.data:DataConfig"),
+    "prompts": Stage("gpt2_rlhf.train.data:PromptsConfig"),
     "base": Stage("gpt2_rlhf.train.base:BaseConfig", "gpt2_rlhf.train.base:main"),
     "sft": Stage("gpt2_rlhf.train.sft:SFTStageConfig", "gpt2_rlhf.train.sft:main"),
     "label": Stage("gpt2_rlhf.train.feedback:LabelConfig", "gpt2_rlhf.train.feedback:main"),
@@ -57,3 +58,19 @@ def stage_main(stage: str) -> Callable[..., Path]:
 def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | None = None):
     """A whole recipe (every section of the table), from a file or a shipped recipe name."""
     return recipe_config.load_recipe(name_or_path, overrides, sections=SECTIONS)
+
+
+def unneeded_stages(recipe) -> dict[str, str]:
+    """Stages in `recipe.stages` whose output no later stage reads, with the reason (`rlhf run` skips them).
+
+    The reward model, when PPO is trained with a reward function or classifier and there is no feedback
+    stage (whose rounds retrain and use it): the evaluation then scores with PPO's reward too, and the
+    critic starts from the policy's backbone."""
+    stages = set(recipe.stages)
+    out = {}
+    if "reward" in stages and "ppo" in stages and "label" not in stages and recipe.ppo.reward_spec is not None \
+            and recipe.ppo.reward_model_path is None:
+        spec = recipe.ppo.reward_spec
+        out["reward"] = (f"PPO is trained with the reward {spec.kind} {spec.name}, not a reward model, and no "
+                         "feedback stage retrains one; the evaluation scores with the same reward")
+    return out

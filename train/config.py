@@ -1,6 +1,6 @@
 """Recipes: one dataclass per stage, numbers in YAML, command-line flags on top.
 
-A recipe is a YAML file with one section per stage (``data``, ``base``, ``sft``,
+A recipe is a YAML file with one section per stage (``data``, ``prompts``, ``base``, ``sft``,
 ``reward``, ``ppo``, ``eval``, ``hub``) plus a few run-wide keys (``seed``,
 ``stages``). Each section maps onto that stage's config dataclass, whose fields
 document themselves through ``field(metadata={"help": ...})``.
@@ -36,6 +36,7 @@ class ConfigError(ValueError):
 # Imported lazily so that `rlhf data` does not pay for importing trl.
 TRAIN_SECTIONS: dict[str, str] = {
     "data": "gpt2_rlhf.train.data:DataConfig",
+    "prompts": "gpt2_rlhf.train.data:PromptsConfig",
     "base": "gpt2_rlhf.train.base:BaseConfig",
     "sft": "gpt2_rlhf.train.sft:SFTStageConfig",
     "label": "gpt2_rlhf.train.feedback:LabelConfig",
@@ -328,9 +329,20 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("override:") and v is not None}
 
 
+# The stages that read the `prompts` section's prompt-only data when it names a source.
+PROMPT_STAGES = ("ppo", "eval")
+
+
 def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
-    """What a stage's output depends on, as recorded in its config.yaml (and compared by `rlhf run`)."""
-    return {"seed": recipe.seed, "data": to_plain(recipe.data), stage: to_plain(getattr(recipe, stage))}
+    """What a stage's output depends on, as recorded in its config.yaml (and compared by `rlhf run`).
+
+    The `prompts` section is recorded for the stages that read it, and only when it names a source: a
+    recipe without prompt-only data records exactly what it did before the section existed."""
+    out = {"seed": recipe.seed, "data": to_plain(recipe.data), stage: to_plain(getattr(recipe, stage))}
+    prompts = getattr(recipe, "prompts", None) if stage in PROMPT_STAGES else None
+    if prompts is not None and prompts.enabled:
+        out["prompts"] = to_plain(prompts)
+    return out
 
 
 def check(condition: bool, message: str) -> None:

@@ -36,7 +36,7 @@ import math
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,10 @@ __all__ = [
     "DataError",
     "DataReport",
     "NoAssistantTurnError",
+    "PROMPT_PROBLEM_KINDS",
+    "PromptsConfig",
     "load_preferences",
+    "load_prompts",
     "split_prompt_response",
     "validate_command",
 ]
@@ -200,7 +203,7 @@ class DataReport:
             lines.append(f"  blank lines skipped  {self.blank_lines}")
         if self.stopped_early:
             lines.append("  (stopped at the max_*_pairs cap)")
-        for kind in PROBLEM_KINDS:
+        for kind in self.problems:  # every kind of this report's data (preference or prompt rows)
             lines.append(f"  {kind:<20} {self.problems.get(kind, 0)}")
             for example in self.examples.get(kind, []):
                 lines.append(f"      e.g. {example}")
@@ -352,12 +355,12 @@ def _looks_offline(exc: BaseException) -> bool:
     return False
 
 
-def _read_hub(cfg: DataConfig, split: str) -> Iterator[_Raw]:
-    where = f"{cfg.dataset}" + (f" (data_dir {cfg.data_dir})" if cfg.data_dir else "") + f" split {split!r}"
+def _read_hub(name: str, data_dir: str | None, split: str) -> Iterator[_Raw]:
+    where = f"{name}" + (f" (data_dir {data_dir})" if data_dir else "") + f" split {split!r}"
     try:
         import datasets
 
-        dataset = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split=split)
+        dataset = datasets.load_dataset(name, data_dir=data_dir, split=split)
     except Exception as exc:  # datasets surfaces network, auth and naming failures with many types
         detail = _one_line(f"{type(exc).__name__}: {exc}")[:300]
         if "Unknown split" in str(exc) or "Bad split" in str(exc):
@@ -369,14 +372,14 @@ def _read_hub(cfg: DataConfig, split: str) -> Iterator[_Raw]:
             ) from None
         raise DataError(f"could not load Hub dataset {where}: {detail}") from None
     for index, obj in enumerate(dataset):
-        yield _Raw(f"{cfg.dataset}[{split}] row {index}", obj)
+        yield _Raw(f"{name}[{split}] row {index}", obj)
 
 
 def _open_split(cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Raw]:
     kind, path = _resolve(cfg)
     if kind == "hub":
         report.source = cfg.dataset + (f" (data_dir {cfg.data_dir})" if cfg.data_dir else "") + f" [{split}]"
-        return _read_hub(cfg, split)
+        return _read_hub(cfg.dataset, cfg.data_dir, split)
     assert path is not None
     if kind == "dir":
         path = _split_file(path, split)
@@ -386,27 +389,28 @@ def _open_split(cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Ra
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json or .parquet)")
     if kind == "file":
-        return _file_split(reader(path, report), cfg, split, report)
+        return _file_split(reader(path, report), cfg.file_test_fraction, split == cfg.test_split, report,
+                           "file_test_fraction")
     return reader(path, report)
 
 
-def _file_split(raw_rows: Iterator[_Raw], cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Raw]:
-    """A single file's train or test part: the last `file_test_fraction` of its rows are the test split.
+def _file_split(raw_rows: Iterator[_Raw], fraction: float, test: bool, report: DataReport,
+                setting: str) -> Iterator[_Raw]:
+    """A single file's train or test part: the last `fraction` of its rows are the test split.
 
     Without this, `--dataset pairs.jsonl` would train the reward model on the very
-    rows its "held-out" accuracy is measured on.
+    rows its "held-out" accuracy is measured on. `setting` names the recipe field in the warning.
     """
-    if cfg.file_test_fraction == 0.0:
-        if split == cfg.test_split:
-            logger.warning("%s: one file is both the train and the test split (file_test_fraction 0): held-out "
-                           "numbers are measured on training rows", report.source)
+    if fraction == 0.0:
+        if test:
+            logger.warning("%s: one file is both the train and the test split (%s 0): held-out "
+                           "numbers are measured on training rows", report.source, setting)
         return raw_rows
     rows = list(raw_rows)
-    n_test = math.ceil(len(rows) * cfg.file_test_fraction) if len(rows) > 1 else 0
+    n_test = math.ceil(len(rows) * fraction) if len(rows) > 1 else 0
     cut = len(rows) - n_test
-    report.source = f"{report.source} [{'last' if split == cfg.test_split else 'first'} " \
-                    f"{n_test if split == cfg.test_split else cut} of {len(rows)} rows]"
-    return iter(rows[cut:] if split == cfg.test_split else rows[:cut])
+    report.source = f"{report.source} [{'last' if test else 'first'} {n_test if test else cut} of {len(rows)} rows]"
+    return iter(rows[cut:] if test else rows[:cut])
 
 
 # ----------------------------------------------------------------- row checks
@@ -538,6 +542,264 @@ def load_preferences(
                        report.rows_read, report.summary(), report.first_problem())
     logger.info("%s: %d pairs", report.source, len(rows))
     return rows, report
+
+
+# ------------------------------------------------------------ prompt-only data
+
+PROMPT_PROBLEM_KINDS: tuple[str, ...] = (
+    "undecodable_line",
+    "missing_field",
+    "not_a_string",
+    "empty_prompt",
+    "too_long",
+)
+PROMPT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+PROMPT_TEMPLATES = ("plain", "dialogue")
+
+
+def shipped_prompt_sets() -> dict[str, Path]:
+    """Prompt sets shipped with the package, by the name a recipe's `prompts.source` gives them."""
+    from importlib import resources
+
+    return {"stories": Path(str(resources.files("gpt2_rlhf.train") / "embedded" / "stories" / "openings.txt"))}
+
+
+@dataclass
+class PromptsConfig:
+    """Prompt-only data for PPO and the evaluation (section ``prompts``): no preference pairs needed.
+
+    With ``source`` set, PPO samples its episodes from these prompts' train split, and its
+    held-out before/after comparison and the evaluation use their test split; the
+    ``data`` section still feeds the stages that need pairs (base pretraining on the
+    embedded world, SFT, the reward model). Rows are checked like preference rows: a
+    bad one is counted and dropped (``on_bad_rows: skip``) or stops the run with its
+    file, line and reason (``error``).
+    """
+
+    source: str | None = field(default=None, metadata={"help": (
+        "None: PPO and the evaluation take the preference data's prompts. Otherwise 'stories' (the shipped story "
+        "openings), a .txt file (one prompt per line), a .jsonl/.json/.parquet file, a folder with "
+        "<split>.txt|.jsonl|.json|.parquet, or a Hugging Face Hub dataset id.")})
+    column: str | None = field(default=None, metadata={"help": (
+        "Column holding the prompt (JSONL, JSON, Parquet, Hub); None: 'prompt', or 'text' when cut_words or "
+        "cut_tokens is set (a text dataset cut into prompts). Not used for .txt files.")})
+    cut_words: int = field(default=0, metadata={"help": (
+        "Keep the first N whitespace-separated words of each row as its prompt (0 = the whole text).")})
+    cut_tokens: int = field(default=0, metadata={"help": (
+        "Keep the first N tokens (the policy's tokenizer) of each row as its prompt (0 = the whole text).")})
+    template: str = field(default="plain", metadata={"help": (
+        "'plain': prompts are used as they are and the model continues them (text continuation); 'dialogue': "
+        "each prompt is wrapped as '\\n\\nHuman: <prompt>\\n\\nAssistant:' (one already holding an Assistant "
+        "turn is kept).")})
+    data_dir: str | None = field(default=None, metadata={"help": "Hub dataset data_dir (Hub sources only)."})
+    train_split: str = field(default="train", metadata={"help": (
+        "Split PPO trains on (folder: <split>.<ext>; Hub: any split expression, e.g. 'train[:90%]').")})
+    test_split: str = field(default="test", metadata={"help": (
+        "Held-out split of the before/after comparison and the evaluation (Hub, e.g. 'train[90%:]').")})
+    test_fraction: float = field(default=0.1, metadata={"help": (
+        "A single file has no splits: its last fraction of prompts (by position) is the test split. 0: the whole "
+        "file is both (held-out numbers are then measured on training prompts).")})
+    max_train_prompts: int | None = field(default=None, metadata={"help": (
+        "Keep only the first N valid training prompts (None: all).")})
+    max_test_prompts: int | None = field(default=None, metadata={"help": (
+        "Keep only the first N valid held-out prompts (None: all).")})
+    on_bad_rows: str = field(default="skip", metadata={"help": (
+        "'error': stop at the first bad prompt with file, line and reason; 'skip': count, report and drop it.")})
+
+    def __post_init__(self) -> None:
+        if self.source is not None and (not isinstance(self.source, str) or not self.source.strip()):
+            raise ValueError(f"source: must be a non-empty string or None, got {self.source!r}")
+        if self.template not in PROMPT_TEMPLATES:
+            raise ValueError(f"template: must be one of {', '.join(PROMPT_TEMPLATES)}, got {self.template!r}")
+        if self.on_bad_rows not in ON_BAD_ROWS:
+            raise ValueError(f"on_bad_rows: must be one of {', '.join(ON_BAD_ROWS)}, got {self.on_bad_rows!r}")
+        for name in ("cut_words", "cut_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+        if self.cut_words and self.cut_tokens:
+            raise ValueError(f"cut_tokens: set cut_words or cut_tokens, not both (got {self.cut_words} and "
+                             f"{self.cut_tokens})")
+        for name in ("max_train_prompts", "max_test_prompts"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction: must be in [0, 1), got {self.test_fraction!r}")
+        for name in ("train_split", "test_split"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name}: must be a non-empty string, got {getattr(self, name)!r}")
+        for name in ("column", "data_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name}: must be a non-empty string or None, got {value!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether PPO and the evaluation read these prompts (else the preference data's)."""
+        return self.source is not None
+
+    @property
+    def continuation(self) -> bool:
+        """Prompts are plain text the model continues (no Human/Assistant template)."""
+        return self.enabled and self.template == "plain"
+
+    @property
+    def prompt_column(self) -> str:
+        return self.column or ("text" if self.cut_words or self.cut_tokens else "prompt")
+
+    def max_prompts(self, split: str) -> int | None:
+        if split == self.train_split:
+            return self.max_train_prompts
+        if split == self.test_split:
+            return self.max_test_prompts
+        return None
+
+
+def _read_text_lines(path: Path, report: DataReport) -> Iterator[_Raw]:
+    """A .txt file: one prompt per line (bytes decoded per line, so a bad line is named, not a crash)."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            location = f"{path} line {lineno}"
+            if not raw.strip():
+                report.blank_lines += 1
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield _Raw(location, problem=("undecodable_line",
+                                              f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"))
+                continue
+            yield _Raw(location, text.rstrip("\r\n"))
+
+
+def _prompt_split_file(folder: Path, split: str) -> Path:
+    found = [folder / f"{split}{s}" for s in PROMPT_SUFFIXES if (folder / f"{split}{s}").is_file()]
+    if not found:
+        raise _MissingSplit(f"{folder}: prompt split {split!r} not found (looked for "
+                            f"{', '.join(split + s for s in PROMPT_SUFFIXES)})")
+    if len(found) > 1:
+        logger.warning("%s: several files for prompt split %r; using %s", folder, split, found[0].name)
+    return found[0]
+
+
+def _open_prompt_split(cfg: PromptsConfig, split: str, report: DataReport) -> Iterator[_Raw]:
+    assert cfg.source is not None
+    shipped = shipped_prompt_sets()
+    path = shipped.get(cfg.source) or Path(cfg.source).expanduser()
+    if not path.exists():
+        if cfg.source.endswith(PROMPT_SUFFIXES) or _looks_like_path(cfg.source):
+            raise DataError(f"prompts.source {cfg.source}: no such file or folder")
+        report.source = cfg.source + (f" (data_dir {cfg.data_dir})" if cfg.data_dir else "") + f" [{split}]"
+        return _read_hub(cfg.source, cfg.data_dir, split)
+    single = not path.is_dir()
+    if not single:
+        path = _prompt_split_file(path, split)
+    report.source = str(path)
+    readers = {".txt": _read_text_lines, ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported prompt file type {path.suffix!r} (use .txt, .jsonl, .json or .parquet)")
+    rows = reader(path, report)
+    return _file_split(rows, cfg.test_fraction, split == cfg.test_split, report, "prompts.test_fraction") \
+        if single else rows
+
+
+def _check_prompt(raw: _Raw, cfg: PromptsConfig) -> str | tuple[str, str]:
+    """The prompt text (before cutting and the template), or (problem kind, reason)."""
+    if raw.problem:
+        return raw.problem
+    if isinstance(raw.obj, str):  # a .txt line
+        text = raw.obj
+    else:
+        column = cfg.prompt_column
+        if not isinstance(raw.obj, dict):
+            return "missing_field", f"expected an object with a {column!r} field, got {_type_name(raw.obj)}"
+        if column not in raw.obj:
+            have = ", ".join(map(str, list(raw.obj)[:8])) or "none"
+            return "missing_field", f"no {column!r} field (fields: {have})"
+        text = raw.obj[column]
+        if not isinstance(text, str):
+            return "not_a_string", f"{column!r} is {_type_name(text)}, not a string"
+    if not text.strip():
+        return "empty_prompt", "the prompt is empty"
+    return text
+
+
+def _shape_prompt(text: str, cfg: PromptsConfig, tokenizer: Any) -> str:
+    """Cut to the first words/tokens, then the template."""
+    if cfg.cut_words:
+        text = " ".join(text.split()[:cfg.cut_words])
+    elif cfg.cut_tokens:
+        text = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.cut_tokens]).strip()
+    if cfg.template == "dialogue" and ASSISTANT_TAG not in text:
+        text = f"{HUMAN_TAG} {text.strip()}{ASSISTANT_TAG}"
+    return text
+
+
+def load_prompts(cfg: PromptsConfig, split: str, tokenizer: Any = None,
+                 max_tokens: int | None = None) -> tuple[list[str], DataReport]:
+    """The prompts of `split` (cut and templated as the config says), and the report of what was found.
+
+    `tokenizer` is needed for ``cut_tokens``, and with `max_tokens` it enables the
+    ``too_long`` check (a prompt of more tokens than the consumer's prompt budget).
+    Raises DataError for a missing source or split, an empty result, and (policy
+    ``error``) the first bad prompt, naming its file and line (or row).
+    """
+    if not cfg.enabled:
+        raise ValueError("prompts.source is not set: the prompts come from the preference data (data.dataset)")
+    if cfg.cut_tokens and tokenizer is None:
+        raise ValueError("prompts.cut_tokens: cutting by tokens needs the policy's tokenizer")
+    report = DataReport(source=str(cfg.source), split=split, problems=dict.fromkeys(PROMPT_PROBLEM_KINDS, 0))
+    raw_rows = _open_prompt_split(cfg, split, report)
+    limit = cfg.max_prompts(split)
+    prompts: list[str] = []
+
+    def problem(location: str, kind: str, reason: str) -> None:
+        if cfg.on_bad_rows == "error":
+            raise DataError(f"{location}: {kind}: {reason}", location=location, kind=kind)
+        report._record(location, kind, reason)
+
+    for raw in raw_rows:
+        if limit is not None and len(prompts) >= limit:
+            report.stopped_early = True
+            break
+        report.rows_read += 1
+        checked = _check_prompt(raw, cfg)
+        if isinstance(checked, tuple):
+            problem(raw.location, *checked)
+            continue
+        prompt = _shape_prompt(checked, cfg, tokenizer)
+        if not prompt.strip():
+            problem(raw.location, "empty_prompt", "the prompt is empty after cutting")
+            continue
+        if tokenizer is not None and max_tokens is not None:
+            n_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if n_tokens > max_tokens:
+                problem(raw.location, "too_long", f"{n_tokens} tokens > the prompt budget of {max_tokens} tokens")
+                continue
+        prompts.append(prompt)
+    report.rows_kept = len(prompts)
+    if not prompts:
+        if report.rows_read == 0:
+            raise DataError(f"{report.source}: prompt split {split!r} is empty")
+        raise DataError(f"{report.source}: no usable prompts in split {split!r}: all {report.rows_read} rows had "
+                        f"problems ({report.summary()}; first: {report.first_problem()})", report=report)
+    if report.n_problems:
+        logger.warning("%s: skipped %d of %d prompts (%s); first: %s", report.source, report.n_problems,
+                       report.rows_read, report.summary(), report.first_problem())
+    logger.info("%s: %d prompts", report.source, len(prompts))
+    return prompts, report
+
+
+def check_prompts(cfg: PromptsConfig, splits: Sequence[str]) -> None:
+    """Reads `splits` of the prompt-only data with its bad-row policy (DataError on bad data); rows are
+    checked without the policy's tokenizer, so a `cut_tokens` cut and the too_long check wait for the stage."""
+    import dataclasses
+
+    plain = dataclasses.replace(cfg, cut_tokens=0)
+    for split in dict.fromkeys(splits):
+        load_prompts(plain, split)
 
 
 # ------------------------------------------------------------------------- CLI
