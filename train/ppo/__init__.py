@@ -65,9 +65,9 @@ def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     out["ref"] = cfg.ref_path or out["policy"]
     if cfg.reward_model_path:
         out["reward"] = cfg.reward_model_path
-    elif cfg.reward_function is None:
+    elif cfg.reward_spec is None:
         out["reward"] = str(require_stage(output_dir / "reward", "ppo reward model"))
-    else:  # a reward function; the reward model is optional (used only to report RM scores)
+    else:  # a reward function or classifier; the reward model is optional (used only to report RM scores)
         out["reward"] = str(output_dir / "reward") if is_complete(output_dir / "reward") else None
     out["value"] = cfg.value_model_path or out["reward"] or out["policy"]
     for key in ("policy", "ref", "reward", "value"):
@@ -131,6 +131,35 @@ def _load_models(paths: dict[str, str | None], cfg):
 
 def _prompts(rows: Sequence[dict]) -> list[str]:
     return [r["prompt"] for r in rows]
+
+
+def prompt_only(recipe) -> bool:
+    """Whether the recipe's PPO and evaluation read prompt-only data (the `prompts` section) rather than
+    the preference data's prompts."""
+    prompts = getattr(recipe, "prompts", None)
+    return bool(prompts is not None and prompts.enabled)
+
+
+def load_training_prompts(recipe, cfg, tokenizer, budget: int) -> tuple[list[str], list[str], list[dict], dict]:
+    """(train prompts, held-out prompts, held-out preference rows (for the chosen reference; [] for
+    prompt-only data), the `prompts` block of metrics.json). Held-out prompts only when eval_prompts > 0.
+
+    Prompt-only data is checked against the rollout's prompt budget (`too_long`: counted or an error
+    naming the line); preference prompts keep being cut to their last tokens by the trainer."""
+    from ..data import load_preferences, load_prompts
+
+    if prompt_only(recipe):
+        pcfg = recipe.prompts
+        train, train_report = load_prompts(pcfg, pcfg.train_split, tokenizer, budget)
+        test, test_report = load_prompts(pcfg, pcfg.test_split, tokenizer, budget) if cfg.eval_prompts else ([], None)
+        info = {"source": pcfg.source, "template": pcfg.template, "train": train_report.as_dict(),
+                "test": test_report.as_dict() if test_report else None}
+        return train, list(dict.fromkeys(test)), [], info
+    train_rows, _ = load_preferences(recipe.data, recipe.data.train_split)
+    test_rows, _ = load_preferences(recipe.data, recipe.data.test_split) if cfg.eval_prompts else ([], None)
+    info = {"source": recipe.data.dataset, "template": "dialogue", "train": {"rows_kept": len(train_rows)},
+            "test": {"rows_kept": len(test_rows)} if cfg.eval_prompts else None}
+    return _prompts(train_rows), list(dict.fromkeys(_prompts(test_rows))), test_rows, info
 
 
 # ----------------------------------------------------------------------------- before/after
@@ -245,11 +274,11 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
     import yaml
     from accelerate import Accelerator
 
-    from ..config import to_plain
-    from ..data import load_preferences
-    from ..config import stage_config
-    from .trainer import FunctionScorer, PPOTrainer, RewardModelScorer, load_reward_function
+    from ..config import stage_config, to_plain
+    from ..modeling import context_length
     from ..rundir import StageWriter
+    from ..sampling import prompt_budget
+    from .trainer import FunctionScorer, PPOTrainer, RewardModelScorer
 
     cfg = recipe.ppo
     output_dir = Path(output_dir)
@@ -260,31 +289,37 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
 
     # 1. inputs, checked before anything is written
     paths = resolve_inputs(cfg, output_dir)
-    reward_fn = load_reward_function(cfg.reward_function) if cfg.reward_function else None
-    train_rows, _ = load_preferences(recipe.data, recipe.data.train_split)
-    test_rows, _ = load_preferences(recipe.data, recipe.data.test_split) if cfg.eval_prompts else ([], None)
-    if not train_rows:
-        raise ValueError(f"data {recipe.data.dataset!r}: no training prompts for PPO")
-    logger.info("ppo config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
-    logger.info("ppo inputs: %s; %d training prompts, %d updates of %d episodes on %d process(es)", paths,
-                len(train_rows), cfg.num_updates, cfg.batch_size, accelerator.num_processes)
+    spec = cfg.reward_spec
     policy, ref, critic, rm, tokenizer = _load_models(paths, cfg)
+    try:
+        budget = prompt_budget(context_length(policy), cfg.max_prompt_tokens, cfg.max_new_tokens)
+    except ValueError as e:
+        raise ValueError(f"ppo.max_new_tokens ({cfg.max_new_tokens}): {e}") from e
+    train_prompts, test_prompts, test_rows, prompt_info = load_training_prompts(recipe, cfg, tokenizer, budget)
+    if not train_prompts:
+        raise ValueError(f"data {recipe.data.dataset!r}: no training prompts for PPO")
+    reward_fn = spec.load(accelerator.device, cfg.eval_batch_size) if spec is not None else None
+    logger.info("ppo config:\n%s", yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    logger.info("ppo inputs: %s; %d training prompts (%s, %s), %d updates of %d episodes on %d process(es)", paths,
+                len(train_prompts), prompt_info["source"], prompt_info["template"], cfg.num_updates, cfg.batch_size,
+                accelerator.num_processes)
     if reward_fn is not None:
-        scorer = FunctionScorer(reward_fn, cfg.reward_function)
+        scorer = FunctionScorer(reward_fn, spec.name)
+        logger.info("reward: %s %s", spec.kind, spec.describe(reward_fn))
     else:
         rm.model.to(accelerator.device)
         scorer = RewardModelScorer(rm, tokenizer, normalise=cfg.normalise_reward)
         logger.info("reward model %s, normalisation %s", paths["reward"], rm.stats)
 
     gold_fn = None
-    if str(recipe.data.dataset) == "embedded":
+    if str(recipe.data.dataset) == "embedded" and not prompt_only(recipe):  # the judge of the embedded dialogues
         from ..synthetic.gold import gold_score as gold_fn
     extra = {"gold": lambda ps, rs: [gold_fn(p, r) for p, r in zip(ps, rs)]} if gold_fn else {}
 
     with StageWriter(output_dir, name, resume=resume, main_process=accelerator.is_main_process) as writer:
         accelerator.wait_for_everyone()  # the partial dir (and its checkpoints) exists for every process
         # 2. train
-        trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, _prompts(train_rows), critic=critic, seed=seed,
+        trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, train_prompts, critic=critic, seed=seed,
                              accelerator=accelerator, checkpoint_dir=writer.checkpoints,
                              metrics_path=writer.path / "metrics.jsonl", extra_scorers=extra,
                              snapshot_dir=writer.path / SNAPSHOTS)
@@ -298,21 +333,24 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
             "score_s": round(sum(r["score_s"] for r in history), 2),
             "optimise_s": round(sum(r["train_s"] for r in history), 2),
             "inputs": paths, "processes": accelerator.num_processes, "round": round_index,
+            "prompts": prompt_info,
+            "reward": spec.describe(reward_fn) if spec is not None else {"kind": "reward_model", "path": paths["reward"]},
         }
         if accelerator.is_main_process:
             # 3. before/after on held-out prompts
-            if cfg.eval_prompts and test_rows:
-                prompts = list(dict.fromkeys(_prompts(test_rows)))[: cfg.eval_prompts]
+            if cfg.eval_prompts and test_prompts:
+                prompts = test_prompts[: cfg.eval_prompts]
                 if rm is not None:
                     rm.model.to(accelerator.device)
                 cmp = compare_policies({"sft": ref, "ppo": trainer.policy}, ref, tokenizer, prompts, cfg,
                                        reward_model=rm, reward_fn=reward_fn, gold_fn=gold_fn, seed=seed + 1,
                                        batch_size=cfg.eval_batch_size)
-                chosen = {}
-                for row in test_rows:
-                    chosen.setdefault(row["prompt"], row["chosen"])
-                cmp["chosen"] = score_dataset_responses(prompts, [chosen[p] for p in prompts], rm, gold_fn,
-                                                        cfg.eval_batch_size)
+                if test_rows:  # preference data: the dataset's chosen responses to the same prompts
+                    chosen = {}
+                    for row in test_rows:
+                        chosen.setdefault(row["prompt"], row["chosen"])
+                    cmp["chosen"] = score_dataset_responses(prompts, [chosen[p] for p in prompts], rm, gold_fn,
+                                                            cfg.eval_batch_size)
                 summary = summarise_comparison(cmp)
                 _log_comparison(cmp, summary)
                 metrics["comparison"] = {**cmp, "summary": summary}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import check
+from ..rewards import check_reward_fields
 from ..sampling import DECODING, GenerationSettings
 
 
@@ -28,8 +29,19 @@ class PPOConfig:
         "help": "Critic initialisation (sequence-classification dir); default: the reward model, or the policy "
                 "backbone with a fresh scalar head when a reward function is used without a reward model."})
     reward_function: str | None = field(default=None, metadata={
-        "help": "'module:function(prompts, responses) -> list[float]' used instead of the reward model, "
-                "e.g. train.rewards:contains_good."})
+        "help": "'module:function' used instead of the reward model: f(prompts, responses) -> list[float], or TRL's "
+                "reward_funcs style f(prompts, completions, **kwargs) -> list[float]; e.g. "
+                "gpt2_rlhf.train.rewards:contains_good."})
+    reward_classifier: str | None = field(default=None, metadata={
+        "help": "A sequence classifier (local folder or Hub id, safetensors weights; e.g. a sentiment model) whose "
+                "score of reward_classifier_label is the reward, instead of the reward model."})
+    reward_classifier_label: str | None = field(default=None, metadata={
+        "help": "The classifier's label that is rewarded: its name (e.g. POSITIVE) or index (None: the last label)."})
+    reward_classifier_score: Literal["log_odds", "logit", "probability"] = field(default="log_odds", metadata={
+        "help": "The reward from the classifier: log_odds = log p/(1-p) of the label (> 0 exactly when the "
+                "classifier picks it), logit (the raw logit, as TRL's IMDB example), or probability."})
+    reward_classifier_text: Literal["full", "response"] = field(default="full", metadata={
+        "help": "What the classifier reads: full = prompt + response (the whole continued text), or the response."})
     normalise_reward: bool = field(default=True, metadata={
         "help": "Normalise reward-model scores with reward_stats.json ((raw - mean) / std) before use."})
 
@@ -123,10 +135,14 @@ class PPOConfig:
         check(self.save_every >= 0 and self.eval_prompts >= 0 and self.eval_batch_size > 0,
               "save_every and eval_prompts must be >= 0 and eval_batch_size > 0")
         check(self.warmup_updates >= 0, f"warmup_updates must be >= 0, got {self.warmup_updates}")
-        if self.reward_function is not None:
-            module, sep, fn = self.reward_function.partition(":")
-            check(bool(sep and module and fn),
-                  f"reward_function must look like 'module:function', got {self.reward_function!r}")
+        check_reward_fields(self, "")
+
+    @property
+    def reward_spec(self):
+        """The reward function or classifier replacing the reward model (train.rewards.RewardSpec), or None."""
+        from ..rewards import RewardSpec
+
+        return RewardSpec.of(self)
 
     @property
     def num_updates(self) -> int:

@@ -37,7 +37,6 @@ Deviations from the papers, on purpose:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -53,6 +52,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .. import rewards
 from ..modeling import RewardModel, context_length, disable_dropout, pad_sequences, position_ids_from_mask
 from ..sampling import encode_prompts, prompt_budget, sample, token_logprobs
 from . import core
@@ -147,27 +147,9 @@ def pack_episodes(query_ids: torch.Tensor, query_mask: torch.Tensor, response_id
 # ----------------------------------------------------------------------------- rewards
 
 
-# The package's folders were importable as top-level names before the gpt2_rlhf namespace
-# (`train.rewards:contains_good`); recipes written that way keep working.
-LEGACY_PACKAGES = ("train", "evaluation", "model_card", "space")
-
-
-def load_reward_function(spec: str) -> Callable[[list[str], list[str]], list[float]]:
-    """'module:function' -> the function; a one-line error when it cannot be imported.
-
-    A module under one of the package's folders may be written without the namespace
-    (`train.rewards:contains_good` means `gpt2_rlhf.train.rewards:contains_good`).
-    """
-    module, _, name = spec.partition(":")
-    if module.split(".")[0] in LEGACY_PACKAGES:
-        module = "gpt2_rlhf." + module
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"ppo.reward_function {spec!r}: cannot import it ({type(e).__name__}: {e})") from e
-    if not callable(fn):
-        raise ValueError(f"ppo.reward_function {spec!r}: not callable")
-    return fn
+# Reward functions are imported (and their signature, ours or TRL's, adapted) in train/rewards.py;
+# the name stays importable from here for the callers that always took it from the trainer.
+load_reward_function = rewards.load_reward_function
 
 
 class FunctionScorer:
