@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gpt2_rlhf.train.config import check
+from gpt2_rlhf.train.rewards import check_reward_fields
 from gpt2_rlhf.train.sampling import DECODING, GenerationSettings
 
 MODEL_KEYS = ("base", "sft", "ppo")
@@ -57,6 +58,21 @@ class EvalConfig:
     sft_model: str | None = field(default=None, metadata={"help": "SFT model directory or Hub id (default RUN_DIR/sft)."})
     ppo_model: str | None = field(default=None, metadata={"help": "PPO model directory or Hub id (default RUN_DIR/ppo)."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward model directory or Hub id (default RUN_DIR/reward)."})
+    # ---- a reward without a reward model (train.rewards); default: the reward model, and in a run without
+    # one, the reward function or classifier the PPO stage was trained with (its config.yaml)
+    reward_function: str | None = field(default=None, metadata={"help": (
+        "'module:function' that scores the responses instead of the reward model (either signature of "
+        "ppo.reward_function). Default: the reward model; a run without one is scored with the reward PPO was "
+        "trained with (RUN_DIR/ppo/config.yaml), and the report says which.")})
+    reward_classifier: str | None = field(default=None, metadata={"help": (
+        "A sequence classifier (local folder or Hub id) whose label score is the reward instead of the reward "
+        "model (as ppo.reward_classifier).")})
+    reward_classifier_label: str | None = field(default=None, metadata={"help": (
+        "The reward classifier's rewarded label, name or index (None: the last label).")})
+    reward_classifier_score: Literal["log_odds", "logit", "probability"] = field(default="log_odds", metadata={
+        "help": "The reward from the classifier: log_odds of the label, its logit, or its probability."})
+    reward_classifier_text: Literal["full", "response"] = field(default="full", metadata={
+        "help": "What the reward classifier reads: prompt + response (full) or the response."})
     classifier_model: str | None = field(default=None, metadata={
         "help": "Optional text classifier (path or Hub id, e.g. a toxicity model) whose label probability is averaged per model."})
     classifier_label: str | None = field(default=None, metadata={
@@ -98,6 +114,14 @@ class EvalConfig:
         check(self.classifier_label is None or self.classifier_model is not None,
               "classifier_label needs classifier_model (the classifier whose label it names)")
         check(self.tolerance_rel >= 0 and self.tolerance_abs >= 0, "tolerance_rel and tolerance_abs must be >= 0")
+        check_reward_fields(self, "")
+
+    @property
+    def reward_spec(self):
+        """The reward function or classifier the evaluation scores with instead of a reward model, or None."""
+        from gpt2_rlhf.train.rewards import RewardSpec
+
+        return RewardSpec.of(self)
 
     @property
     def generation(self) -> GenerationSettings:

@@ -63,17 +63,12 @@ def pair_logprobs(model, tokenizer, prompts: Sequence[str], responses: Sequence[
     return out
 
 
-@torch.no_grad()
 def classifier_probs(model, tokenizer, texts: Sequence[str], label: int, batch_size: int) -> list[float]:
-    """Probability of class `label` for each text (softmax over labels; sigmoid for a single-logit model)."""
-    device = next(model.parameters()).device
-    probs: list[float] = []
-    max_len = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
-    # an empty response would be a row of padding only; one space keeps it a real (neutral) input
-    for _, chunk in batches([t if t else " " for t in texts], batch_size):
-        # padding and truncation sides are the classifier tokenizer's own, set where it is loaded
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len).to(device)
-        logits = model(**enc).logits.float()  # (B, L)
-        p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, -1)[:, label]
-        probs += p.cpu().tolist()
-    return probs
+    """Probability of class `label` for each text (softmax over labels; sigmoid for a single-logit model).
+
+    The classifier's logits and the label's probability are train.rewards' (the reward classifier's own
+    code), so a classifier reads the same text the same way whether it is a reward or a measurement."""
+    from gpt2_rlhf.train.rewards import classifier_logits, label_scores
+
+    return [float(p) for p in label_scores(classifier_logits(model, tokenizer, list(texts), batch_size), label,
+                                           "probability")]

@@ -81,7 +81,12 @@ def _spec(key: str, override: str | None, run_dir: Path, what: str, required: bo
     return ModelSpec(key, str(require_stage(p, what)), "local")
 
 
-def resolve_models(cfg: EvalConfig, run_dir: Path) -> tuple[dict[str, ModelSpec], ModelSpec]:
+def resolve_models(cfg: EvalConfig, run_dir: Path) -> tuple[dict[str, ModelSpec], ModelSpec | None, Any]:
+    """(policy specs, the reward model's spec or None, the reward function/classifier spec or None).
+
+    The responses are scored by `eval.reward_function`/`eval.reward_classifier` when set; else by the
+    reward model (`eval.reward_model`, or RUN_DIR/reward); in a run without one, by the reward the PPO
+    policy was trained with (`ppo.reward_function`/`reward_classifier` of its config.yaml)."""
     specs = {}
     for key in cfg.models:
         s = _spec(key, cfg.model_override(key), run_dir, f"{NAMES[key]} model", required=False)
@@ -90,8 +95,63 @@ def resolve_models(cfg: EvalConfig, run_dir: Path) -> tuple[dict[str, ModelSpec]
     if not specs:
         raise FileNotFoundError(f"{run_dir}: none of the models {cfg.models} exists (run the training stages first, "
                                 "or name models with --eval.base_model/--eval.sft_model/--eval.ppo_model)")
+    if cfg.reward_spec is not None:
+        return specs, None, cfg.reward_spec
+    if cfg.reward_model is None and not (run_dir / "reward").exists() and "ppo" in specs:
+        trained_with = ppo_reward_spec(Path(specs["ppo"].path)) if specs["ppo"].source == "local" else None
+        if trained_with is not None:
+            logger.info("no reward model: scoring with the reward PPO was trained with, %s %s", trained_with.kind,
+                        trained_with.name)
+            return specs, None, trained_with
     rm = _spec("reward", cfg.reward_model, run_dir, "reward model", required=True)
-    return specs, rm
+    return specs, rm, None
+
+
+def ppo_reward_spec(ppo_dir: Path):
+    """The reward function or classifier recorded in a PPO stage's config.yaml, or None (a reward model)."""
+    import yaml
+
+    from gpt2_rlhf.train.rewards import RewardSpec
+
+    path = ppo_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        section = (yaml.safe_load(path.read_text()) or {}).get("ppo") or {}
+    except (yaml.YAMLError, AttributeError) as e:
+        raise ValueError(f"{path}: not a stage config ({e})") from None
+    return RewardSpec.of(section) if isinstance(section, dict) else None
+
+
+@dataclass
+class Judge:
+    """What scores the responses: the reward model (raw scores, normalised with its statistics) or a reward
+    function or classifier (its value as is: raw and normalised are the same numbers)."""
+
+    kind: str  # "reward_model" | "function" | "classifier"
+    raw: Any  # (prompts, responses) -> np.ndarray of raw scores
+    normalise: Any  # np.ndarray raw -> np.ndarray
+    block: dict  # the report's `reward`
+    rm: Any = None  # the RewardModel, for the reward-model-only parts
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        return self.normalise(self.raw(prompts, responses))
+
+
+def load_judge(rm_spec: ModelSpec | None, reward_spec, cfg: EvalConfig, device) -> Judge:
+    if rm_spec is None:
+        fn = reward_spec.load(device, cfg.batch_size)
+        return Judge(reward_spec.kind, lambda p, r: np.asarray(fn(list(p), list(r)), dtype=np.float64),
+                     lambda raw: np.asarray(raw, dtype=np.float64), reward_spec.describe(fn))
+    from gpt2_rlhf.train.modeling import RewardModel, context_length
+
+    rm = RewardModel.load(rm_spec.path)
+    rm.model.to(device)
+    ctx = context_length(rm.model)
+    return Judge("reward_model",
+                 lambda p, r: rm.score(list(p), list(r), batch_size=cfg.batch_size, max_length=ctx).numpy(),
+                 lambda raw: rm.normalise(torch.as_tensor(raw)).numpy().astype(np.float64),
+                 {"kind": "reward_model"}, rm)  # where it is and what it measured: the report's reward_model
 
 
 def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
@@ -148,16 +208,30 @@ def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_prompts(recipe, cfg: EvalConfig) -> tuple[list[str], list[dict[str, str]], dict[str, Any]]:
-    """The evaluation prompts, the preference pairs among them, and the report's `dataset` block."""
+def load_prompts(recipe, cfg: EvalConfig, tokenizer=None) -> tuple[list[str], list[dict[str, str]], dict[str, Any]]:
+    """The evaluation prompts, the preference pairs among them, and the report's `dataset` block.
+
+    `tokenizer` (the policies') is needed only to cut prompt-only data by tokens (`prompts.cut_tokens`)."""
+    prompts_cfg = getattr(recipe, "prompts", None)
     if cfg.prompts_file:
         rows = read_prompts_file(cfg.prompts_file)
-        info = {"name": str(cfg.prompts_file), "data_dir": None, "split": None, "prompts_file": str(cfg.prompts_file)}
+        info = {"name": str(cfg.prompts_file), "data_dir": None, "split": None, "prompts_file": str(cfg.prompts_file),
+                "template": "dialogue"}
+    elif prompts_cfg is not None and prompts_cfg.enabled:
+        # prompt-only data (the `prompts` section): its held-out split, used as it is (plain continuation) or
+        # in the dialogue template, exactly as the PPO stage read it; no pairs
+        from gpt2_rlhf.train.data import load_prompts as load_prompt_only
+
+        rows = [{"prompt": p} for p in dict.fromkeys(load_prompt_only(prompts_cfg, prompts_cfg.test_split,
+                                                                      tokenizer)[0])]
+        info = {"name": prompts_cfg.source, "data_dir": prompts_cfg.data_dir, "split": prompts_cfg.test_split,
+                "template": prompts_cfg.template}
     else:
         from gpt2_rlhf.train.data import load_preferences
 
         rows, _ = load_preferences(recipe.data, cfg.split)
-        info = {"name": recipe.data.dataset, "data_dir": recipe.data.data_dir, "split": cfg.split}
+        info = {"name": recipe.data.dataset, "data_dir": recipe.data.data_dir, "split": cfg.split,
+                "template": "dialogue"}
     if cfg.n_prompts and len(rows) < cfg.n_prompts:
         logger.warning("only %d prompts available (eval.n_prompts = %d)", len(rows), cfg.n_prompts)
     rows = rows[:cfg.n_prompts] if cfg.n_prompts else rows
@@ -245,34 +319,16 @@ def score_unique(score_fn, prompts: list[str], responses: dict[str, list[str]],
 
 
 def _classifier(cfg: EvalConfig, device):
-    """(model, tokenizer, label index, report block) for eval.classifier_model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from gpt2_rlhf.train.modeling import hub_error
+    """(model, tokenizer, label index, report block) for eval.classifier_model (train.rewards loads it, as it
+    loads a reward classifier: safetensors only, right padding, a long text keeps its end)."""
+    from gpt2_rlhf.train.rewards import load_classifier, resolve_label
 
     name = cfg.classifier_model
-    try:
-        # trust_remote_code explicitly off: left out, transformers asks on stdin for a folder with custom code.
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise hub_error("classifier", name, e) from e
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    # set once here, by the tokenizer's owner: right padding; a long response keeps its end
-    tok.padding_side, tok.truncation_side = "right", "left"
-    id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-    label = cfg.classifier_label
-    if label is None:
-        idx = max(id2label)
-    elif label in model.config.label2id:
-        idx = int(model.config.label2id[label])
-    elif str(label).isdigit() and int(label) in id2label:
-        idx = int(label)
-    else:
-        raise ValueError(f"eval.classifier_label: {label!r} is not a label of {name} ({sorted(id2label.values())})")
+    model, tok = load_classifier(name, "classifier")
+    idx = resolve_label(model, cfg.classifier_label, "eval.classifier_label", name)
     spec = ModelSpec("classifier", str(name), "local" if Path(name).exists() else "hub")
-    block = {"path": str(name), "revision": revision(spec, model.config), "label": id2label[idx]}
+    block = {"path": str(name), "revision": revision(spec, model.config),
+             "label": str(model.config.id2label.get(idx, idx))}
     return model.to(device).eval(), tok, idx, block
 
 
@@ -403,7 +459,7 @@ def ppo_trajectory(final: Path) -> list[dict[str, Any]]:
 
 
 def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, results: dict, norm: dict,
-                  gold: dict | None, rm, rm_ctx: int, prompts: list[str], seed: int, device, boot: dict) -> dict:
+                  gold: dict | None, judge: Judge, prompts: list[str], seed: int, device, boot: dict) -> dict:
     """The overoptimisation curve (Gao et al. 2022): KL to SFT, reward and gold of every policy of the trajectory.
 
     Every point samples the first `eval.curve_prompts` prompts once (one response per prompt, whatever
@@ -429,9 +485,7 @@ def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, re
     sft: list = []  # (model, tokenizer), loaded when a point needs it as the KL reference
 
     def scored(texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
-                           sub, {"x": texts})["x"]
-        z = rm.normalise(torch.as_tensor(raw)).numpy().astype(np.float64)
+        z = judge.normalise(score_unique(judge.raw, sub, {"x": texts})["x"])
         if gold is None:
             return z, None
         from gpt2_rlhf.train.synthetic.gold import gold_score
@@ -483,8 +537,9 @@ def measure_curve(cfg: EvalConfig, specs: dict[str, ModelSpec], ref_key: str, re
     return {"prompts": n, "points": points, **curve_summary(points)}
 
 
-def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec,
-            prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int) -> dict[str, Any]:
+def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec], rm_spec: ModelSpec | None,
+            prompts: list[str], pairs: list[dict[str, str]], dataset: dict[str, Any], seed: int,
+            reward_spec=None) -> dict[str, Any]:
     """Steps 2-5: every model pass and every metric; returns the report body and the samples.
 
     Per-response arrays (texts, scores, log-probs) are sample-major over the k = eval.samples_per_prompt
@@ -493,7 +548,6 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     from .generate import classifier_probs, pair_logprobs
     from .metrics import load_metric
     from .stats import group_means
-    from gpt2_rlhf.train.modeling import RewardModel, context_length
     from gpt2_rlhf.train.sampling import measure_policy
 
     device = _device(cfg)
@@ -509,10 +563,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     boot = dict(bootstrap_samples=cfg.bootstrap_samples, seed=seed, confidence=cfg.confidence)
 
     # the judges first: a bad reward model or classifier fails before minutes of generation
-    rm = RewardModel.load(rm_spec.path)
-    rm.model.to(device)
-    rm_ctx = context_length(rm.model)
-    rm_info = rm_spec.info(revision(rm_spec, rm.model.config))
+    judge = load_judge(rm_spec, reward_spec, cfg, device)
+    rm = judge.rm  # None when a reward function or classifier scores
     extra = {name: load_metric(name) for name in cfg.reference_metrics}  # a Hub id fails here when offline
     if extra and not pairs:
         raise ValueError("eval.reference_metrics need held-out chosen responses, and these prompts have no pairs")
@@ -550,11 +602,10 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             del model
     del ref_model
 
-    # 3. reward-model scores (each distinct response once) and the gold judge
+    # 3. reward scores (each distinct response once) and the gold judge
     responses = {k: r.texts for k, r in results.items()}  # (n * k,) per model
-    raw = score_unique(lambda p, r: rm.score(p, r, batch_size=cfg.batch_size, max_length=rm_ctx).numpy(),
-                       prompts, responses, groups)
-    norm = {k: rm.normalise(torch.as_tensor(v)).numpy().astype(np.float64) for k, v in raw.items()}
+    raw = score_unique(judge.raw, prompts, responses, groups)
+    norm = {k: judge.normalise(v) for k, v in raw.items()}
     gold = None
     if dataset["name"] == "embedded" and not cfg.prompts_file:
         from gpt2_rlhf.train.synthetic.gold import gold_score
@@ -564,17 +615,21 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     norm_p, raw_p = {k: by_prompt(v) for k, v in norm.items()}, {k: by_prompt(v) for k, v in raw.items()}
     gold_p = None if gold is None else {k: by_prompt(v) for k, v in gold.items()}
 
-    # 4b. reward-model accuracy on the held-out pairs
-    rm_block: dict[str, Any] = {**rm_info, "stats": {"mean": rm.stats.mean, "std": rm.stats.std, "n": rm.stats.n,
-                                                     "source": rm.stats.source}}
+    # 4b. reward-model accuracy on the held-out pairs (a reward model only: a function is not a learned judge)
+    rm_block: dict[str, Any] | None = None
+    chosen = None
+    if rm is not None:
+        rm_block = {**rm_spec.info(revision(rm_spec, rm.model.config)),
+                    "stats": {"mean": rm.stats.mean, "std": rm.stats.std, "n": rm.stats.n, "source": rm.stats.source}}
     if pairs:
         ps = [r["prompt"] for r in pairs]
-        chosen = rm.score(ps, [r["chosen"] for r in pairs], batch_size=cfg.batch_size, max_length=rm_ctx).numpy()
-        rejected = rm.score(ps, [r["rejected"] for r in pairs], batch_size=cfg.batch_size, max_length=rm_ctx).numpy()
+        chosen = judge.raw(ps, [r["chosen"] for r in pairs])
+    if pairs and rm is not None:
+        rejected = judge.raw(ps, [r["rejected"] for r in pairs])
         rm_block.update(load_metric("rm_accuracy").compute(
             chosen_scores=chosen, rejected_scores=rejected, chosen_lengths=[len(r["chosen"]) for r in pairs],
             rejected_lengths=[len(r["rejected"]) for r in pairs], **boot))
-    trained = reward_stage_metrics(rm_spec)
+    trained = reward_stage_metrics(rm_spec) if rm is not None else {}
     for key in ("untrained_accuracy", "initial_accuracy"):  # the reward stage measured its random-head start
         if isinstance(trained.get(key), (int, float)) and not isinstance(trained.get(key), bool):
             rm_block["untrained_accuracy"] = float(trained[key])
@@ -584,15 +639,16 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     # the dataset's chosen responses as a reference row: only when they answer exactly the eval prompts
     chosen_norm, chosen_gold = None, None
     if pairs and len(pairs) == len(prompts):
-        chosen_norm = rm.normalise(torch.as_tensor(chosen)).numpy().astype(np.float64)
+        chosen_norm = judge.normalise(chosen)
         if gold is not None:
             chosen_gold = np.array([gold_score(r["prompt"], r["chosen"]) for r in pairs], dtype=np.float64)
 
     # the overoptimisation curve (step 6), while the reward model is loaded
     curve = None
     if cfg.curve_prompts and "sft" in specs and "ppo" in specs:
-        curve = measure_curve(cfg, specs, ref_key, results, norm, gold, rm, rm_ctx, prompts, seed, device, boot)
-    del rm
+        curve = measure_curve(cfg, specs, ref_key, results, norm, gold, judge, prompts, seed, device, boot)
+    reward_block = judge.block
+    del rm, judge
 
     # optional classifier (e.g. toxicity) on the responses
     cls_probs = {}  # per prompt
@@ -604,7 +660,9 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
 
     # 5. metrics, each an evaluate module
     m_reward, m_div, m_stats, m_kl = (load_metric(n) for n in ("reward", "diversity", "response_stats", "kl"))
-    metrics: dict[str, dict[str, Any]] = {name: {} for name in ("reward", "reward_raw")}
+    function_reward = rm_block is None  # a function's or classifier's value: nothing to normalise
+    metrics: dict[str, dict[str, Any]] = {name: {} for name in (
+        ("reward", "reward_positive") if function_reward else ("reward", "reward_raw"))}
     if gold is not None:
         metrics["gold"], metrics["proxy_gold_correlation"] = {}, {}
     metrics["kl_to_reference"] = {}
@@ -616,7 +674,11 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         metrics["classifier"] = {}
     for key, res in results.items():
         metrics["reward"][key] = m_reward.compute(scores=norm_p[key], **boot)
-        metrics["reward_raw"][key] = m_reward.compute(scores=raw_p[key], **boot)
+        if function_reward:  # per prompt: the share of its responses with a positive reward
+            metrics["reward_positive"][key] = m_reward.compute(scores=by_prompt((norm[key] > 0).astype(np.float64)),
+                                                               **boot)
+        else:
+            metrics["reward_raw"][key] = m_reward.compute(scores=raw_p[key], **boot)
         if gold is not None:  # gold: per-prompt means; the correlation: over all responses (cluster bootstrap)
             pg = load_metric("proxy_gold").compute(proxy=norm[key], gold=gold[key], **grouped, **boot)
             metrics["gold"][key] = pg["gold"]
@@ -686,11 +748,14 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
             row["samples"] = passes
         samples.append(row)
 
+    reward_block = dict(reward_block)
     body = {
-        "models": models_info, "reference": ref_key, "reward_model": rm_block, "metrics": metrics,
+        "models": models_info, "reference": ref_key, "reward": reward_block, "metrics": metrics,
         "win_rates": win_rates, "reward_improvement": improvement,
-        "findings": findings(metrics, rm_block, gold_win_rates, curve, cfg.confidence),
+        "findings": findings(metrics, rm_block or {}, gold_win_rates, curve, cfg.confidence, reward=reward_block),
     }
+    if rm_block is not None:
+        body["reward_model"] = rm_block
     if gold is not None:
         body["gold_win_rates"] = gold_win_rates
     if curve is not None:
@@ -720,14 +785,20 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
     logger.info("eval config (seed %d): %s", seed, json.dumps(to_plain(config)))
 
     # 1. every input, before anything is written
-    specs, rm_spec = resolve_models(cfg, run_dir)
-    prompts, pairs, dataset = load_prompts(recipe, cfg)
+    specs, rm_spec, reward_spec = resolve_models(cfg, run_dir)
+    prompts_cfg = getattr(recipe, "prompts", None)
+    tokenizer = None
+    if prompts_cfg is not None and prompts_cfg.enabled and prompts_cfg.cut_tokens:  # cut as the PPO stage did
+        from gpt2_rlhf.train.modeling import load_tokenizer
+
+        tokenizer = load_tokenizer(next(iter(specs.values())).path)
+    prompts, pairs, dataset = load_prompts(recipe, cfg, tokenizer)
     logger.info("evaluating %s on %d prompts x %d samples (%d pairs) from %s", list(specs), len(prompts),
                 cfg.samples_per_prompt, len(pairs), dataset["name"])
 
     # 2.-6. measure
     with torch.no_grad():  # a context, never a global switch: the caller may train next
-        m = measure(recipe, cfg, run_dir, specs, rm_spec, prompts, pairs, dataset, seed)
+        m = measure(recipe, cfg, run_dir, specs, rm_spec, prompts, pairs, dataset, seed, reward_spec)
     gs = cfg.generation
     decoding = {"mode": cfg.mode, "max_new_tokens": gs.max_new_tokens, "temperature": gs.temperature,
                 "top_k": gs.top_k, "top_p": gs.top_p, "seed": seed, "batch_size": cfg.batch_size,
@@ -756,8 +827,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "seed": seed,
             "dataset": dataset,
             "decoding": decoding,
-            **{k: body[k] for k in ("models", "reference", "reward_model", "metrics", "win_rates",
-                                     "reward_improvement", "findings")},
+            **{k: body[k] for k in ("models", "reference", "reward", "reward_model", "metrics", "win_rates",
+                                     "reward_improvement", "findings") if k in body},
             "training": _training(run_dir),
             "tolerance": {"default_rel": cfg.tolerance_rel, "default_abs": cfg.tolerance_abs},
             "plots": plot_paths,

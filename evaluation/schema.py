@@ -78,31 +78,22 @@ REPORT_SCHEMA: dict[str, Any] = {
             "dataset": _obj({"name": STR, "data_dir": {"type": ["string", "null"]}, "split": {"type": ["string", "null"]},
                              "n_prompts": {"type": "integer", "minimum": 1}, "n_pairs": INT,
                              "n_responses": {"type": "integer", "minimum": 1}},
-                            {"prompts_file": STR}),
+                            {"prompts_file": STR, "template": {"enum": ["plain", "dialogue"]}}),
             "decoding": _obj({"mode": {"enum": ["sampled", "greedy"]}, "max_new_tokens": {"type": "integer", "minimum": 1},
                               "temperature": NUM, "top_k": INT, "top_p": NUM, "seed": {"type": "integer"},
                               "batch_size": {"type": "integer", "minimum": 1}, "max_prompt_tokens": INT,
                               "samples_per_prompt": {"type": "integer", "minimum": 1}}),
             "models": _keyed(MODEL_KEYS, _obj({"path": STR, "revision": STR, "source": {"enum": ["local", "hub"]}})),
             "reference": {"enum": list(MODEL_KEYS)},
-            "reward_model": {
-                **_obj({"path": STR, "revision": STR, "source": {"enum": ["local", "hub"]},
-                        "stats": _obj({"mean": NUM, "std": NUM, "n": INT, "source": STR})},
-                       {"accuracy": NUM, "accuracy_ci_low": NUM_OR_NULL, "accuracy_ci_high": NUM_OR_NULL,
-                        "mean_margin": NUM, "length_baseline_accuracy": NUM, "n_pairs": INT,
-                        "untrained_accuracy": NUM,
-                        "on_policy": _obj({"accuracy": NUM, "length_baseline_accuracy": NUM, "pairs": INT,
-                                           "prompts": INT, "source": STR},
-                                          {"initial_accuracy": NUM_OR_NULL, "rank_correlation": NUM_OR_NULL},
-                                          extra=True)}),  # "other keys the stage writes are kept"
-                # the accuracy fields come together, from one measurement on the eval pairs
-                "dependentRequired": {"accuracy": ["accuracy_ci_low", "accuracy_ci_high", "mean_margin",
-                                                   "length_baseline_accuracy", "n_pairs"]},
-            },
-            "metrics": _obj({"reward": PER_MODEL_AND_REFERENCE, "reward_raw": PER_MODEL, "kl_to_reference": PER_MODEL,
+            # what scored the responses: the reward model (its block below), or a function or classifier
+            "reward": _obj({"kind": {"enum": ["reward_model", "function", "classifier"]}},
+                           {"function": STR, "classifier": STR, "label": STR,
+                            "score": {"enum": ["log_odds", "logit", "probability"]},
+                            "text": {"enum": ["full", "response"]}}),
+            "metrics": _obj({"reward": PER_MODEL_AND_REFERENCE, "kl_to_reference": PER_MODEL,
                              "distinct_1": PER_MODEL, "distinct_2": PER_MODEL, "unique_responses": PER_MODEL,
                              "response_length": PER_MODEL, "eos_rate": PER_MODEL},
-                            {"gold": PER_MODEL_AND_REFERENCE, "proxy_gold_correlation": PER_MODEL,
+                            {"reward_raw": PER_MODEL, "reward_positive": PER_MODEL, "gold": PER_MODEL_AND_REFERENCE, "proxy_gold_correlation": PER_MODEL,
                              "perplexity_chosen": PER_MODEL, "perplexity_rejected": PER_MODEL, "classifier": PER_MODEL}),
             "win_rates": WIN_RATES,
             "reward_improvement": _keyed(PAIR_NAMES, _obj({"difference": NUM, "sd_units": NUM, "reference_std": NUM},
@@ -126,6 +117,20 @@ REPORT_SCHEMA: dict[str, Any] = {
                                       "eval": {"type": "object"}}},
         },
         {
+            "reward_model": {
+                **_obj({"path": STR, "revision": STR, "source": {"enum": ["local", "hub"]},
+                        "stats": _obj({"mean": NUM, "std": NUM, "n": INT, "source": STR})},
+                       {"accuracy": NUM, "accuracy_ci_low": NUM_OR_NULL, "accuracy_ci_high": NUM_OR_NULL,
+                        "mean_margin": NUM, "length_baseline_accuracy": NUM, "n_pairs": INT,
+                        "untrained_accuracy": NUM,
+                        "on_policy": _obj({"accuracy": NUM, "length_baseline_accuracy": NUM, "pairs": INT,
+                                           "prompts": INT, "source": STR},
+                                          {"initial_accuracy": NUM_OR_NULL, "rank_correlation": NUM_OR_NULL},
+                                          extra=True)}),  # "other keys the stage writes are kept"
+                # the accuracy fields come together, from one measurement on the eval pairs
+                "dependentRequired": {"accuracy": ["accuracy_ci_low", "accuracy_ci_high", "mean_margin",
+                                                   "length_baseline_accuracy", "n_pairs"]},
+            },
             "gold_win_rates": WIN_RATES,
             "overoptimisation": _obj(
                 {"prompts": {"type": "integer", "minimum": 1}, "points": {"type": "array", "minItems": 1, "items": POINT}},
@@ -264,6 +269,21 @@ def _cross_checks(report: dict[str, Any]) -> None:
             raise SchemaError("overoptimisation.gold_peak.index", f"{peak['index']} is not a point index")
         if "overoptimisation" not in report["plots"]:
             raise SchemaError("plots.overoptimisation", "required with the overoptimisation curve, missing")
+    kind = report["reward"]["kind"]
+    wanted = {"reward_model": (("reward_model", "reward_raw"), ("reward_positive",)),
+              "function": (("reward_positive",), ("reward_model", "reward_raw")),
+              "classifier": (("reward_positive",), ("reward_model", "reward_raw"))}[kind]
+    for key in wanted[0]:  # the reward model's block and raw scores, or a function's share of positive rewards
+        if key not in report and key not in report["metrics"]:
+            raise SchemaError(key if key == "reward_model" else f"metrics.{key}",
+                              f"required with reward.kind {kind!r}, missing")
+    for key in wanted[1]:
+        if key in report or key in report["metrics"]:
+            raise SchemaError(key if key == "reward_model" else f"metrics.{key}",
+                              f"present with reward.kind {kind!r} (no reward model scored the responses)")
+    for key, needed in (("function", "function"), ("classifier", "classifier")):
+        if kind == key and needed not in report["reward"]:
+            raise SchemaError(f"reward.{needed}", f"required with reward.kind {kind!r}, missing")
     ids = [f["id"] for f in report["findings"]]
     if len(set(ids)) != len(ids):
         raise SchemaError("findings", f"an id appears twice: {ids}")

@@ -102,6 +102,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local"}
                    for i, m in enumerate(models)},
         "reference": "sft",
+        "reward": {"kind": "reward_model"},
         "reward_model": reward_model,
         "reference_metrics": {"rouge": {m: {"rouge1": rng.uniform(0, 1), "rougeL": rng.uniform(0, 1)} for m in models}},
         "metrics": metrics, "win_rates": win_rates, "reward_improvement": improvement, "findings": findings,

@@ -258,7 +258,7 @@ def test_greedy_mode_ignores_sampling_settings():
 
 
 TOP_LEVEL = {"schema_version", "created", "wall_time_s", "versions", "seed", "dataset", "decoding", "models",
-             "reference", "reward_model", "metrics", "win_rates", "reward_improvement", "findings", "training",
+             "reference", "reward", "reward_model", "metrics", "win_rates", "reward_improvement", "findings", "training",
              "tolerance", "plots", "samples", "config", "gold_win_rates", "overoptimisation"}
 
 
@@ -273,7 +273,8 @@ def test_report_follows_the_schema(evaluated):
     assert set(report) == TOP_LEVEL and report["schema_version"] == 1
     assert list(report["models"]) == keys and all(m["revision"].startswith("sha256:") for m in report["models"].values())
     assert report["dataset"] == {"name": "embedded", "data_dir": None, "split": "test", "n_prompts": 6, "n_pairs": 6,
-                                 "n_responses": 6}
+                                 "n_responses": 6, "template": "dialogue"}
+    assert report["reward"] == {"kind": "reward_model"}  # the reward model scored: its block is reward_model
     assert report["decoding"]["mode"] == "sampled" and report["decoding"]["batch_size"] == 4
     assert report["decoding"]["samples_per_prompt"] == 1
     expected = {"reward", "reward_raw", "gold", "kl_to_reference", "perplexity_chosen", "perplexity_rejected",
