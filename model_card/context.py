@@ -32,6 +32,9 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "reward": ("Reward (normalised RM score)", "mean reward-model score of the model's responses, "
                "normalised with the reward model's statistics; the quantity PPO maximised."),
     "reward_raw": ("Reward (raw RM score)", ""),
+    "reward_positive": ("Share of positive rewards", "per prompt, the fraction of its responses the reward scores "
+                        "above 0, averaged over prompts; for a +1/-1 keyword reward, the share of responses with the "
+                        "keyword."),
     "gold": ("Gold judge score", "the hidden rule that generated the synthetic preferences; it is what the reward "
              "model tries to learn, so reward up with gold flat means reward hacking."),
     "kl_to_reference": ("KL to the reference (nats per response)", "how far the model's own responses moved from "
@@ -90,6 +93,34 @@ def value_cell(v: Any) -> str | None:
     return text
 
 
+def reward_context(report: dict) -> dict:
+    """What scored the responses (the report's `reward`: the reward model, or a function or classifier that
+    replaced it) and whether the prompts were plain text the model continues (`dataset.template`)."""
+    r = report.get("reward") if isinstance(report.get("reward"), dict) else {}
+    kind = r.get("kind") if r.get("kind") in ("function", "classifier") else "reward_model"
+    text = lambda k: md_cell(str(r[k])) if isinstance(r.get(k), str) and r[k] else None
+    return {"kind": kind, "model": kind == "reward_model", "function": text("function"),
+            "classifier": text("classifier"), "label": text("label"), "score": text("score"),
+            "reads": "the response alone" if r.get("text") == "response" else "prompt + response",
+            "continuation": get_path(report, "dataset", "template") == "plain",
+            "share": isinstance((report.get("metrics") or {}).get("reward_positive"), dict)}
+
+
+def reward_label(report: dict) -> tuple[str, str]:
+    """(label, note) of the `reward` metric row: the normalised reward-model score, or the function's or
+    classifier's own value."""
+    rc = reward_context(report)
+    if rc["kind"] == "function":
+        return (f"Reward (`{rc['function']}`)", "the reward function's mean score per response, as it is (not "
+                "normalised); the quantity PPO maximised, in place of a reward model.")
+    if rc["kind"] == "classifier":
+        label = f" of label '{rc['label']}'" if rc["label"] else ""
+        return (f"Reward ({rc['score'] or 'score'}{label}, classifier `{rc['classifier']}`)",
+                f"the classifier's score of the label on {rc['reads']}; the quantity PPO maximised, in place of a "
+                "reward model.")
+    return METRIC_INFO["reward"]
+
+
 def results_table(report: dict, names: Iterable[str] | None = None, models: list[str] | None = None) -> dict:
     """Rows = metrics, columns = models. A metric no model has is dropped; a missing cell says so in words."""
     models = models or models_of(report)
@@ -102,7 +133,7 @@ def results_table(report: dict, names: Iterable[str] | None = None, models: list
         cells = [value_cell(per_model.get(m)) for m in models]
         if all(c is None for c in cells):
             continue
-        lbl, note = METRIC_INFO.get(name, (name, ""))
+        lbl, note = reward_label(report) if name == "reward" else METRIC_INFO.get(name, (name, ""))
         if name == "kl_to_reference" and report.get("reference"):
             lbl = f"KL to {label(str(report['reference']))} (nats per response)"
         if name == "classifier" and get_path(report, "classifier", "label"):
@@ -334,7 +365,11 @@ def feedback_context(report: dict) -> list[dict]:
 
 
 def plot_context(src: CardSources) -> list[dict]:
-    return [{"name": name, "title": PLOT_TITLES.get(name, name.replace("_", " ")),
+    titles = dict(PLOT_TITLES)
+    if not reward_context(src.report)["model"]:
+        titles.update(reward_distribution="Reward distribution per model (the reward PPO maximised)",
+                      win_rates="Win rates (judged by the reward PPO maximised)")
+    return [{"name": name, "title": titles.get(name, name.replace("_", " ")),
              "path": f"eval/{src.report['plots'][name]}"} for name in src.plot_files]
 
 
@@ -379,6 +414,7 @@ class Headline:
 
 HEADLINES = (
     Headline("reward", "mean normalised reward", ("metrics", "reward", "{policy}", "value")),
+    Headline("reward_positive", "share of positive rewards", ("metrics", "reward_positive", "{policy}", "value")),
     Headline("gold", "mean gold score", ("metrics", "gold", "{policy}", "value")),
     Headline("win_rate", "win rate vs {vs}", ("win_rates", "{policy}_vs_{vs}", "win")),
     Headline("reward_improvement_sd", "reward improvement vs {vs} (sd units)",
@@ -400,8 +436,11 @@ def headline_values(report: dict, policy: str | None = None) -> list[tuple[str, 
             if policy == report.get("reference") and h.id == "kl_to_reference":
                 continue  # exactly zero by construction
             v = get_path(report, *path)
+            name = h.name
+            if h.id == "reward" and not reward_context(report)["model"]:  # a function's value is not normalised
+                name = f"mean reward ({reward_context(report)['kind']})"
             if is_number(v):
-                out.append((h.id, h.name.format(vs=label(vs or ""), ref=label(str(report.get("reference", "reference")))),
+                out.append((h.id, name.format(vs=label(vs or ""), ref=label(str(report.get("reference", "reference")))),
                             path, float(v)))
     return out
 
@@ -444,6 +483,7 @@ def limitation_context(report: dict, kind: str, gpt2: bool) -> dict:
     bad = [f for f in findings(report, shown) if not f["good"]]
     sft_bad = [f["text"] for f in findings(report) if not f["good"] and str(f["id"]).startswith("sft_")]
     return {"kind": kind, "synthetic": get_path(report, "dataset", "name") == "embedded",
+            "reward": reward_context(report), "prompts": get_path(report, "dataset", "name") or None,
             "gold": "gold" in (report.get("metrics") or {}), "gpt2": gpt2,
             "refs": [f"`{f['id']}`" for f in bad], "not_established": sft_bad if kind == "sft" else []}
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, TypeVar
 from .metadata import hub_base_model
 from .options import CardOptions, HubConfig, hub_config_of, valid_repo_id
 from .render import write_bundle
-from .sources import CardSources
+from .sources import CardSources, get_path
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ SPACE_VARIABLES = {
     "reward": "RLHF_REWARD_ID",
     "base": "RLHF_BASE_ID",
     "revision": "RLHF_REVISION",
+    "prompt_format": "RLHF_PROMPT_FORMAT",
 }
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 # Files of a stage directory that are bookkeeping of the run, not part of the model.
@@ -173,7 +174,8 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
         base_id = base_repo_id or hub_base_model(src, CardOptions())
         # The Space compares the policy with the base model and scores both with the reward model,
         # all loaded from the Hub: refuse a Space that could not start.
-        if not reward_repo_id:
+        scored_by_model = src.report.get("reward_model") is not None or "reward" not in src.report
+        if not reward_repo_id and scored_by_model:
             raise PushError("--space: the Space scores responses with the reward model; push it too (--reward-repo-id)")
         if not base_id:
             raise PushError("--space: the base model was built locally, so the Space cannot load it; push it too "
@@ -182,11 +184,16 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
         for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id), ("base", base_id)):
             if rid:
                 variables[SPACE_VARIABLES[key]] = rid
+        if not scored_by_model:  # trained with a reward function: the Space shows no scores
+            variables[SPACE_VARIABLES["reward"]] = "none"
+        if get_path(src.report, "dataset", "template") == "plain":  # the models continue plain text
+            variables[SPACE_VARIABLES["prompt_format"]] = "plain"
         if revision:
             variables[SPACE_VARIABLES["revision"]] = revision
         # The Space card's `models:` lists what the Space really loads, so the Hub links them.
-        files["README.md"] = space_card_with_models(files["README.md"], [v for k, v in variables.items()
-                                                                          if k != SPACE_VARIABLES["revision"]],
+        files["README.md"] = space_card_with_models(files["README.md"], [
+            v for k, v in variables.items() if k not in (SPACE_VARIABLES["revision"], SPACE_VARIABLES["prompt_format"])
+            and v != "none"],
                                                      staging / "space-card")
         uploads.append(Upload(space_id, "space", "space", files, variables))
     return uploads

@@ -53,6 +53,7 @@ from .context import (
     reference_rows,
     reproduce_context,
     results_table,
+    reward_context,
     rm_rows,
     stage_context,
     summary_context,
@@ -119,7 +120,7 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         chosen=reference_rows(r), gold_win_rates=win_rate_rows(r, "gold_win_rates"), curve=curve_context(r),
         rm=rm_rows(r), findings=findings(r), plots=plot_context(src), examples=example_context(src, opts.examples),
         usage=usage_context(r, policy_id), reproduce=reproduce_context(r, opts.repo_id),
-        limitations=limitation_context(r, "policy", gpt2),
+        limitations=limitation_context(r, "policy", gpt2), reward=reward_context(r),
         citation={"key": re.sub(r"\W+", "_", title).strip("_"), "version": get_path(r, "versions", "gpt2_rlhf"),
                   "year": str(r.get("created", ""))[:4] or None, "url": hub_url(opts.repo_id)},
     )

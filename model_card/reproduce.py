@@ -58,6 +58,10 @@ CARDS = ("README.md", "reward/README.md", "sft/README.md")
 CURVE_FINDINGS = ("ppo_overoptimisation",)
 # Config fields that name where the models were, not how they were measured.
 LOCATION_FIELDS = ("base_model", "sft_model", "ppo_model", "reward_model", "device")
+# Eval fields a rerun sets from the report's `reward` block (what scored, resolved at evaluation time: a
+# run without a reward model is scored with PPO's reward); the block itself is compared instead.
+REWARD_FIELDS = ("reward_function", "reward_classifier", "reward_classifier_label", "reward_classifier_score",
+                 "reward_classifier_text")
 # `decoding` fields added after schema 1 was first written, at the value a report without them was made with.
 DECODING_DEFAULTS = {"samples_per_prompt": 1}
 
@@ -204,11 +208,15 @@ def compare_settings(old: dict, new: dict) -> list[Check]:
     """The rerun must have used the recorded settings (decoding, seed, config), or its numbers mean nothing."""
     def strip(cfg: Any) -> Any:
         cfg = copy.deepcopy(cfg) or {}
-        for k in LOCATION_FIELDS:
+        for k in LOCATION_FIELDS + REWARD_FIELDS:
             (cfg.get("eval") or {}).pop(k, None)
         return cfg
 
     checks = [Check("settings", "seed", old.get("seed"), new.get("seed"), old.get("seed") == new.get("seed"), "equal")]
+    if "reward" in old:  # what scored the responses (reports before the block: the reward model)
+        a, b = old["reward"], new.get("reward")
+        same = a == b
+        checks.append(Check("settings", "reward", a.get("kind"), (b or {}).get("kind"), same, "equal"))
     dec_old, dec_new = old.get("decoding"), copy.deepcopy(new.get("decoding"))
     if isinstance(dec_old, dict) and isinstance(dec_new, dict):
         for key, default in DECODING_DEFAULTS.items():  # a report from before the field: made at its default
@@ -329,8 +337,10 @@ def local_target(run_dir: Path) -> Target:
     paths = {}
     for key, info in sources.report["models"].items():
         paths[key] = str(run_dir / key) if info.get("source", "local") == "local" else str(info["path"])
-    rm = sources.report.get("reward_model") or {}
-    paths["reward"] = str(run_dir / "reward") if rm.get("source", "local") == "local" else str(rm.get("path"))
+    rm = sources.report.get("reward_model")
+    if rm is not None or "reward" not in sources.report:  # no reward model: a function or classifier scored
+        rm = rm or {}
+        paths["reward"] = str(run_dir / "reward") if rm.get("source", "local") == "local" else str(rm.get("path"))
     return Target(str(run_dir), cards, sources, load_options(card_dir), paths)
 
 
@@ -357,7 +367,8 @@ def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = No
     report = sources.report
     paths = {"ppo": str(folder)} if "ppo" in report["models"] else {}
     wanted = {"sft": options.sft_repo_id, "reward": options.reward_repo_id, "base": options.base_repo_id}
-    for key in [k for k in report["models"] if k != "ppo"] + ["reward"]:
+    scored_by_model = report.get("reward_model") is not None or "reward" not in report
+    for key in [k for k in report["models"] if k != "ppo"] + ["reward"] * scored_by_model:
         info = report["models"].get(key) if key != "reward" else report.get("reward_model") or {}
         if wanted.get(key):
             paths[key] = str(download(wanted[key], f"{key} model", endpoint, token))
@@ -400,9 +411,20 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
         raise CardError("report: no recorded `config` (seed, data, eval): cannot rerun the evaluation")
     eval_cfg = dict(cfg["eval"])
     eval_cfg.update({f"{k}_model": model_paths[k] for k in ("base", "sft", "ppo") if k in model_paths})
-    eval_cfg["reward_model"] = model_paths["reward"]
+    reward = report.get("reward") or {"kind": "reward_model"}
+    if reward.get("kind") == "function":
+        eval_cfg["reward_function"] = reward["function"]
+    elif reward.get("kind") == "classifier":
+        eval_cfg.update(reward_function=None, reward_classifier=reward["classifier"],
+                        reward_classifier_label=reward.get("label"),
+                        reward_classifier_score=reward.get("score", "log_odds"),
+                        reward_classifier_text=reward.get("text", "full"))
+    else:
+        eval_cfg["reward_model"] = model_paths["reward"]
     recipe = Recipe(seed=int(cfg["seed"]), source="<recorded in the report>")
     recipe.sections["data"] = build(section_class("data"), dict(cfg.get("data") or {}), "report config.data")
+    if isinstance(cfg.get("prompts"), dict):  # prompt-only data: the same held-out prompts
+        recipe.sections["prompts"] = build(section_class("prompts"), dict(cfg["prompts"]), "report config.prompts")
     recipe.sections["eval"] = build(EvalConfig, eval_cfg, "report config.eval")
     with tempfile.TemporaryDirectory(prefix="rlhf-reproduce-") as tmp:
         out = evaluate(recipe, Path(tmp))

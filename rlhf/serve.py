@@ -20,8 +20,9 @@ from gpt2_rlhf.space.votes import VoteLog, hub_vote_log
 logger = logging.getLogger(__name__)
 
 
-def example_prompts(run_dir: Path, n: int = 5, max_chars: int = 300) -> list[str] | None:
-    """Up to n single-turn prompts from RUN_DIR/eval/samples.jsonl (the evaluation's held-out prompts), if any."""
+def example_prompts(run_dir: Path, n: int = 5, max_chars: int = 300, plain: bool = False) -> list[str] | None:
+    """Up to n single-turn prompts from RUN_DIR/eval/samples.jsonl (the evaluation's held-out prompts), if any;
+    `plain`: the prompts as they are (a run trained to continue plain text)."""
     path = run_dir / "eval" / "samples.jsonl"
     if not path.is_file():
         return None
@@ -30,9 +31,9 @@ def example_prompts(run_dir: Path, n: int = 5, max_chars: int = 300) -> list[str
         with path.open(encoding="utf-8") as f:
             for line in f:
                 prompt = json.loads(line).get("prompt") if line.strip() else None
-                if not isinstance(prompt, str) or prompt.count(HH_HUMAN) != 1:
+                if not isinstance(prompt, str) or (not plain and prompt.count(HH_HUMAN) != 1):
                     continue
-                text = prompt.replace(HH_HUMAN, "").replace(HH_ASSISTANT, "").strip()
+                text = prompt.strip() if plain else prompt.replace(HH_HUMAN, "").replace(HH_ASSISTANT, "").strip()
                 if text and len(text) <= max_chars and text not in found:
                     found.append(text)
                 if len(found) >= n:
@@ -46,18 +47,19 @@ def cli(args) -> int:
     from gpt2_rlhf.train.rundir import require_stage
 
     run = Path(args.run_dir)
-    for stage in ("base", "ppo", "reward"):
+    for stage in ("base", "ppo"):  # reward/ too, unless PPO was trained with a reward function (ModelSources)
         require_stage(run / stage, f"the {stage} stage")
+    sources = ModelSources.from_run_dir(run)
     votes_path = Path(args.votes) if args.votes else run / "votes" / "votes.jsonl"
     if votes_path.is_dir():
         raise ValueError(f"--votes {votes_path}: is a folder; give a .jsonl file")
     from gpt2_rlhf.space.app import build_demo  # gradio: imported only once the inputs are known to be good
 
     limits = Limits.from_env()
-    engine = Engine.load(ModelSources.from_run_dir(run), limits)
+    engine = Engine.load(sources, limits)
     repo = os.environ.get("RLHF_VOTES_DATASET", "").strip()
     votes = hub_vote_log(repo, votes_path.parent) if repo else VoteLog(votes_path)
-    demo = build_demo(engine, votes, examples=example_prompts(run),
+    demo = build_demo(engine, votes, examples=example_prompts(run, plain=sources.prompt_format == "plain"),
                       concurrency=env_int(os.environ, "RLHF_CONCURRENCY", 1),
                       max_queue=env_int(os.environ, "RLHF_MAX_QUEUE", 256))
     logger.info("serving on http://%s:%d (Ctrl-C to stop)", args.host, args.port)

@@ -46,6 +46,12 @@ EXAMPLES = [
     "Can you explain what a reward model is in simple words?",
     "What should I pack for a weekend hiking trip?",
 ]
+# A run trained to continue plain text (RLHF_PROMPT_FORMAT=plain): story openings, as in seed 000's example.
+PLAIN_EXAMPLES = [
+    "Once upon a time, a little fox",
+    "Long ago, in a small village by the sea,",
+    "One rainy day, a curious girl found",
+]
 VOTE_TEXT = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both are bad"}
 # Plain arrows, no emoji: emoji fonts are missing in many browsers (and in Debian's chromium).
 VOTE_BUTTONS = (("left", "← Left is better"), ("right", "Right is better →"), ("tie", "Tie"),
@@ -71,11 +77,17 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
     limits = engine.limits
     opponents = engine.opponents
     pending = pending if pending is not None else PendingComparisons()
-    logger.info("Space: models %s, reward %s (%s), %s, generation concurrency %d, max queue %d, votes -> %s",
-                {r: p.model_id for r, p in engine.policies.items()}, engine.reward.model_id,
-                "normalised" if engine.reward.normalised else "raw", limits, concurrency, max_queue,
+    reward = engine.reward  # None: the run was trained with a reward function; nothing scores here
+    plain = engine.prompt_format == "plain"
+    logger.info("Space: models %s, reward %s (%s), prompts %s, %s, generation concurrency %d, max queue %d, "
+                "votes -> %s", {r: p.model_id for r, p in engine.policies.items()},
+                reward.model_id if reward else "none", ("normalised" if reward.normalised else "raw") if reward else
+                "not scored", engine.prompt_format, limits, concurrency, max_queue,
                 votes.path if votes is not None else "not stored")
-    score_label = "Reward (normalised)" if engine.reward.normalised else "Reward (raw: no reward_stats.json)"
+    if reward is None:
+        score_label = "Reward (not scored: trained with a reward function, no reward model)"
+    else:
+        score_label = "Reward (normalised)" if reward.normalised else "Reward (raw: no reward_stats.json)"
 
     def compare(prompt, max_new_tokens, temperature, top_p, seed, opponent, anonymise):
         """Streams both responses, then both reward scores."""
@@ -98,7 +110,7 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
                     yield names[0], upd.left.response, None, names[1], upd.right.response, None, "Generating…", ""
                     continue
                 cid = pending.add({
-                    "prompt": text, "anonymised": bool(anonymise), "reward_model": engine.reward.model_id,
+                    "prompt": text, "anonymised": bool(anonymise), "reward_model": reward.model_id if reward else None,
                     "decoding": {"max_new_tokens": decoding.max_new_tokens, "temperature": decoding.temperature,
                                  "top_p": decoding.top_p, "seed": decoding.seed},
                     "left": {"role": upd.left.role, "model": upd.left.model_id, "response": upd.left.response,
@@ -108,6 +120,8 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
                 })
                 if anonymise:  # scores would give the models away (and anchor the voter)
                     scores, note = (None, None), "Names and scores are hidden until you vote."
+                elif reward is None:
+                    scores, note = (None, None), "No reward model scores them here."
                 else:
                     scores = (_round(upd.left.reward_normalised), _round(upd.right.reward_normalised))
                     note = f"Raw rewards: left {upd.left.reward:+.3f}, right {upd.right.reward:+.3f}."
@@ -141,13 +155,16 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
         return vote
 
     with gr.Blocks(title=title) as demo:
+        what = ("Type the beginning of a text: the RLHF model and a reference model continue it"
+                if plain else "Type a prompt: the RLHF model and a reference model answer it")
+        scored = ", then the reward model scores both" if reward is not None else ""
         gr.Markdown(f"# {title}\n"
-                    "Type a prompt: the RLHF model and a reference model answer it with the **same decoding "
-                    "settings and seed**, then the reward model scores both. Vote for the better response; "
+                    f"{what} with the **same decoding settings and seed**{scored}. Vote for the better response; "
                     "votes become preference data for the next reward model.")
-        prompt = gr.Textbox(label="Prompt", placeholder="Ask the assistant something…", lines=3,
-                            max_length=limits.max_prompt_chars, elem_id="prompt")
-        gr.Examples(examples=[[e] for e in (examples or EXAMPLES)], inputs=[prompt], label="Example prompts")
+        prompt = gr.Textbox(label="Prompt", placeholder="Once upon a time…" if plain else "Ask the assistant something…",
+                            lines=3, max_length=limits.max_prompt_chars, elem_id="prompt")
+        gr.Examples(examples=[[e] for e in (examples or (PLAIN_EXAMPLES if plain else EXAMPLES))], inputs=[prompt],
+                    label="Example prompts")
         with gr.Accordion("Decoding (shared by both sides)", open=False):
             with gr.Row():
                 max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=1,

@@ -52,6 +52,12 @@ ENV_POLICY = "RLHF_POLICY_ID"
 ENV_REWARD = "RLHF_REWARD_ID"
 ENV_REVISION = "RLHF_REVISION"  # optional: the branch `rlhf push --revision` pushed the models to
 ENV_VOTES_DATASET = "RLHF_VOTES_DATASET"
+# "plain": the models continue the prompt as it is (a run trained on prompt-only text); "dialogue" (default):
+# the prompt becomes a Human turn and the models answer as the Assistant.
+ENV_PROMPT_FORMAT = "RLHF_PROMPT_FORMAT"
+PROMPT_FORMATS = ("dialogue", "plain")
+# RLHF_REWARD_ID=none: a run trained with a reward function instead of a reward model; nothing scores.
+NO_REWARD = "none"
 
 
 class InputError(ValueError):
@@ -153,14 +159,17 @@ def clean_prompt(text: str | None, limits: Limits) -> str:
     return text
 
 
-def format_prompt(text: str) -> str:
-    """A user's message as an HH dialogue ending with the assistant's turn.
+def format_prompt(text: str, prompt_format: str = "dialogue") -> str:
+    """A user's message as an HH dialogue ending with the assistant's turn, or (`plain`) the text to continue.
 
     The models were trained on Anthropic HH text ("\\n\\nHuman: ...\\n\\nAssistant: ...");
     a prompt already written as a dialogue is kept, with "\\n\\nAssistant:" appended
-    when it does not end with it.
+    when it does not end with it. A run trained on plain text prompts continues them as
+    they are (trailing whitespace dropped: the next word brings its own space).
     """
     text = text.rstrip()
+    if prompt_format == "plain":
+        return text
     if text.lstrip().startswith("Human:"):
         text = "\n\n" + text.lstrip()
     if HH_HUMAN in text:
@@ -403,25 +412,35 @@ class ModelSources:
     """Where each model comes from: local folders or Hub model ids."""
 
     policy: str  # the RLHF (PPO) policy
-    reward: str
+    reward: str | None  # None: trained with a reward function, no reward model to score with
     base: str | None = None
     sft: str | None = None
     revision: str | None = None  # Hub branch of the pushed models; the base falls back to the default branch
+    prompt_format: str = "dialogue"  # PROMPT_FORMATS
+
+    def __post_init__(self):
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"{ENV_PROMPT_FORMAT}: must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModelSources":
-        """From the Space variables RLHF_BASE_ID, RLHF_SFT_ID (optional), RLHF_POLICY_ID, RLHF_REWARD_ID, RLHF_REVISION."""
+        """From the Space variables RLHF_BASE_ID, RLHF_SFT_ID (optional), RLHF_POLICY_ID, RLHF_REWARD_ID (a model id,
+        or `none` for a run trained with a reward function), RLHF_REVISION and RLHF_PROMPT_FORMAT (optional)."""
         env = os.environ if environ is None else environ
         get = lambda k: (env.get(k) or "").strip() or None  # noqa: E731
         missing = [k for k in (ENV_BASE, ENV_POLICY, ENV_REWARD) if not get(k)]
         if missing:
             raise ValueError(f"set the Space variable(s) {', '.join(missing)} to model ids (Settings -> Variables)")
-        return cls(policy=get(ENV_POLICY), reward=get(ENV_REWARD), base=get(ENV_BASE), sft=get(ENV_SFT),
-                   revision=get(ENV_REVISION))
+        reward = get(ENV_REWARD)
+        return cls(policy=get(ENV_POLICY), reward=None if reward.lower() == NO_REWARD else reward, base=get(ENV_BASE),
+                   sft=get(ENV_SFT), revision=get(ENV_REVISION), prompt_format=get(ENV_PROMPT_FORMAT) or "dialogue")
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "ModelSources":
-        """base/, sft/ (when finished), ppo/ and reward/ of a run directory (docs/DESIGN.md)."""
+        """base/, sft/ (when finished), ppo/ and reward/ of a run directory (docs/DESIGN.md).
+
+        A PPO stage trained with a reward function or classifier (ppo/metrics.json `reward.kind`) needs no
+        reward/; one trained on plain text prompts (`prompts.template`) makes the Space continue prompts."""
         run = Path(run_dir)
         if not run.is_dir():
             raise FileNotFoundError(f"{run}: no such run directory")
@@ -430,10 +449,23 @@ class ModelSources:
             d = run / stage
             return str(d) if (d / "COMPLETE").is_file() else None
 
-        for stage in ("base", "ppo", "reward"):
+        ppo = _json_object(run / "ppo" / "metrics.json")
+        without_rm = (ppo.get("reward") or {}).get("kind") in ("function", "classifier")
+        for stage in ("base", "ppo") + (() if without_rm else ("reward",)):
             if not finished(stage):
                 raise FileNotFoundError(f"{run / stage}: missing or unfinished (no COMPLETE marker); run `rlhf run` first")
-        return cls(policy=finished("ppo"), reward=finished("reward"), base=finished("base"), sft=finished("sft"))
+        plain = (ppo.get("prompts") or {}).get("template") == "plain"
+        return cls(policy=finished("ppo"), reward=finished("reward"), base=finished("base"), sft=finished("sft"),
+                   prompt_format="plain" if plain else "dialogue")
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON object file's content, {} when absent or unreadable (then the run is read as an HH run)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -459,12 +491,16 @@ class Update:
 class Engine:
     """Every model of the Space: the policies by role ("base", "sft", "rlhf") and the reward model."""
 
-    def __init__(self, policies: Mapping[str, Policy], reward: RewardScorer, limits: Limits | None = None):
+    def __init__(self, policies: Mapping[str, Policy], reward: RewardScorer | None, limits: Limits | None = None,
+                 prompt_format: str = "dialogue"):
         if "rlhf" not in policies:
             raise ValueError("the Space needs the RLHF policy")
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format: must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
         self.policies = dict(policies)
-        self.reward = reward
+        self.reward = reward  # None: no reward model (the run was trained with a reward function)
         self.limits = limits or Limits()
+        self.prompt_format = prompt_format
 
     @classmethod
     def load(cls, sources: ModelSources, limits: Limits | None = None, device: str | None = None) -> "Engine":
@@ -482,8 +518,11 @@ class Engine:
                     # the base is often an upstream model (gpt2) without the pushed branch
                     logger.info("no revision %s for %s; using its default branch", rev, src)
                     policies[role] = Policy.load(role, src, device)
+        if sources.reward is None:
+            logger.info("no reward model: responses are not scored (the run was trained with a reward function)")
+            return cls(policies, None, limits, sources.prompt_format)
         logger.info("loading reward model from %s", sources.reward)
-        return cls(policies, RewardScorer.load(sources.reward, device, rev), limits)
+        return cls(policies, RewardScorer.load(sources.reward, device, rev), limits, sources.prompt_format)
 
     @property
     def opponents(self) -> list[str]:
@@ -491,8 +530,8 @@ class Engine:
         return [r for r in ("base", "sft") if r in self.policies]
 
     def prepare(self, text: str | None, decoding: Decoding) -> tuple[str, Decoding]:
-        """(HH-formatted prompt, checked decoding) or InputError with a message for the user."""
-        return format_prompt(clean_prompt(text, self.limits)), decoding.checked(self.limits)
+        """(prompt in the run's format, checked decoding) or InputError with a message for the user."""
+        return format_prompt(clean_prompt(text, self.limits), self.prompt_format), decoding.checked(self.limits)
 
     def compare(self, prompt: str, decoding: Decoding, left: str, right: str) -> Iterator[Update]:
         """Streams `left` then `right` on the same prompt and settings, then scores both.
@@ -510,7 +549,8 @@ class Engine:
             for text in self.policies[side.role].stream(prompt, decoding):
                 side.response = text
                 yield Update(sides[0], sides[1])
-        raw, norm = self.reward.score(prompt, [s.response for s in sides])
-        for side, r, n in zip(sides, raw, norm):
-            side.reward, side.reward_normalised = r, n
+        if self.reward is not None:
+            raw, norm = self.reward.score(prompt, [s.response for s in sides])
+            for side, r, n in zip(sides, raw, norm):
+                side.reward, side.reward_normalised = r, n
         yield Update(sides[0], sides[1], done=True)

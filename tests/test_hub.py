@@ -147,7 +147,8 @@ def test_space_variables_match_what_the_space_reads():
     from gpt2_rlhf.space import inference
 
     assert SPACE_VARIABLES == {"policy": inference.ENV_POLICY, "sft": inference.ENV_SFT, "reward": inference.ENV_REWARD,
-                               "base": inference.ENV_BASE, "revision": inference.ENV_REVISION}
+                               "base": inference.ENV_BASE, "revision": inference.ENV_REVISION,
+                               "prompt_format": inference.ENV_PROMPT_FORMAT}
 
 
 @pytest.mark.parametrize("kwargs,needle", [({"base_repo_id": "alice/b"}, "--reward-repo-id"),
