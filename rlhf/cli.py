@@ -141,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
+    from .stages import unneeded_stages
 
     recipe = _load(args)
+    skipped = unneeded_stages(recipe)
+    for stage, why in skipped.items():
+        logger.info("stage %s: not trained: %s", stage, why)
+    recipe.stages = [s for s in recipe.stages if s not in skipped]
     run_pipeline(recipe, Path(args.output_dir), force=args.force, resume=args.resume)
     return 0
 
