@@ -60,7 +60,10 @@ def card_data(src: CardSources, opts: CardOptions, kind: str, model_name: str):
 
     tags = ["gpt2-rlhf", "gpt2", "rlhf", "trl", "transformers"]
     if kind == "policy":
-        tags += ["ppo", "reinforcement-learning-from-human-feedback"] if policy_of(src.report) == "ppo" else ["sft"]
+        # PPO on a reward function or classifier is reinforcement learning, but not from human feedback
+        human = (src.report.get("reward") or {}).get("kind", "reward_model") == "reward_model"
+        tags += (["ppo", "reinforcement-learning-from-human-feedback" if human else "reinforcement-learning"]
+                 if policy_of(src.report) == "ppo" else ["sft"])
         results = eval_results(src, policy_of(src.report), opts.repo_id)
         pipeline_tag = "text-generation"
     elif kind == "sft":

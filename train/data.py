@@ -797,7 +797,7 @@ def check_prompts(cfg: PromptsConfig, splits: Sequence[str]) -> None:
     checked without the policy's tokenizer, so a `cut_tokens` cut and the too_long check wait for the stage."""
     import dataclasses
 
-    plain = dataclasses.replace(cfg, cut_tokens=0)
+    plain = dataclasses.replace(cfg, cut_tokens=0, column=cfg.prompt_column)  # the column cut_tokens implies
     for split in dict.fromkeys(splits):
         load_prompts(plain, split)
 
