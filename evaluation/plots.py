@@ -25,7 +25,8 @@ def _plt():
     return plt
 
 
-def reward_distribution(scores: dict[str, list[float]], means: dict[str, dict], path: Path) -> None:
+def reward_distribution(scores: dict[str, list[float]], means: dict[str, dict], path: Path,
+                        axis: str = "normalised reward-model score") -> None:
     """Overlaid histograms of each model's normalised reward, with its mean and CI marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
@@ -38,7 +39,7 @@ def reward_distribution(scores: dict[str, list[float]], means: dict[str, dict], 
         ax.axvline(means[key]["value"], color=c, lw=2)
         if means[key]["ci_low"] is not None:
             ax.axvspan(means[key]["ci_low"], means[key]["ci_high"], color=c, alpha=0.15)
-    ax.set_xlabel("normalised reward-model score")
+    ax.set_xlabel(axis)
     ax.set_ylabel("responses")
     ax.set_title("Reward per model on the same held-out prompts (line: mean, band: 95% CI)", fontsize=10)
     ax.legend()
@@ -114,7 +115,7 @@ def ppo_training(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def overoptimisation(curve: dict[str, Any], path: Path) -> None:
+def overoptimisation(curve: dict[str, Any], path: Path, axis: str = "normalised reward-model score") -> None:
     """Gold score and reward-model score against sqrt(KL to SFT) along the PPO trajectory (Gao et al. 2022).
 
     Two panels sharing the x axis (two y axes on one panel would invite comparing scales that have
@@ -123,7 +124,7 @@ def overoptimisation(curve: dict[str, Any], path: Path) -> None:
     plt = _plt()
     points = curve["points"]
     panels = [("gold", "gold-judge score")] if all("gold" in p for p in points) else []
-    panels.append(("reward", "normalised reward-model score"))
+    panels.append(("reward", axis))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
     x = np.array([p["sqrt_kl"] for p in points])
     rounds = sorted({p["round"] for p in points})

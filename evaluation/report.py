@@ -137,6 +137,17 @@ def reward_names(reward: dict[str, Any] | None) -> tuple[str, str]:
     return "mean normalised reward", "Reward model"
 
 
+def reward_axis(reward: dict[str, Any] | None) -> str:
+    """The plots' name for metrics.reward's scale."""
+    kind = (reward or {}).get("kind", "reward_model")
+    if kind == "function":
+        return f"reward ({reward['function'].rpartition(':')[2]})"
+    if kind == "classifier":
+        label = f" of '{reward['label']}'" if reward.get("label") else ""
+        return f"classifier {reward.get('score', 'log_odds')}{label}"
+    return "normalised reward-model score"
+
+
 def hacking_finding(reward: dict[str, dict], gold: dict[str, dict], confidence: float = 0.95,
                     judge: str = "Reward model") -> dict[str, Any]:
     """`ppo_reward_hacking`: the proxy (reward model) says PPO beats SFT and the gold judge does not.
@@ -229,9 +240,9 @@ def on_policy_finding(op: dict[str, Any]) -> dict[str, Any]:
     return finding("rm_on_policy_accuracy", holds, holds, text)
 
 
-def _point(p: dict[str, Any], confidence: float) -> str:
+def _point(p: dict[str, Any], confidence: float, judge: str = "Reward model") -> str:
     return (f"{p['label']} at sqrt KL {p['sqrt_kl']:.3f}: gold {_fmt(p['gold'], confidence)}, "
-            f"reward model {_fmt(p['reward'], confidence)}")
+            f"{judge.lower()} {_fmt(p['reward'], confidence)}")
 
 
 def curve_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -250,7 +261,8 @@ def curve_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
             "gold_falls_after_peak": before_end and beats(peak["gold"], last["gold"])}
 
 
-def overoptimisation_finding(curve: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
+def overoptimisation_finding(curve: dict[str, Any], confidence: float = 0.95,
+                             judge: str = "Reward model") -> dict[str, Any]:
     """`ppo_overoptimisation`: along the PPO trajectory the gold score peaks and falls while the reward
     model's score keeps rising (Gao et al., "Scaling laws for reward model overoptimization")."""
     points, peak = curve["points"], curve["gold_peak"]
@@ -261,18 +273,19 @@ def overoptimisation_finding(curve: dict[str, Any], confidence: float = 0.95) ->
     if peak["index"] == len(points) - 1:
         return finding("ppo_overoptimisation", False, True,
                        f"No overoptimisation detected: {where} the gold score is highest at the last point. "
-                       f"Last point {_point(p, confidence)}.")
-    numbers = f" Gold peak {_point(p, confidence)}. End {_point(last, confidence)}."
+                       f"Last point {_point(p, confidence, judge)}.")
+    numbers = f" Gold peak {_point(p, confidence, judge)}. End {_point(last, confidence, judge)}."
+    proxy_name = f"the {judge.lower()}'s score"
     if rises and falls:
         return finding("ppo_overoptimisation", True, False,
                        f"Overoptimisation detected: {where}, from the gold peak to the end the gold score falls "
-                       f"and the reward model's score rises, both with non-overlapping {level} confidence "
+                       f"and {proxy_name} rises, both with non-overlapping {level} confidence "
                        f"intervals.{numbers}")
     head = "No overoptimisation detected, but gold falls after its peak" if falls else "No overoptimisation detected"
     proxy = "rises" if rises else "does not rise"
     gold = "falls" if falls else "does not fall"
     return finding("ppo_overoptimisation", False, not falls,
-                   f"{head}: {where}, from the gold peak to the end the reward model's score {proxy} and the gold "
+                   f"{head}: {where}, from the gold peak to the end {proxy_name} {proxy} and the gold "
                    f"score {gold} with non-overlapping {level} confidence intervals.{numbers}")
 
 
@@ -294,7 +307,7 @@ def findings(metrics: dict[str, dict], reward_model: dict[str, Any], gold_win_ra
     if gold_win_rates and "ppo_vs_sft" in gold_win_rates:
         out.append(gold_win_rate_finding(gold_win_rates["ppo_vs_sft"], confidence))
     if curve and "gold_peak" in curve and len(curve.get("points", ())) >= 2:
-        out.append(overoptimisation_finding(curve, confidence))
+        out.append(overoptimisation_finding(curve, confidence, judge))
     if "accuracy" in reward_model:
         out.append(length_baseline_finding(reward_model, confidence))
     if isinstance(reward_model.get("on_policy"), dict) and _num(reward_model["on_policy"].get("accuracy")):

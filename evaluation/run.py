@@ -43,8 +43,8 @@ import torch
 
 from .config import SAMPLE_SEED_STRIDE, EvalConfig
 from .schema import validate_report
-from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl, table,
-                     versions)
+from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl,
+                     reward_axis, table, versions)
 
 logger = logging.getLogger(__name__)
 
@@ -810,11 +810,13 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         (w.path / "plots").mkdir(exist_ok=True)
         body = m["body"]
         plot_paths = {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png"}
-        plots.reward_distribution(m["scores"], body["metrics"]["reward"], w.path / plot_paths["reward_distribution"])
+        axis = reward_axis(body["reward"])
+        plots.reward_distribution(m["scores"], body["metrics"]["reward"], w.path / plot_paths["reward_distribution"],
+                                  axis)
         plots.win_rates(body["win_rates"], w.path / plot_paths["win_rates"])
         if "overoptimisation" in body:
             plot_paths["overoptimisation"] = "plots/overoptimisation.png"
-            plots.overoptimisation(body["overoptimisation"], w.path / plot_paths["overoptimisation"])
+            plots.overoptimisation(body["overoptimisation"], w.path / plot_paths["overoptimisation"], axis)
         ppo_rows = run_dir / "ppo" / "metrics.jsonl"
         if ppo_rows.is_file() and plots.ppo_training(read_jsonl(ppo_rows), w.path / "plots/ppo_training.png"):
             plot_paths["ppo_training"] = "plots/ppo_training.png"

@@ -368,7 +368,8 @@ def plot_context(src: CardSources) -> list[dict]:
     titles = dict(PLOT_TITLES)
     if not reward_context(src.report)["model"]:
         titles.update(reward_distribution="Reward distribution per model (the reward PPO maximised)",
-                      win_rates="Win rates (judged by the reward PPO maximised)")
+                      win_rates="Win rates (judged by the reward PPO maximised)",
+                      overoptimisation="Overoptimisation curve: gold and the reward PPO maximised against KL to SFT")
     return [{"name": name, "title": titles.get(name, name.replace("_", " ")),
              "path": f"eval/{src.report['plots'][name]}"} for name in src.plot_files]
 
