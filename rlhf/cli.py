@@ -1,7 +1,7 @@
 """The `rlhf` command: one entry point for every stage of the pipeline.
 
     rlhf run [--config FILE] [--output-dir DIR] [--dataset PATH_OR_HUB_ID]
-    rlhf data PATH_OR_HUB_ID [--on-bad-rows error|skip]
+    rlhf data PATH_OR_HUB_ID [--on-bad-rows error|skip] [--prompts]
     rlhf sft|label|reward|ppo --config FILE --output-dir DIR [--dataset ...] [--resume]
     rlhf evaluate RUN_DIR
     rlhf card RUN_DIR
@@ -78,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages even when a finished one matches the recipe")
     p.add_argument("--resume", action="store_true", help="continue unfinished stages from their checkpoints")
 
-    p = sub.add_parser("data", help="validate a preference dataset and count its problems")
-    p.add_argument("dataset", help="a local .jsonl/.json/.parquet file or folder, 'embedded', or a Hub dataset id")
+    p = sub.add_parser("data", help="validate a preference dataset (or, with --prompts, prompt-only data) and count "
+                                    "its problems")
+    p.add_argument("dataset", help="a local .jsonl/.json/.parquet file or folder, 'embedded', or a Hub dataset id "
+                                   "(with --prompts also a .txt file of prompts, or 'stories')")
+    p.add_argument("--prompts", action="store_true",
+                   help="prompt-only data (the recipe's prompts: section): one prompt per line or a prompt column")
+    p.add_argument("--column", default=None, help="with --prompts: the prompt column (default: prompt)")
     p.add_argument("--on-bad-rows", choices=["error", "skip"], default="error")
     p.add_argument("--split", default=None, help="only this split (default: train and test)")
     p.add_argument("--data-dir", default=None, help="Hub dataset data_dir, e.g. harmless-base")
@@ -183,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "data" and args.prompts:
+            return _call("gpt2_rlhf.train.data:validate_prompts_command", args.dataset, on_bad_rows=args.on_bad_rows,
+                         split=args.split, column=args.column, data_dir=args.data_dir)
         if args.command == "data":
             columns = tuple(args.columns.split(",")) if args.columns else None
             return _call("gpt2_rlhf.train.data:validate_command", args.dataset, on_bad_rows=args.on_bad_rows, split=args.split,

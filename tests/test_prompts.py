@@ -181,3 +181,17 @@ def test_the_section_is_recorded_only_when_set():
     assert stage_config(own, "ppo")["prompts"]["source"] == "stories"
     assert stage_config(own, "eval")["prompts"]["source"] == "stories"
     assert "prompts" not in stage_config(own, "sft")
+
+
+def test_rlhf_data_prompts(tmp_path, capsys):
+    from gpt2_rlhf.cli import main
+
+    path = write_lines(tmp_path / "p.txt", ["Once upon a time", b"\xff bad", "Long ago"])
+    assert main(["data", str(path), "--prompts"]) == 1
+    out, err = capsys.readouterr()
+    assert "rows kept            2" in out and "p.txt line 2: undecodable_line" in err
+    assert main(["data", str(path), "--prompts", "--on-bad-rows", "skip"]) == 0
+    good = write_jsonl(tmp_path / "q.jsonl", [{"question": "Why?"}])
+    assert main(["data", str(good), "--prompts", "--column", "question"]) == 0
+    assert main(["data", str(tmp_path / "missing.txt"), "--prompts"]) == 1
+    assert "no such file" in capsys.readouterr().err

@@ -20,6 +20,13 @@ prompt is everything up to and including the last ``"\\n\\nAssistant:"``) or, wh
 ``prompt_column`` is set, already split. They come out as
 ``{"prompt", "chosen", "rejected"}`` (see docs/DESIGN.md).
 
+Prompt-only data (``PromptsConfig``, the recipe's ``prompts`` section; ``load_prompts``) is
+what PPO and the evaluation read instead when a recipe has no preference pairs for them:
+a ``.txt`` file (one prompt per line), ``.jsonl``/``.json``/``.parquet`` with a ``prompt``
+column, a folder of ``<split>`` files, a Hub dataset id, or the shipped ``stories``; a
+text dataset is cut to its first words or tokens. Its problems are ``PROMPT_PROBLEM_KINDS``,
+handled as below.
+
 Every row is checked; a problem is one of ``PROBLEM_KINDS``. With
 ``on_bad_rows="error"`` the first problem raises ``DataError`` with a one-line
 message naming the file, the line (JSONL: 1-based line number; JSON, Parquet and
@@ -894,6 +901,39 @@ def validate_command(
             print(str(exc), file=sys.stderr)
             status = 1
             continue
+        except DataError as exc:
+            if exc.report is not None:
+                print(exc.report.format())
+            print(str(exc), file=sys.stderr)
+            status = 1
+            continue
+        print(report.format())
+        if on_bad_rows == "error" and report.n_problems:
+            print(report.first_problem(), file=sys.stderr)
+            status = 1
+    return status
+
+
+def validate_prompts_command(source: str, on_bad_rows: str = "error", split: str | None = None,
+                             column: str | None = None, data_dir: str | None = None) -> int:
+    """``rlhf data SOURCE --prompts``: check prompt-only data and print counts per problem kind.
+
+    A single file is checked whole; a folder or Hub dataset split by split (train and test unless
+    `split` is given). Every row is read; with ``on_bad_rows="error"`` any problem fails the command
+    and the first one is printed to stderr. Returns the exit code (0: usable, 1: not)."""
+    try:
+        if on_bad_rows not in ON_BAD_ROWS:
+            raise ValueError(f"on_bad_rows: must be one of {', '.join(ON_BAD_ROWS)}, got {on_bad_rows!r}")
+        cfg = PromptsConfig(source=source, column=column, data_dir=data_dir, on_bad_rows="skip", test_fraction=0.0)
+    except ValueError as exc:
+        print(_one_line(str(exc)), file=sys.stderr)
+        return 1
+    path = shipped_prompt_sets().get(source) or Path(source).expanduser()
+    splits = [split] if split else ([cfg.train_split] if path.is_file() else [cfg.train_split, cfg.test_split])
+    status = 0
+    for name in splits:
+        try:
+            _, report = load_prompts(cfg, name)
         except DataError as exc:
             if exc.report is not None:
                 print(exc.report.format())
