@@ -154,12 +154,13 @@ def load_judge(rm_spec: ModelSpec | None, reward_spec, cfg: EvalConfig, device) 
                  {"kind": "reward_model"}, rm)  # where it is and what it measured: the report's reward_model
 
 
-def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
+def read_prompts_file(path: str | Path, plain: bool = False) -> list[dict[str, str]]:
     """Rows {"prompt"} or {"prompt", "chosen", "rejected"} from a .txt or .jsonl file, in file order.
 
     .txt: one prompt per line. .jsonl: {"prompt"} or {"prompt", "chosen", "rejected"}
     (responses only), or HH rows {"chosen", "rejected"} holding whole dialogues.
-    A prompt without an Assistant turn is wrapped as "\\n\\nHuman: ...\\n\\nAssistant:".
+    A prompt without an Assistant turn is wrapped as "\\n\\nHuman: ...\\n\\nAssistant:", unless `plain`
+    (a run trained to continue plain text: prompts are kept as they are).
     """
     from gpt2_rlhf.train.data import ASSISTANT_TAG, split_prompt_response
 
@@ -168,6 +169,8 @@ def read_prompts_file(path: str | Path) -> list[dict[str, str]]:
         raise FileNotFoundError(f"--prompts {p}: no such file")
 
     def wrap(prompt: str) -> str:
+        if plain:
+            return prompt
         return prompt if ASSISTANT_TAG in prompt else f"\n\nHuman: {prompt.strip()}{ASSISTANT_TAG}"
 
     try:
@@ -214,9 +217,10 @@ def load_prompts(recipe, cfg: EvalConfig, tokenizer=None) -> tuple[list[str], li
     `tokenizer` (the policies') is needed only to cut prompt-only data by tokens (`prompts.cut_tokens`)."""
     prompts_cfg = getattr(recipe, "prompts", None)
     if cfg.prompts_file:
-        rows = read_prompts_file(cfg.prompts_file)
+        plain = prompts_cfg is not None and prompts_cfg.continuation  # continue them, as the run was trained to
+        rows = read_prompts_file(cfg.prompts_file, plain)
         info = {"name": str(cfg.prompts_file), "data_dir": None, "split": None, "prompts_file": str(cfg.prompts_file),
-                "template": "dialogue"}
+                "template": "plain" if plain else "dialogue"}
     elif prompts_cfg is not None and prompts_cfg.enabled:
         # prompt-only data (the `prompts` section): its held-out split, used as it is (plain continuation) or
         # in the dialogue template, exactly as the PPO stage read it; no pairs

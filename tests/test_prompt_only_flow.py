@@ -337,3 +337,19 @@ def test_unneeded_stages():
     assert story.stages == ["base", "ppo", "eval"] and story.prompts.source == "stories"
     assert story.ppo.reward_function == "gpt2_rlhf.train.rewards:contains_good"
     assert (story.eval.models, story.eval.reference) == (["base", "ppo"], "base")
+
+
+def test_a_prompts_file_is_continued_as_it_is_in_a_plain_run(tmp_path):
+    """`rlhf evaluate RUN --prompts FILE`: a run trained on plain prompts continues the file's prompts as
+    they are; a dialogue run wraps them as a Human turn (as before)."""
+    from gpt2_rlhf.evaluation.run import load_prompts
+    from gpt2_rlhf.stages import load_recipe
+
+    path = tmp_path / "more.txt"
+    path.write_text("Once upon a time, a shy giant\nLong ago\n")
+    plain = load_recipe("micro", {"prompts.source": "stories", "eval.prompts_file": str(path)})
+    prompts, pairs, info = load_prompts(plain, plain.eval)
+    assert prompts == ["Once upon a time, a shy giant", "Long ago"] and info["template"] == "plain" and not pairs
+    dialogue = load_recipe("micro", {"eval.prompts_file": str(path)})
+    prompts, _, info = load_prompts(dialogue, dialogue.eval)
+    assert prompts[1] == "\n\nHuman: Long ago\n\nAssistant:" and info["template"] == "dialogue"
