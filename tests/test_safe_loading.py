@@ -30,7 +30,6 @@ SCANNED = ("rlhf", "train", "evaluation", "model_card", "space", "benchmarks")
 WEIGHT_LOADERS = {
     "train/modeling.py": "the shared loaders every stage uses",
     "space/inference.py": "the Space folder is deployed on its own and cannot import train/",
-    "evaluation/run.py": "eval.classifier_model: a multi-label text classifier (modeling's loaders make 1-label RMs)",
 }
 UNPICKLERS = {("pickle", "load"), ("pickle", "loads"), ("dill", "load"), ("dill", "loads"), ("joblib", "load"),
               ("cloudpickle", "load"), ("cloudpickle", "loads"), ("pd", "read_pickle"), ("pandas", "read_pickle")}

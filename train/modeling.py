@@ -100,6 +100,29 @@ def load_sequence_classifier(name_or_path: str | Path, trust_remote_code: bool =
         raise hub_error("reward model", str(name_or_path), e) from e
 
 
+def load_text_classifier(name_or_path: str | Path, what: str = "classifier", trust_remote_code: bool = False):
+    """(model, tokenizer) of a multi-label sequence classifier (a sentiment or toxicity model; local folder or
+    Hub id), eval mode: safetensors weights only; the tokenizer pads on the right and truncates on the left
+    (a long text keeps its end); without a pad token it pads with EOS (or UNK), and the model is told which
+    id that is (GPT-2 style classifiers find the last real token by it)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _refuse_pickle_weights(name_or_path, what)
+    try:
+        # trust_remote_code explicitly off by default: left out, transformers asks on stdin for custom code.
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(name_or_path), use_safetensors=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise hub_error(what, str(name_or_path), e) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
+        model.config.pad_token_id = tok.pad_token_id
+    tok.padding_side, tok.truncation_side = "right", "left"
+    return model.eval(), tok
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """RLHF wants deterministic log-probs: dropout off everywhere (Huang et al. 2024, detail 'disable dropout').
 

@@ -156,27 +156,11 @@ def checked(fn: Callable, name: str = "") -> Callable[[list[str], list[str]], li
 
 
 def load_classifier(name: str, what: str = "classifier", trust_remote_code: bool = False):
-    """(model, tokenizer) of a sequence classifier (local folder or Hub id; safetensors weights only), eval mode.
+    """(model, tokenizer) of a sequence classifier, local folder or Hub id (train.modeling.load_text_classifier:
+    safetensors only; right padding, a long text keeps its end), in eval mode."""
+    from .modeling import load_text_classifier
 
-    The tokenizer pads on the right and truncates on the left (a long text keeps its end); a tokenizer
-    without a pad token pads with EOS (or UNK), and the model is told which id that is."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .modeling import hub_error
-
-    try:
-        # trust_remote_code explicitly off: left out, transformers asks on stdin for a folder with custom code.
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True,
-                                                                   trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise hub_error(what, name, e) from e
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
-        model.config.pad_token_id = tok.pad_token_id  # GPT-2 style classifiers find the last real token by it
-    tok.padding_side, tok.truncation_side = "right", "left"
-    return model.eval(), tok
+    return load_text_classifier(name, what, trust_remote_code)
 
 
 def resolve_label(model, label: str | int | None, what: str, name: str) -> int:
