@@ -290,9 +290,12 @@ def _split_file(folder: Path, split: str) -> Path:
     return found[0]
 
 
-def _read_jsonl(path: Path, report: DataReport) -> Iterator[_Raw]:
-    # Bytes, decoded per line: a bad line is then a counted problem with its line
-    # number instead of a crash that names no line.
+def _text_lines(path: Path, report: DataReport) -> Iterator[_Raw]:
+    """The file's non-blank lines as text (_Raw.obj), or an undecodable-line problem; blank lines counted.
+
+    Bytes, decoded per line: a bad line is then a counted problem with its line
+    number instead of a crash that names no line.
+    """
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             location = f"{path} line {lineno}"
@@ -305,12 +308,20 @@ def _read_jsonl(path: Path, report: DataReport) -> Iterator[_Raw]:
                 yield _Raw(location, problem=("undecodable_line",
                                               f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"))
                 continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield _Raw(location, problem=("undecodable_line", f"bad JSON: {exc.msg} at column {exc.colno}"))
-                continue
-            yield _Raw(location, obj)
+            yield _Raw(location, text)
+
+
+def _read_jsonl(path: Path, report: DataReport) -> Iterator[_Raw]:
+    for line in _text_lines(path, report):
+        if line.problem:
+            yield line
+            continue
+        try:
+            obj = json.loads(line.obj)
+        except json.JSONDecodeError as exc:
+            yield _Raw(line.location, problem=("undecodable_line", f"bad JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        yield _Raw(line.location, obj)
 
 
 def _read_json(path: Path, report: DataReport) -> Iterator[_Raw]:
@@ -665,19 +676,8 @@ class PromptsConfig:
 
 def _read_text_lines(path: Path, report: DataReport) -> Iterator[_Raw]:
     """A .txt file: one prompt per line (bytes decoded per line, so a bad line is named, not a crash)."""
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            location = f"{path} line {lineno}"
-            if not raw.strip():
-                report.blank_lines += 1
-                continue
-            try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                yield _Raw(location, problem=("undecodable_line",
-                                              f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"))
-                continue
-            yield _Raw(location, text.rstrip("\r\n"))
+    for line in _text_lines(path, report):
+        yield line if line.problem else _Raw(line.location, line.obj.rstrip("\r\n"))
 
 
 def _prompt_split_file(folder: Path, split: str) -> Path:
