@@ -50,6 +50,17 @@ def copy_run(run_dir: Path, dest: Path, stages=MICRO_STAGES) -> Path:
 
 
 @pytest.fixture
+def hub_offline(monkeypatch):
+    """HF_HUB_OFFLINE=1, also where the libraries already read it at import (their module-level flags)."""
+    import sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
+        if module in sys.modules:
+            monkeypatch.setattr(sys.modules[module], attr, True)
+
+
+@pytest.fixture
 def micro_recipe():
     """The micro recipe, freshly loaded (safe to modify)."""
     from gpt2_rlhf.stages import load_recipe

@@ -6,7 +6,6 @@ import functools
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +234,8 @@ def test_missing_or_unreadable_files(tmp_path: Path) -> None:
         load_preferences(WholeFile(dataset=str(tmp_path / "junk.parquet")), "train")
 
 
-def test_offline_hub_id_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_offline_hub_id_is_a_one_line_error(hub_offline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    # The libraries read the variable at import; if another test imported them first,
-    # flip their module-level flags too (monkeypatch restores them).
-    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
-        if module in sys.modules:
-            monkeypatch.setattr(sys.modules[module], attr, True)
     cfg = DataConfig(dataset="Anthropic/hh-rlhf", data_dir="harmless-base")
     with pytest.raises(DataError) as info:
         load_preferences(cfg, "test")

@@ -196,20 +196,9 @@ def test_classifier_reward_by_hand(micro_run, tmp_path):
         ClassifierReward(str(path), "HAPPY")
 
 
-def _offline(monkeypatch):
-    """HF_HUB_OFFLINE=1, also where the libraries already read it at import (their module flags)."""
-    import sys
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
-        if module in sys.modules:
-            monkeypatch.setattr(sys.modules[module], attr, True)
-
-
-def test_a_hub_classifier_that_cannot_be_fetched_is_one_line(monkeypatch):
+def test_a_hub_classifier_that_cannot_be_fetched_is_one_line(hub_offline):
     from gpt2_rlhf.train.rewards import ClassifierReward
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="could not load reward classifier 'no-such-user/sentiment'") as e:
         ClassifierReward("no-such-user/sentiment", "POSITIVE")
     assert "\n" not in str(e.value)

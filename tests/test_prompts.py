@@ -145,18 +145,7 @@ def test_hub_text_dataset_with_split_expressions(monkeypatch):
     assert report.source == "someone/stories [train[:90%]]"
 
 
-def _offline(monkeypatch):
-    """HF_HUB_OFFLINE=1, also where the libraries already read it at import (their module flags)."""
-    import sys
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
-        if module in sys.modules:
-            monkeypatch.setattr(sys.modules[module], attr, True)
-
-
-def test_offline_hub_id_is_one_line(monkeypatch):
-    _offline(monkeypatch)
+def test_offline_hub_id_is_one_line(hub_offline):
     with pytest.raises(DataError, match="could not fetch Hub dataset no-such-user/no-such-prompts") as e:
         load_prompts(PromptsConfig(source="no-such-user/no-such-prompts"), "train")
     assert "\n" not in str(e.value)
