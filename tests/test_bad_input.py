@@ -153,3 +153,35 @@ def test_every_case_is_in_the_reliability_table():
     doc = (ROOT / "docs" / "RELIABILITY.md").read_text()
     missing = [c["id"] for c in CASES if f"`{c['id']}`" not in doc]
     assert not missing, f"docs/RELIABILITY.md does not list: {missing}"
+
+
+# ------------------------------------------------------------- overrides checked together
+
+
+def test_overrides_are_validated_after_all_of_them_are_applied():
+    """Each flag alone contradicts the YAML (total_episodes 8 < batch_size 64; batch_size 4 with
+    gpt2-hh's 4 mini-batches x 2 accumulation steps), together they are a valid recipe."""
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.config import ConfigError
+
+    flags = {"ppo.total_episodes": "8", "ppo.batch_size": "8", "ppo.num_mini_batches": "2",
+             "ppo.gradient_accumulation_steps": "1", "sft.max_steps": "2"}
+    recipe = load_recipe("gpt2-hh", flags)
+    assert (recipe.ppo.total_episodes, recipe.ppo.batch_size, recipe.ppo.num_mini_batches) == (8, 8, 2)
+    assert recipe.sft.max_steps == 2
+    for order in (dict(reversed(list(flags.items()))),):  # the order of the flags does not matter
+        assert load_recipe("gpt2-hh", order).to_dict() == recipe.to_dict()
+    # the issue's own example, on the tiny recipe (its PPO takes any batch size)
+    tiny = load_recipe("tiny", {"ppo.total_episodes": "8", "ppo.batch_size": "4"})
+    assert (tiny.ppo.total_episodes, tiny.ppo.batch_size) == (8, 4)
+
+    # A real contradiction is still one line, naming every flag of the section it came from.
+    with pytest.raises(ConfigError) as info:
+        load_recipe("tiny", {"ppo.total_episodes": "8", "ppo.batch_size": "16", "sft.max_steps": "2"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("--ppo.total_episodes, --ppo.batch_size: ")
+    assert "total_episodes (8) must be at least batch_size (16)" in message and "sft" not in message
+    # A value of the wrong type is still named by its own flag, before any validation.
+    with pytest.raises(ConfigError, match=r"^--ppo\.batch_size: expected an integer"):
+        load_recipe("tiny", {"ppo.total_episodes": "8", "ppo.batch_size": "four"})

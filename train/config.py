@@ -289,6 +289,10 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
             close = difflib.get_close_matches(str(key), [*table, "seed", "stages"], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+    # Every flag is set first and each touched section validated once, after all of them: checked one by
+    # one, `--ppo.batch_size 4 --ppo.total_episodes 8` failed on the first flag applied against the other's
+    # YAML value ("total_episodes (8) must be at least batch_size (64)").
+    touched: dict[str, list[str]] = {}  # section -> the flags that changed it, in order
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -298,11 +302,12 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
         elif dotted == "stages":
             recipe.stages = _coerce(value, list[str], "--stages")
         elif head in table and rest:
-            section = getattr(recipe, head)
-            update(section, rest, value, f"--{dotted}")
-            recipe.sections[head] = validate(section, f"--{dotted}")
+            update(getattr(recipe, head), rest, value, f"--{dotted}")
+            touched.setdefault(head, []).append(f"--{dotted}")
         else:
             raise ConfigError(f"--{dotted}: unknown option")
+    for head, flags in touched.items():
+        recipe.sections[head] = validate(getattr(recipe, head), ", ".join(flags))
     bad = [s for s in recipe.stages if s not in STAGE_ORDER]
     if bad:
         raise ConfigError(f"{where}: stages: unknown stage(s) {bad}; choose from {list(STAGE_ORDER)}")
