@@ -2,7 +2,7 @@
 
     rlhf run [--config FILE] [--output-dir DIR] [--dataset PATH_OR_HUB_ID]
     rlhf data PATH_OR_HUB_ID [--on-bad-rows error|skip] [--prompts]
-    rlhf sft|label|reward|ppo --config FILE --output-dir DIR [--dataset ...] [--resume]
+    rlhf sft|label|reward|ppo|dpo|rloo --config FILE --output-dir DIR [--dataset ...] [--resume]
     rlhf evaluate RUN_DIR
     rlhf card RUN_DIR
     rlhf reproduce RUN_DIR_OR_REPO
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         ("sft", "stage 1: supervised fine-tuning on chosen responses"),
                         ("label", "feedback: sample the policy k times per prompt and label the pairs"),
                         ("reward", "stage 2: the pairwise reward model"),
-                        ("ppo", "stage 3: PPO against the reward model")):
+                        ("ppo", "stage 3: PPO against the reward model"),
+                        ("dpo", "DPO (TRL) from SFT on the preference pairs, beside PPO"),
+                        ("rloo", "RLOO (TRL) from SFT against PPO's reward, beside PPO")):
         p = sub.add_parser(stage, help=text)
         _recipe_args(p, config_required=True)
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             columns = tuple(args.columns.split(",")) if args.columns else None
             return _call("gpt2_rlhf.train.data:validate_command", args.dataset, on_bad_rows=args.on_bad_rows, split=args.split,
                          data_dir=args.data_dir, columns=columns, tokenizer=args.tokenizer, max_length=args.max_length)
-        if args.command in ("base", "sft", "label", "reward", "ppo"):
+        if args.command in ("base", "sft", "label", "reward", "ppo", "dpo", "rloo"):
             from .pipeline import run_stage
 
             run_stage(args.command, _load(args), Path(args.output_dir), resume=args.resume)

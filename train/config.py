@@ -42,10 +42,14 @@ TRAIN_SECTIONS: dict[str, str] = {
     "label": "gpt2_rlhf.train.feedback:LabelConfig",
     "reward": "gpt2_rlhf.train.reward:RewardStageConfig",
     "ppo": "gpt2_rlhf.train.ppo.config:PPOConfig",
+    "dpo": "gpt2_rlhf.train.dpo:DPOStageConfig",
+    "rloo": "gpt2_rlhf.train.rloo:RLOOStageConfig",
 }
 
-STAGE_ORDER = ("base", "sft", "label", "reward", "ppo", "eval")
-# A recipe without `stages:` runs these (the feedback stage `label` is asked for by name).
+# dpo and rloo are the other alignment methods beside ppo (trained from SFT after the final reward model,
+# before the evaluation): a recipe compares them by listing them (configs/compare.yaml).
+STAGE_ORDER = ("base", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval")
+# A recipe without `stages:` runs these (the feedback stage `label`, dpo and rloo are asked for by name).
 DEFAULT_STAGES = ("base", "sft", "reward", "ppo", "eval")
 
 def _recipes_dir() -> Path:
@@ -69,7 +73,8 @@ class Recipe:
     seed: int = field(default=0, metadata={"help": "Seed for every stage (each stage may add its own offset)."})
     stages: list[str] = field(
         default_factory=lambda: list(DEFAULT_STAGES),
-        metadata={"help": "Stages `rlhf run` executes, in order; any subset of base, sft, label, reward, ppo, eval."},
+        metadata={"help": "Stages `rlhf run` executes, in order; any subset of base, sft, label, reward, ppo, dpo, "
+                         "rloo, eval."},
     )
     sections: dict[str, Any] = field(default_factory=dict, metadata={"help": "Stage configs by section name."})
     source: str = field(default="<defaults>", metadata={"help": "Where the recipe came from (file path)."})

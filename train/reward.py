@@ -94,6 +94,21 @@ class RewardStageConfig:
     replay: float = field(default=1.0, metadata={"help": (
         "With warm_start, earlier pairs (dataset pairs and earlier labels, drawn with the recipe seed) per "
         "newest labelled comparison.")})
+    judges: int = field(default=0, metadata={"help": (
+        "Judges PPO never sees, for its reward-hacking monitor (ppo.monitor_every): this many more reward models "
+        "trained like the proxy on every train pair (held-out ones included) with seeds recipe seed + "
+        "judge_seed_offset + i, so their head initialisations and data orders differ (an ensemble, Coste et al. "
+        "2023; Eisenstein et al. 2023), saved as reward/judges/seed-<s>/. 0: none.")})
+    judge_holdout: float = field(default=0.0, metadata={"help": (
+        "Share of the train pairs (dataset pairs and labelled comparisons, each drawn with the recipe seed) "
+        "withheld from the proxy reward model; a judge trained on them alone is saved as reward/judges/holdout/. "
+        "0: the proxy trains on every pair and there is no held-out judge.")})
+    judge_seed_offset: int = field(default=100, metadata={"help": (
+        "Added to the recipe seed for the judges' seeds (the held-out judge uses the first).")})
+    judge_init_from: str = field(default="auto", metadata={"help": (
+        "Where the judges start: auto = the SFT model (else base), also when the proxy is warm-started from an "
+        "earlier round; or 'sft', 'base', or a model path/Hub id (a different start decorrelates their errors "
+        "from the proxy's more than a different seed, Eisenstein et al. 2023).")})
 
     def __post_init__(self):
         check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
@@ -104,6 +119,12 @@ class RewardStageConfig:
             check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
         check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
         check(self.replay >= 0, f"replay: must be >= 0, got {self.replay}")
+        check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
+        check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
+        check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
+        check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
+        check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
+        check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
         check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
         check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
         check(self.stats_temperature >= 0, f"stats_temperature: must be >= 0, got {self.stats_temperature}")
@@ -272,6 +293,28 @@ def replay_sample(rows: Sequence[dict], n: int, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(order[:n])]
 
 
+def holdout_split(rows: Sequence[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(kept, held out): round(fraction * len(rows)) rows drawn with the seed are held out; both keep file order.
+
+    fraction 0 holds out nothing (the rows come back as they are)."""
+    import random
+
+    n = round(fraction * len(rows))
+    if n <= 0:
+        return list(rows), []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def judge_plan(cfg: RewardStageConfig, seed: int) -> list[tuple[str, int]]:
+    """(name, seed) of each judge: `holdout` (when pairs are held out) first, then the seed ensemble."""
+    first = seed + cfg.judge_seed_offset
+    plan = [("holdout", first)] if cfg.judge_holdout > 0 else []
+    return plan + [(f"seed-{s}", s) for s in range(first + len(plan), first + len(plan) + cfg.judges)]
+
+
 def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
     """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
     from .rundir import is_complete, require_stage
@@ -286,15 +329,17 @@ def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, 
     return cfg.init_from, cfg.init_from
 
 
-def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_length: int, callbacks=None):
-    """The configured RewardTrainer on {prompt, chosen, rejected} rows."""
+def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_length: int, callbacks=None,
+                  seed: int | None = None):
+    """The configured RewardTrainer on {prompt, chosen, rejected} rows (seed: weights' and data order's;
+    default the recipe's)."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     from .hf_training import trainer_arguments
 
     cfg: RewardStageConfig = recipe.reward
-    args = RewardConfig(**trainer_arguments(cfg, recipe.seed, output_dir, max_length),
+    args = RewardConfig(**trainer_arguments(cfg, recipe.seed if seed is None else seed, output_dir, max_length),
                         center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
     data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                               for r in train_rows])
@@ -302,6 +347,83 @@ def build_trainer(recipe, model, tokenizer, train_rows, output_dir: Path, max_le
 
     return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          callbacks=[resumable_checkpoints_callback(), *(callbacks or [])])
+
+
+JUDGES = "judges"  # reward/judges/<name>/: reward models PPO never sees (its monitor's judges)
+
+
+def resolve_judge_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
+    """Where the judges start: judge_init_from, with auto = SFT (else base), never a warm-started proxy."""
+    from dataclasses import replace
+
+    return resolve_init(replace(cfg, init_from=cfg.judge_init_from, warm_start=False), output_dir)
+
+
+def train_judge(recipe, name: str, seed: int, init_dir, rows: Sequence[dict], tokenizer, max_length: int, writer,
+                resume: bool, state, test_rows: Sequence[dict], label_dir: Path | None,
+                stats_samples: tuple[list[str], list[str]] | None) -> dict[str, Any]:
+    """Trains one judge like the proxy (its seed, its rows) into <stage>/judges/<name>/; returns its metrics.
+
+    Every process trains; the main one measures it on the test pairs (and held-out labelled pairs) and
+    normalises it on the proxy's own SFT samples (stats_samples: prompts, responses), so that the judges'
+    and the proxy's normalised scores share one scale: 0 and 1 on those samples."""
+    from .hf_training import last_complete_checkpoint
+    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier
+    from .rundir import write_json
+
+    cfg: RewardStageConfig = recipe.reward
+    t0 = time.time()
+    if not rows:
+        raise ValueError(f"reward judge {name}: no train pairs (reward.judge_holdout {cfg.judge_holdout} of the "
+                         f"train pairs rounds to none)")
+    torch.manual_seed(seed)
+    model = load_sequence_classifier(init_dir)
+    ensure_pad_embedding(model, tokenizer)
+    ckpt = writer.checkpoints / JUDGES / name
+    trainer = build_trainer(recipe, model, tokenizer, rows, ckpt, max_length, seed=seed)
+    checkpoint = last_complete_checkpoint(ckpt) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    out: dict[str, Any] = {"seed": seed, "train_pairs": len(rows), "global_step": trainer.state.global_step}
+    if state.is_main_process:
+        path = writer.path / JUDGES / name
+        path.mkdir(parents=True, exist_ok=True)
+        trainer.save_model(str(path))
+        tokenizer.save_pretrained(str(path))
+        rm = RewardModel(trainer.model, tokenizer)
+        after, _ = evaluate_pairs(rm, test_rows, cfg.per_device_eval_batch_size)
+        out.update(accuracy=after["accuracy"], mean_margin=after["mean_margin"])
+        if label_dir:
+            on_policy = on_policy_metrics(rm, label_dir, cfg.per_device_eval_batch_size)
+            if on_policy:
+                out["on_policy_accuracy"] = on_policy["accuracy"]
+        prompts, samples = stats_samples
+        mean, std = normalisation_stats(rm.score(prompts, samples, batch_size=cfg.per_device_eval_batch_size))
+        write_json(path / REWARD_STATS, {"mean": mean, "std": std, "n": len(prompts),
+                                         "source": f"the proxy's normalisation samples ({len(prompts)})"})
+        out["seconds"] = time.time() - t0
+        write_json(path / "metrics.json", out)
+    del trainer, model
+    state.wait_for_everyone()
+    return out
+
+
+def judge_summary(judges: dict[str, dict], proxy: dict[str, Any], cfg: RewardStageConfig, held_dataset: int,
+                  held_labelled: int) -> dict[str, Any]:
+    """reward/metrics.json["judges"]: each judge's metrics, their cost, and what holding pairs out cost the proxy.
+
+    proxy_accuracy_loss: the mean test accuracy of the judges trained on every pair minus the proxy's
+    (trained without the held-out pairs); it includes seed noise, and is null when no judge saw every pair."""
+    full = [j["accuracy"] for name, j in judges.items() if name != "holdout"]
+    out: dict[str, Any] = {"models": judges, "path": JUDGES, "seconds": sum(j["seconds"] for j in judges.values()),
+                           "holdout_fraction": cfg.judge_holdout, "held_out_dataset_pairs": held_dataset,
+                           "held_out_labelled_pairs": held_labelled}
+    if cfg.judge_holdout > 0:
+        out["proxy_accuracy_loss"] = (sum(full) / len(full) - proxy["accuracy"]) if full else None
+        if "on_policy" in proxy:
+            full_op = [j["on_policy_accuracy"] for n, j in judges.items() if n != "holdout" and "on_policy_accuracy" in j]
+            out["proxy_on_policy_accuracy_loss"] = (sum(full_op) / len(full_op) - proxy["on_policy"]["accuracy"]
+                                                    if full_op else None)
+    return out
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None, name: str = "reward") -> Path:
@@ -327,19 +449,22 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     policy_dir = output_dir / ("base" if init_name == "base" or not is_complete(output_dir / "sft") else "sft")
     tokenizer = load_tokenizer(init_dir, padding_side="right")
     max_length = min(cfg.max_length or 10**9, saved_context_length(init_dir))
-    train_rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
+    all_dataset = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
     test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
-    dataset_pairs = len(train_rows)
-    if cfg.warm_start and len(cfg.labels) > 1:
-        newest = labelled_rows(cfg.labels[-1:], tokenizer, max_length)
-        earlier = train_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length)
-        replayed = replay_sample(earlier, round(cfg.replay * len(newest)), recipe.seed)
-        labelled = newest
-        train_rows = replayed + newest * cfg.labelled_repeats
+    # judge_holdout: pairs the proxy (the model PPO optimises) never sees; a judge trains on them
+    dataset_rows, held_dataset = holdout_split(all_dataset, cfg.judge_holdout, recipe.seed)
+    dataset_pairs = len(dataset_rows)
+    warm = cfg.warm_start and len(cfg.labels) > 1
+    all_labelled = labelled_rows(cfg.labels[-1:] if warm else cfg.labels, tokenizer, max_length)
+    labelled, held_labelled = holdout_split(all_labelled, cfg.judge_holdout, recipe.seed + 1)
+    if warm:
+        earlier = dataset_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length)
+        replayed = replay_sample(earlier, round(cfg.replay * len(labelled)), recipe.seed)
+        train_rows = replayed + labelled * cfg.labelled_repeats
     else:
         replayed = None
-        labelled = labelled_rows(cfg.labels, tokenizer, max_length)
-        train_rows = train_rows + labelled * cfg.labelled_repeats
+        train_rows = dataset_rows + labelled * cfg.labelled_repeats
+    judges = judge_plan(cfg, recipe.seed)
     label_dir = Path(cfg.labels[-1]) if cfg.labels else None
     torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it
     model = load_sequence_classifier(init_dir)
@@ -350,6 +475,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         state.wait_for_everyone()
         metrics: dict[str, Any] = {"init_from": str(init_name), "train_pairs": len(train_rows),
                                    "dataset_pairs": dataset_pairs, "labelled_pairs": len(labelled),
+                                   "held_out_pairs": len(held_dataset) + len(held_labelled),
                                    "labelled_repeats": cfg.labelled_repeats, "labels": list(cfg.labels),
                                    "replayed_pairs": None if replayed is None else len(replayed),
                                    "max_length": max_length, "world_size": state.num_processes}
@@ -409,6 +535,27 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             tokenizer.save_pretrained(str(writer.path))
             metrics["seconds"] = time.time() - t_start
             logger.info("reward model health: %s", format_health(health))
+        state.wait_for_everyone()
+
+        # 6. The judges (judge_holdout, judges): reward models PPO never sees, for its monitor.
+        if judges:
+            del trainer
+            every_label = all_labelled if not warm else labelled_rows(cfg.labels, tokenizer, max_length)
+            data = {"holdout": held_dataset + held_labelled * cfg.labelled_repeats,
+                    "all": all_dataset + every_label * cfg.labelled_repeats}
+            judge_dir, judge_init = resolve_judge_init(cfg, output_dir)
+            results = {}
+            for judge_name, judge_seed in judges:
+                rows = data["holdout" if judge_name == "holdout" else "all"]
+                results[judge_name] = train_judge(
+                    recipe, judge_name, judge_seed, judge_dir, rows, tokenizer, max_length, writer, resume, state,
+                    test_rows, label_dir, (prompts, samples) if state.is_main_process else None)
+                results[judge_name]["init_from"] = judge_init
+            if state.is_main_process:
+                metrics["judges"] = judge_summary(results, metrics, cfg, len(held_dataset), len(held_labelled))
+                logger.info("judges: %s", metrics["judges"])
+        if state.is_main_process:
+            metrics["total_seconds"] = time.time() - t_start
             logger.info("reward metrics: %s", {k: v for k, v in metrics.items() if k != "loss_curve"})
         state.wait_for_everyone()
         writer.finish(metrics=finite(metrics), config=stage_config(recipe, "reward"))

@@ -151,15 +151,59 @@ def load_training_prompts(recipe, cfg, tokenizer, budget: int) -> tuple[list[str
     if prompt_only(recipe):
         pcfg = recipe.prompts
         train, train_report = load_prompts(pcfg, pcfg.train_split, tokenizer, budget)
-        test, test_report = load_prompts(pcfg, pcfg.test_split, tokenizer, budget) if cfg.eval_prompts else ([], None)
+        wanted = cfg.eval_prompts or cfg.monitor_every
+        test, test_report = load_prompts(pcfg, pcfg.test_split, tokenizer, budget) if wanted else ([], None)
         info = {"source": pcfg.source, "template": pcfg.template, "train": train_report.as_dict(),
                 "test": test_report.as_dict() if test_report else None}
         return train, list(dict.fromkeys(test)), [], info
     train_rows, _ = load_preferences(recipe.data, recipe.data.train_split)
-    test_rows, _ = load_preferences(recipe.data, recipe.data.test_split) if cfg.eval_prompts else ([], None)
+    wanted = cfg.eval_prompts or cfg.monitor_every
+    test_rows, _ = load_preferences(recipe.data, recipe.data.test_split) if wanted else ([], None)
     info = {"source": recipe.data.dataset, "template": "dialogue", "train": {"rows_kept": len(train_rows)},
-            "test": {"rows_kept": len(test_rows)} if cfg.eval_prompts else None}
+            "test": {"rows_kept": len(test_rows)} if wanted else None}
     return _prompts(train_rows), list(dict.fromkeys(_prompts(test_rows))), test_rows, info
+
+
+# ----------------------------------------------------------------------------- the monitor
+
+
+def judge_dirs(cfg, reward_path: str | None) -> list[str]:
+    """The monitor's judges: ppo.monitor_judges, else every <reward model>/judges/<name>/ (train.reward.JUDGES)."""
+    from ..reward import JUDGES
+
+    if cfg.monitor_judges:
+        return list(cfg.monitor_judges)
+    root = Path(reward_path) / JUDGES if reward_path else None
+    return [str(p) for p in sorted(root.iterdir()) if p.is_dir()] if root and root.is_dir() else []
+
+
+def build_monitor(cfg, prompts: Sequence[str], tokenizer, ref, rm, reward_fn, reward_path: str | None, device,
+                  gold_fn=None, seed: int = 0):
+    """The reward-hacking monitor (train/ppo/monitor.py) on the first monitor_prompts held-out prompts."""
+    import torch
+
+    from ..modeling import RewardModel, context_length
+    from .monitor import Monitor
+
+    def rm_scores(model, normalised: bool):
+        return lambda ps, rs: model.score(ps, rs, batch_size=cfg.eval_batch_size, normalised=normalised,
+                                          max_length=context_length(model.model))
+
+    if reward_fn is not None:
+        proxy = lambda ps, rs: torch.tensor([float(v) for v in reward_fn(ps, rs)])
+    else:
+        proxy = rm_scores(rm, cfg.normalise_reward)
+    judges = {}
+    for d in judge_dirs(cfg, reward_path):
+        if not Path(d).is_dir():
+            raise ValueError(f"ppo.monitor_judges: {d} is not a directory")
+        judge = RewardModel.load(d)
+        judge.model.to(device)
+        judges[Path(d).name] = rm_scores(judge, True)
+    if not judges:
+        logger.warning("ppo.monitor_every is set but there are no judges (reward.judges, reward.judge_holdout or "
+                       "ppo.monitor_judges): the monitor measures without warning")
+    return Monitor(cfg, list(prompts)[: cfg.monitor_prompts], tokenizer, ref, proxy, judges, gold_fn, seed)
 
 
 # ----------------------------------------------------------------------------- before/after
@@ -319,13 +363,25 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
     with StageWriter(output_dir, name, resume=resume, main_process=accelerator.is_main_process) as writer:
         accelerator.wait_for_everyone()  # the partial dir (and its checkpoints) exists for every process
         # 2. train
+        monitor = None
+        if cfg.monitor_every:
+            ref.to(accelerator.device)
+            monitor = build_monitor(cfg, test_prompts, tokenizer, ref, rm, reward_fn, paths["reward"],
+                                    accelerator.device, gold_fn, seed + 2)
         trainer = PPOTrainer(cfg, policy, ref, tokenizer, scorer, train_prompts, critic=critic, seed=seed,
                              accelerator=accelerator, checkpoint_dir=writer.checkpoints,
                              metrics_path=writer.path / "metrics.jsonl", extra_scorers=extra,
-                             snapshot_dir=writer.path / SNAPSHOTS)
+                             snapshot_dir=writer.path / SNAPSHOTS, monitor=monitor,
+                             best_dir=writer.checkpoints / "monitor-best")
         t0 = time.time()
         history = trainer.train(resume=resume)
         train_s = time.time() - t0
+        kept = "last"
+        if cfg.monitor_keep_best:
+            best_update = trainer.load_best()
+            if best_update is not None:
+                kept = f"update {best_update} (the judges' best)"
+                logger.info("ppo.monitor_keep_best: the stage's policy is the one after update %d", best_update)
         metrics: dict[str, Any] = {
             "updates": len(history), "episodes": len(history) * cfg.batch_size, "train_s": round(train_s, 2),
             "final": history[-1] if history else {},
@@ -355,7 +411,19 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
                 _log_comparison(cmp, summary)
                 metrics["comparison"] = {**cmp, "summary": summary}
             # 4. the policy, in Hugging Face format, and the list of its snapshots
-            write_snapshot_index(writer.path, cfg.batch_size)
+            snapshots = write_snapshot_index(writer.path, cfg.batch_size)
+            if monitor is not None:  # the monitor's verdict, table and pick (ppo/monitor.json)
+                from ..rundir import write_json
+                from .monitor import MONITOR_FILE
+
+                report = monitor.report(len(history), cfg.num_updates, {r["update"]: r["path"] for r in snapshots},
+                                        kept, trainer.stopped_at)
+                write_json(writer.path / MONITOR_FILE, report)
+                metrics["monitor"] = {k: report.get(k) for k in ("verdict", "first_warning", "judges_pick",
+                                                                  "stopped_early_at", "policy_kept", "seconds",
+                                                                  "overhead_per_update_s")}
+                logger.info("monitor verdict: %s%s", report["verdict"],
+                            f" (first at update {report['first_warning']['update']})" if report["first_warning"] else "")
             trainer.policy.save_pretrained(writer.path, safe_serialization=True)
             tokenizer.save_pretrained(writer.path)
             if trainer.model.critic is not None:  # the next feedback round's critic (ppo.continue_critic)

@@ -103,7 +103,27 @@ class PPOConfig:
         "Keep the policy every N updates in snapshots/ (the evaluation's overoptimisation curve; 0 = never).")})
     eval_prompts: int = field(default=64, metadata={
         "help": "Held-out test prompts for the before/after comparison at the end (0 = skip)."})
-    eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the before/after comparison."})
+    eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the before/after comparison (and the monitor's)."})
+
+    # --- the reward-hacking monitor (train/ppo/monitor.py): proxy vs judges PPO never sees, no gold needed
+    monitor_every: int = field(default=0, metadata={"help": (
+        "Measure the policy every N updates (and before the first) on fixed held-out prompts: proxy, judges, "
+        "their disagreement, KL, length, distinct-n, into metrics.jsonl and ppo/monitor.json (0 = off).")})
+    monitor_prompts: int = field(default=64, metadata={"help": "Held-out test prompts the monitor samples (the first N)."})
+    monitor_samples_per_prompt: int = field(default=1, metadata={"help": (
+        "Responses per monitor prompt (each prompt's mean is one bootstrap unit).")})
+    monitor_judges: list[str] = field(default_factory=list, metadata={"help": (
+        "Judge reward-model directories; empty: every <reward model>/judges/<name>/ the reward stage trained "
+        "(reward.judges, reward.judge_holdout). Without judges the monitor measures but never warns.")})
+    monitor_patience: int = field(default=2, metadata={"help": (
+        "Warn when the judges have set no new best for this many points while the proxy rose since their best.")})
+    monitor_z: float = field(default=2.0, metadata={"help": (
+        "The proxy's rise must exceed this many paired-bootstrap standard errors (over the fixed prompts).")})
+    monitor_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts for the noise band."})
+    monitor_keep_best: bool = field(default=False, metadata={"help": (
+        "The stage's policy is the one at the judges' best point instead of the last (the pick is always in "
+        "monitor.json).")})
+    monitor_early_stop: bool = field(default=False, metadata={"help": "Stop training at the first warning."})
 
     def __post_init__(self):
         check(self.total_episodes > 0, f"total_episodes must be > 0, got {self.total_episodes}")
@@ -134,6 +154,11 @@ class PPOConfig:
         check(self.snapshot_every >= 0, f"snapshot_every must be >= 0, got {self.snapshot_every}")
         check(self.save_every >= 0 and self.eval_prompts >= 0 and self.eval_batch_size > 0,
               "save_every and eval_prompts must be >= 0 and eval_batch_size > 0")
+        check(self.monitor_every >= 0, f"monitor_every must be >= 0, got {self.monitor_every}")
+        for name in ("monitor_prompts", "monitor_samples_per_prompt", "monitor_patience"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.monitor_z >= 0, f"monitor_z must be >= 0, got {self.monitor_z}")
+        check(self.monitor_bootstrap >= 2, f"monitor_bootstrap must be >= 2, got {self.monitor_bootstrap}")
         check(self.warmup_updates >= 0, f"warmup_updates must be >= 0, got {self.warmup_updates}")
         check_reward_fields(self, "")
 

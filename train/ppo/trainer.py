@@ -311,7 +311,8 @@ class PPOTrainer:
                  critic=None, seed: int = 0, accelerator=None, checkpoint_dir: str | Path | None = None,
                  metrics_path: str | Path | None = None, progress: bool = True,
                  snapshot_dir: str | Path | None = None,
-                 extra_scorers: dict[str, Callable[[list[str], list[str]], list[float]]] | None = None):
+                 extra_scorers: dict[str, Callable[[list[str], list[str]], list[float]]] | None = None,
+                 monitor=None, best_dir: str | Path | None = None):
         if accelerator is None:
             from accelerate import Accelerator
 
@@ -332,6 +333,11 @@ class PPOTrainer:
         # logged, never optimised: e.g. the embedded world's gold judge, to watch the reward model
         # being over-optimised while it happens (Gao et al. 2022)
         self.extra_scorers = dict(extra_scorers or {})
+        # the reward-hacking monitor (train/ppo/monitor.py; main process only) and where, with
+        # monitor_keep_best, the judges' best policy so far is kept (a checkpoint folder: --resume finds it)
+        self.monitor = monitor
+        self.best_dir = Path(best_dir) if best_dir else None
+        self.stopped_at: int | None = None
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         if self.eos_id is None or self.pad_id is None or self.eos_id == self.pad_id:
             raise ValueError("PPO needs a tokenizer with an EOS token and a distinct pad token (train.modeling.load_tokenizer)")
@@ -598,10 +604,17 @@ class PPOTrainer:
         if resume:
             self.load_latest_checkpoint()
         self._rewrite_metrics()
+        if self.monitor is not None and self.update_idx == 0:
+            self._monitor_point()  # the starting point: what the judges compare everything with
         bar = tqdm(total=self.num_updates, initial=self.update_idx, desc="ppo", unit="update",
                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
         while self.update_idx < self.num_updates:
             row = self.step()
+            stop = False
+            if self.monitor is not None and (self.update_idx % self.cfg.monitor_every == 0
+                                             or self.update_idx == self.num_updates):
+                fields, stop = self._monitor_point()
+                row.update(fields)
             self.history.append(row)
             if self.is_main and self.metrics_path:
                 with self.metrics_path.open("a") as f:
@@ -612,11 +625,43 @@ class PPOTrainer:
             if self.cfg.snapshot_every and self.update_idx % self.cfg.snapshot_every == 0 \
                     and self.update_idx < self.num_updates:
                 self.save_snapshot()
+            if stop:
+                self.stopped_at = self.update_idx
+                logger.warning("ppo.monitor_early_stop: training stops at update %d of %d (the monitor warned)",
+                               self.update_idx, self.num_updates)
+                break
             if self.cfg.save_every and self.update_idx % self.cfg.save_every == 0 and self.update_idx < self.num_updates:
                 self.save_checkpoint()
         bar.close()
         self._check_replicas_in_sync()
         return self.history
+
+    def _monitor_point(self) -> tuple[dict, bool]:
+        """The monitor measures the policy now (main process): (its metrics.jsonl columns, stop training?).
+
+        With monitor_keep_best a new judges' best is kept in best_dir (policy.pt, the state dict)."""
+        fields, stop = {}, False
+        if self.is_main:
+            point = self.monitor.measure(self.policy, self.update_idx)
+            fields = self.monitor.row(point)
+            if self.cfg.monitor_keep_best and self.best_dir and self.monitor.best_index() == len(self.monitor.points) - 1:
+                self.best_dir.mkdir(parents=True, exist_ok=True)
+                tmp = self.best_dir / "policy.pt.tmp"
+                torch.save({"update": self.update_idx, "policy": self.policy.state_dict()}, tmp)
+                os.replace(tmp, self.best_dir / "policy.pt")
+            stop = self.cfg.monitor_early_stop and self.monitor.fired()
+        if self.world > 1:  # every process stops together
+            stop = bool(self._reduce_sum(torch.tensor(float(stop), device=self.device)).item() > 0)
+        return fields, stop
+
+    def load_best(self) -> int | None:
+        """Loads the judges' best policy kept by monitor_keep_best into the policy; returns its update (or None)."""
+        path = self.best_dir / "policy.pt" if self.best_dir else None
+        if not (path and path.is_file()):
+            return None
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.policy.load_state_dict(state["policy"])
+        return int(state["update"])
 
     @torch.no_grad()
     def _check_replicas_in_sync(self) -> None:
@@ -672,6 +717,8 @@ class PPOTrainer:
                 "kl_ctl": self.kl_ctl.state_dict(),
                 "rng": _rng_state(),
                 "history": self.history,
+                "monitor": self.monitor.state_dict() if self.monitor is not None else None,
+                "stopped_at": self.stopped_at,
             }, tmp / "state.pt")
             if final.exists():
                 shutil.rmtree(final)
@@ -698,6 +745,8 @@ class PPOTrainer:
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.update_idx = int(state["update"])
         self.history = list(state["history"])
+        if self.monitor is not None and state.get("monitor"):
+            self.monitor.load_state_dict(state["monitor"])
         rng = state["rng"]
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"].cpu())

@@ -1,0 +1,267 @@
+"""A reward-hacking early warning that needs no gold judge: PPO's proxy against judges it never sees.
+
+Every ``monitor_every`` updates (and before the first) the policy answers a fixed set of
+held-out prompts with fixed sampler seeds (the project's one sampler,
+``train.sampling.measure_policy``), and the monitor records, per point:
+
+* ``proxy``: the reward PPO optimises (the reward model's normalised score, or the reward
+  function), mean over the prompts, with its bootstrap standard error;
+* ``judge``: the mean normalised score of the judges (reward models PPO never saw:
+  ``reward/judges/<name>/``, trained on held-out pairs and/or with other seeds; each
+  normalised on the proxy's SFT samples, so 0 is SFT's level for every one of them), each
+  judge's own mean, and ``disagreement``, the ensemble's mean per-response standard
+  deviation (Coste et al. 2023, "Reward model ensembles help mitigate overoptimization";
+  Eisenstein et al. 2023, "Helping or herding? Reward model ensembles mitigate but do not
+  eliminate reward hacking");
+* ``kl`` (mean summed k1 to the reference per response), ``length`` (tokens, EOS included),
+  ``distinct_1`` and ``distinct_2`` (Li et al. 2016), and ``gold`` when the data has a gold
+  judge (the embedded world: recorded for validation, never used by the detection).
+
+The warning (``warnings``, pure): at point t let b be the judges' best point so far. The
+proxy "keeps rising while the judges stop" when the judges have set no new best for
+``monitor_patience`` points (t - b >= patience) and the proxy has risen since b by more
+than ``monitor_z`` paired-bootstrap standard errors of that difference over the fixed
+prompts (the noise band: the same prompts and seeds at every point, so the difference's
+own resampling is the right yardstick). Over-optimisation looks like this in Gao et al.
+2022 ("Scaling laws for reward model overoptimization"): the proxy climbs on while the
+true reward turns.
+
+Uses the same fixed prompts and seeds at every point, so successive points differ by the
+policy only (common random numbers). The judges' pick (``best_point``) is the point with
+the highest judge mean; ``monitor_keep_best`` makes it the stage's policy, and
+``monitor_early_stop`` ends training at the first warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+MONITOR_FILE = "monitor.json"
+ROW_PREFIX = "monitor_"  # the monitor's columns in metrics.jsonl rows
+
+# ----------------------------------------------------------------------------- maths (pure, unit-tested)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct word n-grams over all n-grams of the responses (Li et al. 2016); 0 when there are none."""
+    grams: list[tuple[str, ...]] = []
+    for t in texts:
+        words = t.split()
+        grams += [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def bootstrap_se(values: torch.Tensor, samples: int, seed: int) -> float:
+    """(P,) per-prompt values -> the standard deviation of the mean over `samples` resamplings of the prompts."""
+    P = values.shape[0]
+    if P < 2 or samples < 2:
+        return 0.0
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, P, (samples, P), generator=g)  # (S, P)
+    return values.double()[idx].mean(1).std().item()
+
+
+def ensemble_disagreement(scores: torch.Tensor) -> float:
+    """(J, P) normalised scores of J judges -> mean over responses of the judges' (unbiased) std; 0 for J < 2."""
+    if scores.shape[0] < 2:
+        return 0.0
+    return scores.double().std(0).mean().item()
+
+
+def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, samples: int = 1000,
+             seed: int = 0) -> list[dict[str, Any]]:
+    """The warning test at every point: per-prompt (T, P) proxy and judge scores -> one dict per point.
+
+    At point t, b = argmax of the judge means over points 0..t (the earliest on a tie);
+    ``fired`` when t - b >= patience and mean(proxy[t] - proxy[b]) > z * (bootstrap se of that
+    mean over the prompts). Each dict: best (b), proxy_rise, band (z * se), judge_drop
+    (judge mean at b minus at t) and fired.
+    """
+    T = proxy.shape[0]
+    pm, jm = proxy.double().mean(1), judge.double().mean(1)  # (T,)
+    out = []
+    for t in range(T):
+        b = int(torch.argmax(jm[:t + 1]))  # argmax returns the first maximum
+        diff = proxy[t].double() - proxy[b].double()  # (P,) paired over the fixed prompts
+        band = z * bootstrap_se(diff, samples, seed + t)
+        rise = (pm[t] - pm[b]).item()
+        out.append({"best": b, "proxy_rise": rise, "band": band, "judge_drop": (jm[b] - jm[t]).item(),
+                    "fired": bool(t - b >= patience and rise > band)})
+    return out
+
+
+def first_warning(checks: Sequence[dict[str, Any]]) -> int | None:
+    """Index of the first point whose warning fired, or None."""
+    return next((i for i, c in enumerate(checks) if c["fired"]), None)
+
+
+# ----------------------------------------------------------------------------- the monitor
+
+
+class Monitor:
+    """Measures a policy on the fixed held-out prompts; keeps the points; decides the warnings.
+
+    proxy: f(prompts, responses) -> (N,) the reward PPO optimises, as PPO sees it (normalised);
+    judges: name -> f(prompts, responses) -> (N,) normalised judge scores (may be empty: then no warning);
+    gold: f(prompt, response) -> float (validation only, never used by the decision).
+    """
+
+    def __init__(self, cfg, prompts: Sequence[str], tokenizer, reference,
+                 proxy: Callable[[list[str], list[str]], torch.Tensor],
+                 judges: dict[str, Callable[[list[str], list[str]], torch.Tensor]],
+                 gold: Callable[[str, str], float] | None = None, seed: int = 0):
+        if not prompts:
+            raise ValueError("ppo.monitor_every needs held-out prompts (the test split is empty)")
+        self.cfg = cfg
+        self.prompts = list(prompts)
+        self.k = cfg.monitor_samples_per_prompt
+        self.tokenizer = tokenizer
+        self.reference = reference
+        self.proxy = proxy
+        self.judges = dict(judges)
+        self.gold = gold
+        self.seed = seed
+        self.points: list[dict[str, Any]] = []
+        self.seconds = 0.0
+
+    # -- state (checkpointed with the trainer, plain containers only)
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": self.points, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.points = list(state["points"])
+        self.seconds = float(state["seconds"])
+
+    def per_prompt(self, values: Sequence[float]) -> list[float]:
+        """k samples per prompt (prompt-major repeats) -> the mean per prompt."""
+        v = torch.tensor([float(x) for x in values], dtype=torch.double).view(len(self.prompts), self.k)
+        return v.mean(1).tolist()
+
+    @torch.no_grad()
+    def measure(self, policy, update: int) -> dict[str, Any]:
+        """One point: the policy on the fixed prompts with the fixed seeds; appended to self.points."""
+        from ..sampling import measure_policy
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        prompts = [p for p in self.prompts for _ in range(self.k)]
+        m = measure_policy(policy, self.tokenizer, prompts, cfg.generation, self.seed, cfg.eval_batch_size,
+                           cfg.max_prompt_tokens, reference=self.reference, desc=f"monitor @ {update}")
+        proxy = self.per_prompt(self.proxy(prompts, m.texts).tolist())
+        # (J, N): every judge on every response; the disagreement is the ensemble's spread per response
+        per_response = {name: fn(prompts, m.texts).double().cpu() for name, fn in self.judges.items()}
+        point: dict[str, Any] = {
+            "update": update,
+            "proxy": sum(proxy) / len(proxy),
+            "proxy_se": bootstrap_se(torch.tensor(proxy), cfg.monitor_bootstrap, self.seed),
+            "kl": sum(m.kl()) / len(prompts),
+            "length": sum(n + e for n, e in zip(m.lengths, m.eos)) / len(prompts),
+            "distinct_1": distinct_n(m.texts, 1), "distinct_2": distinct_n(m.texts, 2),
+            "per_prompt": {"proxy": proxy},
+        }
+        if per_response:
+            judge = torch.tensor(self.per_prompt(torch.stack(list(per_response.values())).mean(0).tolist()))
+            point.update(judge=judge.mean().item(),
+                         judge_se=bootstrap_se(judge, cfg.monitor_bootstrap, self.seed),
+                         judges={name: v.mean().item() for name, v in per_response.items()},
+                         disagreement=ensemble_disagreement(torch.stack(list(per_response.values()))))
+            point["per_prompt"]["judge"] = judge.tolist()
+        if self.gold is not None:
+            point["gold"] = sum(float(self.gold(p, r)) for p, r in zip(prompts, m.texts)) / len(prompts)
+        point["seconds"] = time.perf_counter() - t0
+        self.seconds += point["seconds"]
+        self.points.append(point)
+        self.decide()
+        logger.info("monitor @ update %d: %s", update, format_point(point))
+        if point.get("warning"):
+            logger.warning("reward-hacking warning at update %d: %s", update, point["warning"])
+        return point
+
+    def decide(self) -> None:
+        """Recomputes the warning test over the points so far; annotates the newest point."""
+        if not self.judges:
+            return
+        proxy = torch.tensor([p["per_prompt"]["proxy"] for p in self.points])
+        judge = torch.tensor([p["per_prompt"]["judge"] for p in self.points])
+        check = warnings(proxy, judge, self.cfg.monitor_patience, self.cfg.monitor_z, self.cfg.monitor_bootstrap,
+                         self.seed)[-1]
+        point = self.points[-1]
+        point["check"] = check
+        if check["fired"]:
+            b = self.points[check["best"]]
+            point["warning"] = (f"the proxy rose {check['proxy_rise']:+.3f} (noise band {check['band']:.3f}) since "
+                                f"update {b['update']}, the judges' best, while the judges fell "
+                                f"{check['judge_drop']:.3f} and set no new best for "
+                                f"{len(self.points) - 1 - check['best']} points")
+
+    # -- what the trainer and the stage read
+    def best_index(self) -> int | None:
+        """The judges' pick: the point with the highest judge mean (the earliest on a tie); None without judges."""
+        if not self.judges or not self.points:
+            return None
+        return int(torch.argmax(torch.tensor([p["judge"] for p in self.points])))
+
+    def fired(self) -> bool:
+        return bool(self.points and self.points[-1].get("check", {}).get("fired"))
+
+    def row(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The point's columns for its metrics.jsonl row (numbers, plus the warning text when it fired)."""
+        keys = ("proxy", "proxy_se", "judge", "judge_se", "disagreement", "kl", "length", "distinct_1",
+                "distinct_2", "gold", "seconds")
+        out = {ROW_PREFIX + k: round(float(point[k]), 6) for k in keys if k in point}
+        if "check" in point:
+            out[ROW_PREFIX + "warning"] = int(point["check"]["fired"])
+        if point.get("warning"):
+            out[ROW_PREFIX + "message"] = point["warning"]
+        return out
+
+    def report(self, updates_done: int, planned: int, snapshots: dict[int, str], kept: str,
+               stopped_at: int | None) -> dict[str, Any]:
+        """ppo/monitor.json: the settings, the verdict, the per-point table and the judges' pick."""
+        cfg = self.cfg
+        table = [{k: v for k, v in p.items() if k != "per_prompt"} for p in self.points]
+        fired = [i for i, p in enumerate(self.points) if p.get("check", {}).get("fired")]
+        best = self.best_index()
+        measured = [p for p in self.points if p["update"] > 0]
+        out: dict[str, Any] = {
+            "settings": {"every": cfg.monitor_every, "prompts": len(self.prompts),
+                         "samples_per_prompt": self.k, "patience": cfg.monitor_patience, "z": cfg.monitor_z,
+                         "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges),
+                         "keep_best": cfg.monitor_keep_best, "early_stop": cfg.monitor_early_stop},
+            "verdict": ("no judges" if not self.judges else "warning" if fired else "no warning"),
+            "first_warning": None, "warnings": len(fired),
+            "updates_done": updates_done, "updates_planned": planned, "stopped_early_at": stopped_at,
+            "points": table,
+            "seconds": round(self.seconds, 3),
+            "seconds_per_point": round(self.seconds / len(self.points), 3) if self.points else None,
+            "overhead_per_update_s": round(self.seconds / updates_done, 3) if updates_done else None,
+            "policy_kept": kept,
+        }
+        if fired:
+            i = fired[0]
+            out["first_warning"] = {"update": self.points[i]["update"], "point": i, "message": self.points[i]["warning"]}
+        if best is not None:
+            u = self.points[best]["update"]
+            out["judges_pick"] = {"update": u, "point": best, "judge": self.points[best]["judge"],
+                                  "proxy": self.points[best]["proxy"],
+                                  "path": "." if u == updates_done else snapshots.get(u),
+                                  "initial_policy": u == 0}
+        if measured and "gold" in measured[0]:
+            out["gold_available"] = True
+        return out
+
+
+def format_point(p: dict[str, Any]) -> str:
+    parts = [f"proxy {p['proxy']:+.3f}±{p['proxy_se']:.3f}"]
+    if "judge" in p:
+        parts.append(f"judge {p['judge']:+.3f}±{p['judge_se']:.3f} (disagreement {p['disagreement']:.3f})")
+    parts.append(f"kl {p['kl']:.2f} len {p['length']:.1f} distinct-1/2 {p['distinct_1']:.2f}/{p['distinct_2']:.2f}")
+    if "gold" in p:
+        parts.append(f"gold {p['gold']:.3f}")
+    return " | ".join(parts)
