@@ -15,6 +15,11 @@ reward.warm_start, continues the previous round's on its new labels plus a repla
 of earlier pairs), and continues the
 previous round's PPO policy with the KL penalty still measured against SFT, and
 (ppo.continue_critic) the previous round's critic.
+
+The other alignment methods (`dpo`, `rloo`: TRL's DPOTrainer and RLOOTrainer) run
+once, from SFT, after the last round and before the evaluation: DPO on the pairs the
+final reward model saw (the dataset pairs plus every round's labels), RLOO against the
+final reward model with PPO's settings where they apply (train/rloo.py).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 
 LOOP = ("label", "reward", "ppo")
+# The other alignment methods: trained once from SFT after the final reward model (and the last feedback
+# round), before the evaluation, on the final round's data (DPO: the pairs the final reward model saw;
+# RLOO: PPO's reward, the final reward model).
+METHODS = ("dpo", "rloo")
 
 
 @dataclass(frozen=True)
@@ -62,14 +71,31 @@ def _with(recipe: Recipe, **sections) -> Recipe:
                   source=recipe.source, table=dict(recipe.table))
 
 
+def _methods(recipe: Recipe, reward, rounds: int) -> list[Step]:
+    """The dpo and rloo runs of the recipe, their inherited settings resolved into their sections (so that
+    config.yaml records them and reuse compares them): DPO's pairs from `reward` (the final reward model's
+    config), RLOO's unset settings from the ppo section."""
+    stages = [s for s in METHODS if s in recipe.stages]
+    if not stages:
+        return []
+    sections = {}
+    if "dpo" in stages:
+        sections["dpo"] = recipe.dpo.resolve(reward)
+    if "rloo" in stages:
+        sections["rloo"] = recipe.rloo.resolve(recipe.ppo)
+    step_recipe = _with(recipe, **sections)
+    return [Step(s, s, rounds, step_recipe) for s in stages]
+
+
 def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
     """The stage runs of `rlhf run`, in order, with every feedback round's inputs written into its config."""
     stages = [s for s in STAGE_ORDER if s in recipe.stages]
     if "label" not in stages:
-        return [Step(s, s, 1, recipe) for s in stages]
+        methods = {s.stage: s for s in _methods(recipe, recipe.reward, 1)}
+        return [methods.get(s) or Step(s, s, 1, recipe) for s in stages]
     rounds = recipe.label.rounds
     out = Path(output_dir)
-    steps = [Step(s, s, 1, recipe) for s in stages if s not in LOOP and s != "eval"]
+    steps = [Step(s, s, 1, recipe) for s in stages if s not in LOOP and s not in METHODS and s != "eval"]
     sft = out / ("sft" if "sft" in stages or (out / "sft").is_dir() else "base")
     for r in range(1, rounds + 1):
         prev = out / round_name("ppo", r - 1, rounds) if r > 1 and "ppo" in stages else None
@@ -92,6 +118,7 @@ def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
                 str(prev / CRITIC) if prev and ppo_cfg.continue_critic and not ppo_cfg.shared_value_head else None))
         step_recipe = _with(recipe, label=label, reward=reward, ppo=ppo)
         steps += [Step(s, round_name(s, r, rounds), r, step_recipe) for s in stages if s in LOOP]
+    steps += _methods(recipe, reward, rounds)
     steps += [Step("eval", "eval", rounds, recipe)] if "eval" in stages else []
     return steps
 
@@ -136,19 +163,22 @@ def check_data(recipe: Recipe) -> None:
     # split unless it reads a prompts file.
     # label samples train prompts, and test prompts for its held-out pairs.
     # With prompt-only data (the `prompts` section), ppo and eval read its splits instead.
+    # dpo reads both splits like sft; rloo reads what ppo reads (its held-out prompts: rloo.eval_prompts).
     own = recipe.prompts.enabled
-    train = (bool(stages & {"sft", "label", "reward"}) or ("ppo" in stages and not own)
+    rloo_eval = "rloo" in stages and recipe.rloo.resolve(recipe.ppo).eval_prompts > 0
+    train = (bool(stages & {"sft", "label", "reward", "dpo"}) or (bool(stages & {"ppo", "rloo"}) and not own)
              or ("base" in stages and recipe.base.model == "embedded"))
-    test = (bool(stages & {"sft", "reward"}) or ("base" in stages and recipe.base.model == "embedded")
-            or ("ppo" in stages and recipe.ppo.eval_prompts > 0 and not own)
+    test = (bool(stages & {"sft", "reward", "dpo"}) or ("base" in stages and recipe.base.model == "embedded")
+            or ((("ppo" in stages and recipe.ppo.eval_prompts > 0) or rloo_eval) and not own)
             or ("eval" in stages and not recipe.eval.prompts_file and not own)
             or ("label" in stages and recipe.label.test_prompts > 0))
     splits = [recipe.data.train_split] * train + [recipe.data.test_split] * test
     for split in dict.fromkeys(splits):
         load_preferences(recipe.data, split)
     if own:
-        check_prompts(recipe.prompts, [recipe.prompts.train_split] * ("ppo" in stages) + [recipe.prompts.test_split] * (
-            ("ppo" in stages and recipe.ppo.eval_prompts > 0) or ("eval" in stages and not recipe.eval.prompts_file)))
+        check_prompts(recipe.prompts, [recipe.prompts.train_split] * bool(stages & {"ppo", "rloo"})
+                      + [recipe.prompts.test_split] * (("ppo" in stages and recipe.ppo.eval_prompts > 0) or rloo_eval
+                                                       or ("eval" in stages and not recipe.eval.prompts_file)))
 
 
 def run_pipeline(recipe: Recipe, output_dir: Path, force: bool = False, resume: bool = False) -> dict[str, float]:

@@ -34,6 +34,8 @@ STAGES: dict[str, Stage] = {
     "label": Stage("gpt2_rlhf.train.feedback:LabelConfig", "gpt2_rlhf.train.feedback:main"),
     "reward": Stage("gpt2_rlhf.train.reward:RewardStageConfig", "gpt2_rlhf.train.reward:main"),
     "ppo": Stage("gpt2_rlhf.train.ppo.config:PPOConfig", "gpt2_rlhf.train.ppo:main"),
+    "dpo": Stage("gpt2_rlhf.train.dpo:DPOStageConfig", "gpt2_rlhf.train.dpo:main"),
+    "rloo": Stage("gpt2_rlhf.train.rloo:RLOOStageConfig", "gpt2_rlhf.train.rloo:main"),
     "eval": Stage("gpt2_rlhf.evaluation.config:EvalConfig", "gpt2_rlhf.evaluation.run:main"),
     "hub": Stage("gpt2_rlhf.model_card.options:HubConfig"),
 }
@@ -63,14 +65,20 @@ def load_recipe(name_or_path: str | Path = "tiny", overrides: dict[str, Any] | N
 def unneeded_stages(recipe) -> dict[str, str]:
     """Stages in `recipe.stages` whose output no later stage reads, with the reason (`rlhf run` skips them).
 
-    The reward model, when PPO is trained with a reward function or classifier and there is no feedback
-    stage (whose rounds retrain and use it): the evaluation then scores with PPO's reward too, and the
-    critic starts from the policy's backbone."""
+    The reward model, when PPO (and RLOO, when listed) is trained with a reward function or classifier and
+    there is no feedback stage (whose rounds retrain and use it): the evaluation then scores with PPO's
+    reward too, and the critic starts from the policy's backbone."""
     stages = set(recipe.stages)
     out = {}
-    if "reward" in stages and "ppo" in stages and "label" not in stages and recipe.ppo.reward_spec is not None \
-            and recipe.ppo.reward_model_path is None:
-        spec = recipe.ppo.reward_spec
-        out["reward"] = (f"PPO is trained with the reward {spec.kind} {spec.name}, not a reward model, and no "
-                         "feedback stage retrains one; the evaluation scores with the same reward")
+    # the online methods that would read it (RLOO takes PPO's reward unless its section names its own);
+    # DPO never reads a reward model
+    readers = ([("PPO", recipe.ppo)] if "ppo" in stages else []) + (
+        [("RLOO", recipe.rloo.resolve(recipe.ppo))] if "rloo" in stages else [])
+    # (with PPO present: the evaluation of a run without a reward model scores with the reward in ppo/config.yaml)
+    if "reward" in stages and "ppo" in stages and "label" not in stages and all(
+            cfg.reward_spec is not None and cfg.reward_model_path is None for _, cfg in readers):
+        spec = readers[0][1].reward_spec
+        out["reward"] = (f"{' and '.join(n for n, _ in readers)} {'is' if len(readers) == 1 else 'are'} trained "
+                         f"with the reward {spec.kind} {spec.name}, not a reward model, and no feedback stage "
+                         "retrains one; the evaluation scores with the same reward")
     return out

@@ -9,7 +9,7 @@ import pytest
 
 from gpt2_rlhf.cli import build_parser, main
 
-COMMANDS = ["run", "data", "base", "sft", "label", "reward", "ppo", "evaluate", "card", "reproduce", "push", "space", "votes"]
+COMMANDS = ["run", "data", "base", "sft", "label", "reward", "ppo", "dpo", "rloo", "evaluate", "card", "reproduce", "push", "space", "votes"]
 
 
 def rlhf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
