@@ -702,39 +702,54 @@ def keep_end(prompt: str, responses: Sequence[str], count_tokens: Callable[[list
 
     Returns (cut prompt, ``"turn"``) when the prompt can start at one of its later
     ``"\\n\\nHuman:"`` turns (earliest turns go first: the latest context matters most
-    to the response, which is also what PPO's and the evaluation's sampler keep), else
-    (cut prompt, ``"words"``) cut at a word start inside the last Human turn, and None
-    when even ``"\\n\\nAssistant:"`` + the longer response does not fit. The cut prompt
-    is always a suffix of `prompt` (so it still ends with the Assistant tag) and the
-    responses are never touched. `count_tokens` measures ``prompt + response`` texts
-    whole (tokens do not add up across a BPE join).
+    to the response, and PPO's and the evaluation's sampler keep a prompt's end too),
+    else (cut prompt, ``"words"``) cut at a word start inside the last Human turn, and
+    None when even ``"\\n\\nAssistant:"`` + the longer response does not fit. The cut
+    prompt is always a suffix of `prompt` (so it still ends with the Assistant tag) and
+    the responses are never touched. `count_tokens` measures ``prompt + response`` texts
+    whole (tokens do not add up across a BPE join). Meant for pairs that do not fit
+    whole: the whole prompt is not a candidate.
     """
-    def fitting(candidates: list[str]) -> list[bool]:
-        counts = count_tokens([c + r for c in candidates for r in responses])
-        k = len(responses)
-        return [max(counts[i * k:(i + 1) * k]) <= max_length for i in range(len(candidates))]
+    return keep_end_batch([prompt], [responses], count_tokens, max_length)[0]
 
+
+def _cut_points(prompt: str) -> list[int]:
+    """Where `prompt` may start after a cut, longest end first: its later Human turns, then the word starts
+    inside its last turn, then its final Assistant tag alone."""
     starts = [m.start() for m in re.finditer(re.escape(HUMAN_TAG), prompt)]
-    later = [i for i in starts if i > 0]
-    if later:
-        for start, fits in zip(later, fitting([prompt[i:] for i in later])):
-            if fits:
-                return prompt[start:], "turn"
     last = len(prompt) - len(ASSISTANT_TAG) if prompt.endswith(ASSISTANT_TAG) else len(prompt)
-    if not fitting([prompt[last:]])[0]:
-        return None
-    # Word starts inside the last turn; fewer kept words never means more tokens, so bisect
-    # for the first (longest) end that fits. `last` itself is known to fit.
-    first = starts[-1] + 1 if starts else 0
-    cuts = [i for i in range(max(first, 1), last) if prompt[i - 1].isspace() and not prompt[i].isspace()] + [last]
-    lo, hi = 0, len(cuts) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fitting([prompt[cuts[mid]:]])[0]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return prompt[cuts[lo]:], "words"
+    first = starts[-1] + 1 if starts else 1
+    words = [i for i in range(max(first, 1), last) if prompt[i - 1].isspace() and not prompt[i].isspace()]
+    return [i for i in starts if i > 0] + words + [last]
+
+
+def keep_end_batch(prompts: Sequence[str], responses: Sequence[Sequence[str]],
+                   count_tokens: Callable[[list[str]], list[int]], max_length: int) -> list[tuple[str, str] | None]:
+    """``keep_end`` of many pairs at once: one bisection over each prompt's cut points, all rows in step, so
+    each step is one batched tokenizer call (fewer kept characters never mean more tokens)."""
+    cuts = [_cut_points(p) for p in prompts]
+    turns = [sum(1 for i in c if prompts[r].startswith(HUMAN_TAG, i)) for r, c in enumerate(cuts)]
+
+    def fitting(rows: list[int], points: list[int]) -> list[bool]:
+        texts = [prompts[r][i:] + resp for r, i in zip(rows, points) for resp in responses[r]]
+        counts = iter(count_tokens(texts))
+        return [max(next(counts) for _ in responses[r]) <= max_length for r in rows]
+
+    rows = list(range(len(prompts)))
+    ends = fitting(rows, [c[-1] for c in cuts])  # the Assistant tag alone: if that fails, nothing fits
+    lo = {r: 0 for r, ok in zip(rows, ends) if ok}
+    hi = {r: len(cuts[r]) - 1 for r in lo}
+    while active := [r for r in lo if lo[r] < hi[r]]:
+        mids = [(lo[r] + hi[r]) // 2 for r in active]
+        for r, mid, ok in zip(active, mids, fitting(active, [cuts[r][m] for r, m in zip(active, mids)])):
+            if ok:
+                hi[r] = mid
+            else:
+                lo[r] = mid + 1
+    out: list[tuple[str, str] | None] = [None] * len(prompts)
+    for r, k in lo.items():
+        out[r] = (prompts[r][cuts[r][k]:], "turn" if k < turns[r] else "words")
+    return out
 
 
 # ---------------------------------------------------------------------- loading
@@ -787,7 +802,13 @@ def load_preferences(
             exhausted = True
         checked = [raw.problem if raw.problem else _check(raw.obj, cfg) for raw in chunk]
         good = [c for c in checked if isinstance(c, dict)]
-        lengths = iter(_token_lengths(tokenizer, good) if check_length and good else [])
+        n_tokens_of = _token_lengths(tokenizer, good) if check_length and good else []
+        lengths = iter(n_tokens_of)
+        cuts: Iterator[tuple[str, str] | None] = iter([])
+        if n_tokens_of and (cfg.truncation == "keep_end" or measure_keep_end):
+            long_rows = [r for r, n in zip(good, n_tokens_of) if n > max_length]  # type: ignore[operator]
+            cuts = iter(keep_end_batch([r["prompt"] for r in long_rows], [(r["chosen"], r["rejected"])
+                                                                          for r in long_rows], count, max_length))
         for raw, result in zip(chunk, checked):
             if limit is not None and len(rows) >= limit:
                 report.stopped_early = True
@@ -803,7 +824,7 @@ def load_preferences(
                 else:
                     cut = None
                     if cfg.truncation == "keep_end" or measure_keep_end:
-                        cut = keep_end(result["prompt"], (result["chosen"], result["rejected"]), count, max_length)
+                        cut = next(cuts)
                         length["too_long" if cut is None else f"cut_at_{cut[1]}"] += 1
                     else:
                         length["too_long"] += 1
