@@ -233,3 +233,66 @@ def test_gold_prefers_is_antisymmetric(test_rows: list[dict[str, str]]) -> None:
 @given(prompt=st.text(max_size=80), response=st.text(max_size=120))
 def test_gold_score_is_total_and_bounded(prompt: str, response: str) -> None:
     assert 0.0 <= gold.gold_score(prompt, response) <= 1.0
+
+
+# ------------------------------------------------------------------ the HH-length stress set
+
+# SHA-256 of the shipped embedded files: the default recipe's published figures were measured on them,
+# and the stress set (its own random stream) must not change a byte.
+EMBEDDED_SHA256 = {"train": "7fbd634bd02809559fe88404e9f00253ebb8caaa6398582fa46b971e019f00ae",
+                   "test": "5b9d2b5a3280bc5262e22a1a6ac920b7e7be244dbcaca2fd21c31642b78aa8b9"}
+
+
+def test_the_embedded_rows_are_unchanged_by_the_stress_set() -> None:
+    import hashlib
+
+    generator.generate_long_split("test", seed=1, n=5)  # drawing from the stress set first changes nothing
+    for split, digest in EMBEDDED_SHA256.items():
+        shipped = (generator.EMBEDDED_DATA_DIR / f"{split}.jsonl").read_bytes()
+        assert hashlib.sha256(shipped).hexdigest() == digest
+        regenerated = "".join(json.dumps(p.row(), ensure_ascii=False) + "\n" for p in generator.generate_split(split))
+        assert hashlib.sha256(regenerated.encode()).hexdigest() == digest
+
+
+def test_the_stress_set_is_deterministic_by_seed() -> None:
+    a = generator.generate_long_split("test", seed=3, n=40)
+    assert a == generator.generate_long_split("test", seed=3, n=40)
+    assert a != generator.generate_long_split("test", seed=4, n=40)
+    assert [p.chosen for p in a] != [p.chosen for p in generator.generate_split("test", seed=3, n=40)]
+    with pytest.raises(ValueError, match="split must be one of"):
+        generator.generate_long_split("validation")
+
+
+def test_the_stress_set_has_hh_lengths() -> None:
+    """Many turns, prompts of several hundred tokens (~4 characters each), some past a 1,024-token context,
+    and a few responses that alone exceed it; the final exchange follows the embedded world's rule."""
+    rows = [p.row() for p in generator.generate_long_split("train")]
+    profile = generator.dialogue_profile(rows)
+    assert profile["pairs"] == 2400
+    assert profile["turns_mean"] >= 5 and profile["turns_max"] >= 20
+    assert 800 <= profile["prompt_chars_median"] <= 2000  # ~200-500 tokens
+    over = sum(len(world.split_row(r)[0]) > 4096 for r in rows) / len(rows)
+    assert 0.02 <= over <= 0.15
+    assert profile["prompt_chars_max"] <= generator.LONG_PROMPT_MAX_CHARS + 2000
+    long_responses = sum(max(len(c), len(r)) > 4096 for _, c, r in map(world.split_row, rows))
+    assert 5 <= long_responses <= 60
+    assert profile["response_chars_median"] <= generator.MAX_RESPONSE_CHARS
+    for row in rows[:300]:
+        assert row["chosen"].startswith("\n\nHuman: ")
+    assert gold.judge_agreement(rows[:300]) == 1.0
+
+
+def test_the_recipe_selects_the_stress_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpt2_rlhf.train.data import DataConfig, DataError, load_preferences
+
+    rows, report = load_preferences(DataConfig(dataset="embedded-long", max_test_pairs=5), "test")
+    pairs = generator.generate_long_split("test")[:5]
+    assert [r["prompt"] + r["chosen"] for r in rows] == [p.chosen for p in pairs]
+    assert report.source == "embedded-long [test]"
+    with pytest.raises(DataError, match=r"embedded-long: split must be one of"):
+        load_preferences(DataConfig(dataset="embedded-long"), "validation")
+    # the same set as files, for any seed
+    assert generator.main(["--out", str(tmp_path), "--seed", "0", "--long"]) == 0
+    written = (tmp_path / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in written] == [p.row() for p in generator.generate_long_split("test")]
+    assert "test length profile" in capsys.readouterr().out
