@@ -1,0 +1,234 @@
+"""The reward-hacking monitor: its maths by hand, the warning and the judges' pick, and the stage on the
+micro recipe (judges from the reward stage, no gold needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from gpt2_rlhf.train.ppo.monitor import bootstrap_se, distinct_n, ensemble_disagreement, first_warning, warnings
+
+from conftest import copy_run
+
+# ----------------------------------------------------------------------------- maths by hand
+
+
+def test_distinct_n_by_hand():
+    texts = ["a b a b", "a b"]
+    assert distinct_n(texts, 1) == pytest.approx(2 / 6)  # a, b among 6 words
+    assert distinct_n(texts, 2) == pytest.approx(2 / 4)  # (a b), (b a) among (a b), (b a), (a b), (a b)
+    assert distinct_n(["one"], 2) == 0.0 and distinct_n([], 1) == 0.0
+
+
+def test_bootstrap_se_by_hand():
+    assert bootstrap_se(torch.ones(5), 200, 0) == 0.0  # no spread, no noise
+    assert bootstrap_se(torch.tensor([3.0]), 200, 0) == 0.0
+    # two prompts 0 and 2: a resampled mean is 0, 1 or 2 with p 1/4, 1/2, 1/4: variance 1/2
+    assert bootstrap_se(torch.tensor([0.0, 2.0]), 20000, 0) == pytest.approx(math.sqrt(0.5), rel=0.03)
+    assert bootstrap_se(torch.tensor([0.0, 2.0]), 500, 1) == bootstrap_se(torch.tensor([0.0, 2.0]), 500, 1)
+
+
+def test_ensemble_disagreement_by_hand():
+    scores = torch.tensor([[0.0, 2.0], [2.0, 2.0]])  # 2 judges x 2 responses
+    assert ensemble_disagreement(scores) == pytest.approx(math.sqrt(2) / 2)  # std sqrt(2), then 0
+    assert ensemble_disagreement(torch.tensor([[1.0, 5.0]])) == 0.0  # one judge: no ensemble
+
+
+def _flat(means, P=4):
+    """(T,) means -> (T, P) per-prompt scores with no spread around them (a zero noise band)."""
+    return torch.tensor(means).unsqueeze(1).repeat(1, P)
+
+
+def test_warning_fires_when_the_proxy_rises_past_the_judges_best():
+    proxy = _flat([0.0, 1.0, 2.0, 3.0, 4.0])
+    judge = _flat([0.0, 1.0, 0.5, 0.4, 0.3])  # best at point 1
+    checks = warnings(proxy, judge, patience=2, z=2.0)
+    assert [c["best"] for c in checks] == [0, 1, 1, 1, 1]
+    assert [c["fired"] for c in checks] == [False, False, False, True, True]  # 2 points without a new best
+    assert checks[3]["proxy_rise"] == pytest.approx(2.0) and checks[3]["judge_drop"] == pytest.approx(0.6)
+    assert checks[3]["band"] == 0.0
+    assert first_warning(checks) == 3
+    assert first_warning(warnings(proxy, judge, patience=1, z=2.0)) == 2
+
+
+def test_no_warning_while_the_judges_keep_rising_or_the_proxy_stays_in_its_band():
+    rising = _flat([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert first_warning(warnings(_flat([0.0, 1.0, 2.0, 3.0, 4.0]), rising, 2, 2.0)) is None
+    # the proxy "rises" by 0.1 on average, but per prompt by +1.1, -0.9, +1.1, -0.9: its band is ~1 wide
+    noisy = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.1, -0.9, 1.1, -0.9], [1.1, -0.9, 1.1, -0.9]])
+    flat = _flat([1.0, 0.0, 0.0, 0.0])  # the judges' best is the start
+    checks = warnings(noisy, flat, patience=2, z=2.0)
+    assert checks[3]["proxy_rise"] == pytest.approx(0.1) and checks[3]["band"] > 0.1
+    assert first_warning(checks) is None
+    # the same rise with no spread fires
+    assert first_warning(warnings(_flat([0.0, 0.0, 0.1, 0.1]), flat, patience=2, z=2.0)) == 2
+
+
+def test_the_judges_best_is_the_earliest_maximum():
+    checks = warnings(_flat([0.0, 1.0, 2.0]), _flat([0.5, 0.5, 0.2]), patience=1, z=0.0)
+    assert [c["best"] for c in checks] == [0, 0, 0] and [c["fired"] for c in checks] == [False, True, True]
+
+
+# ----------------------------------------------------------------------------- the trainer: stop, keep best
+
+
+def _scripted_monitor(cfg, tok, ref, proxy_means, judge_means):
+    """A Monitor whose proxy and judge return scripted values per measurement (call n -> means[n])."""
+    from gpt2_rlhf.train.ppo.monitor import Monitor
+
+    calls = {"proxy": 0, "judge": 0}
+
+    def scripted(key, means):
+        def fn(prompts, responses):
+            v = means[min(calls[key], len(means) - 1)]
+            calls[key] += 1
+            return torch.full((len(prompts),), float(v))
+        return fn
+
+    from test_ppo_trainer import PROMPTS
+
+    return Monitor(cfg, PROMPTS[:4], tok, ref, scripted("proxy", proxy_means),
+                   {"j": scripted("judge", judge_means)}, gold=None, seed=0)
+
+
+def test_early_stop_and_keep_best_in_the_trainer(tmp_path):
+    from test_ppo_trainer import _cfg, _params, _trainer, build_tiny_models
+
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+
+    tiny = build_tiny_models(tmp_path / "models")
+    cfg = _cfg(total_episodes=48, batch_size=8, monitor_every=1, monitor_patience=1, monitor_z=2.0,
+               monitor_keep_best=True, monitor_early_stop=True, eval_batch_size=4)
+    tok = load_tokenizer(tiny["policy"])
+    ref = load_causal_lm(tiny["policy"])
+    # points at updates 0, 1, 2, ...: the judges peak at update 1, the proxy keeps rising
+    monitor = _scripted_monitor(cfg, tok, ref, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 1.0, 0.5, 0.2, 0.1, 0.0, 0.0])
+    tr = _trainer(tiny, cfg, monitor=monitor, best_dir=tmp_path / "best", metrics_path=tmp_path / "m.jsonl")
+    rows = tr.train()
+    # update 2: one point without a new best, proxy +1 with no spread -> warning -> stop (of 6 updates)
+    assert tr.stopped_at == 2 and len(rows) == 2
+    assert rows[0]["monitor_warning"] == 0 and rows[1]["monitor_warning"] == 1 and "monitor_message" in rows[1]
+    written = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert written[1]["monitor_proxy"] == pytest.approx(2.0) and written[1]["monitor_judge"] == pytest.approx(0.5)
+    assert monitor.best_index() == 1
+    after_training = _params(tr.policy)
+    assert tr.load_best() == 1  # the policy after update 1 comes back
+    best = _params(tr.policy)
+    assert any(not torch.equal(best[k], after_training[k]) for k in best)
+    report = monitor.report(len(rows), cfg.num_updates, {}, "update 1", tr.stopped_at)
+    assert report["verdict"] == "warning" and report["first_warning"]["update"] == 2
+    assert report["judges_pick"]["update"] == 1 and report["stopped_early_at"] == 2
+    assert [p["update"] for p in report["points"]] == [0, 1, 2]
+
+
+def test_monitor_state_survives_a_resume(tmp_path):
+    from test_ppo_trainer import _cfg, _trainer, build_tiny_models
+
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+
+    tiny = build_tiny_models(tmp_path / "models")
+    cfg = _cfg(total_episodes=32, batch_size=8, monitor_every=2, save_every=2, eval_batch_size=4)
+    tok, ref = load_tokenizer(tiny["policy"]), load_causal_lm(tiny["policy"])
+    proxy, judge = [0.0, 1.0, 2.0], [0.0, 0.5, 0.7]
+    a = _trainer(tiny, cfg, monitor=_scripted_monitor(cfg, tok, ref, proxy, judge), checkpoint_dir=tmp_path / "c")
+    a.num_updates = 3  # stops after update 3 (checkpoint at 2)
+    a.train()
+    b = _trainer(tiny, cfg, monitor=_scripted_monitor(cfg, tok, ref, proxy[2:], judge[2:]),
+                 checkpoint_dir=tmp_path / "c")
+    b.train(resume=True)
+    assert [p["update"] for p in b.monitor.points] == [0, 2, 4]  # no second starting point after the resume
+    assert [p["judge"] for p in b.monitor.points] == pytest.approx([0.0, 0.5, 0.7])
+
+
+# ----------------------------------------------------------------------------- the stage on the micro recipe
+
+
+@pytest.fixture(scope="module")
+def judged_run(micro_run, tmp_path_factory):
+    """micro_run with a reward stage that also trains a held-out judge and one seed judge."""
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train import reward
+
+    run = copy_run(micro_run, tmp_path_factory.mktemp("judged"), stages=("base", "sft"))
+    recipe = load_recipe("micro", {"reward.judges": "1", "reward.judge_holdout": "0.25", "reward.max_steps": "3"})
+    reward.main(recipe, run)
+    return run
+
+
+def test_reward_stage_trains_and_reports_the_judges(judged_run):
+    from gpt2_rlhf.train.modeling import RewardModel
+
+    m = json.loads((judged_run / "reward" / "metrics.json").read_text())
+    j = m["judges"]
+    assert set(j["models"]) == {"holdout", "seed-101"}
+    assert j["held_out_dataset_pairs"] == 64 and m["dataset_pairs"] == 192 and m["held_out_pairs"] == 64
+    assert j["models"]["holdout"]["train_pairs"] == 64 and j["models"]["seed-101"]["train_pairs"] == 256
+    assert j["seconds"] > 0 and all(v["seconds"] > 0 for v in j["models"].values())
+    ensemble = j["models"]["seed-101"]["accuracy"]
+    assert j["proxy_accuracy_loss"] == pytest.approx(ensemble - m["accuracy"])
+    proxy_w = RewardModel.load(judged_run / "reward").model.score.weight
+    for name in ("holdout", "seed-101"):
+        d = judged_run / "reward" / "judges" / name
+        judge = RewardModel.load(d)
+        assert judge.stats.std > 0 and "normalisation samples" in judge.stats.source
+        assert not torch.equal(judge.model.score.weight, proxy_w)  # trained apart from the proxy
+
+
+def test_monitor_on_the_micro_recipe(judged_run, tmp_path):
+    """The stage with the monitor on (micro recipe, no gold used): metrics.jsonl columns, ppo/monitor.json,
+    its overhead per update; keep_best makes the judges' pick the stage's policy."""
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import main
+
+    run = copy_run(judged_run, tmp_path / "run", stages=("base", "sft", "reward"))
+    recipe = load_recipe("micro", {"ppo.monitor_every": "2", "ppo.monitor_prompts": "6", "ppo.monitor_keep_best": "true",
+                                   "ppo.snapshot_every": "2"})
+    out = main(recipe, run)
+    mon = json.loads((out / "monitor.json").read_text())
+    assert mon["settings"]["judges"] == ["holdout", "seed-101"] and mon["settings"]["prompts"] == 6
+    assert [p["update"] for p in mon["points"]] == [0, 2, 4]
+    for p in mon["points"]:
+        for key in ("proxy", "proxy_se", "judge", "judge_se", "disagreement", "kl", "length", "distinct_1",
+                    "distinct_2", "seconds"):
+            assert math.isfinite(p[key]), key
+        assert set(p["judges"]) == {"holdout", "seed-101"}
+    assert mon["points"][0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the start is the reference
+    assert mon["verdict"] in ("warning", "no warning") and mon["updates_done"] == 4
+    assert mon["overhead_per_update_s"] == pytest.approx(mon["seconds"] / 4, abs=1e-3) and mon["seconds"] > 0
+    pick = mon["judges_pick"]
+    assert pick["point"] == max(range(3), key=lambda i: mon["points"][i]["judge"])
+    assert mon["policy_kept"] == f"update {pick['update']} (the judges' best)"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [("monitor_proxy" in r) for r in rows] == [False, True, False, True]
+    assert rows[1]["monitor_judge"] == pytest.approx(mon["points"][1]["judge"], abs=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["monitor"]["verdict"] == mon["verdict"]
+    if pick["update"] not in (0, 4):  # the kept policy is the snapshot at the pick, not the last one
+        from safetensors.torch import load_file
+
+        kept, snap = load_file(out / "model.safetensors"), load_file(out / pick["path"] / "model.safetensors")
+        assert all(torch.equal(kept[k], snap[k]) for k in kept)
+
+
+def test_monitor_without_judges_measures_but_never_warns(micro_run, tmp_path):
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.ppo import main
+
+    run = copy_run(micro_run, tmp_path / "run")
+    out = main(load_recipe("micro", {"ppo.monitor_every": "4", "ppo.monitor_prompts": "4"}), run)
+    mon = json.loads((out / "monitor.json").read_text())
+    assert mon["verdict"] == "no judges" and "judges_pick" not in mon
+    assert [p["update"] for p in mon["points"]] == [0, 4] and "judge" not in mon["points"][0]
+
+
+def test_bad_monitor_settings_are_one_line_errors():
+    from gpt2_rlhf.train.config import ConfigError
+    from gpt2_rlhf.stages import load_recipe
+
+    with pytest.raises(ConfigError, match="monitor_patience"):
+        load_recipe("micro", {"ppo.monitor_patience": "0"})
+    with pytest.raises(ConfigError, match="judge_holdout"):
+        load_recipe("micro", {"reward.judge_holdout": "1.0"})
