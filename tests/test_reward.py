@@ -46,6 +46,26 @@ def test_normalisation_stats_by_hand():
     assert normalisation_stats(torch.tensor([5.0, 5.0]))[1] > 0  # floored, stays invertible
 
 
+def test_holdout_split_by_hand():
+    from gpt2_rlhf.train.reward import holdout_split
+
+    rows = [{"i": i} for i in range(10)]
+    kept, held = holdout_split(rows, 0.3, seed=0)
+    assert len(held) == 3 and len(kept) == 7
+    assert sorted(r["i"] for r in kept + held) == list(range(10))  # a partition
+    assert [r["i"] for r in kept] == sorted(r["i"] for r in kept)  # file order kept
+    assert holdout_split(rows, 0.3, seed=0) == (kept, held)  # seeded
+    assert holdout_split(rows, 0.0, seed=0) == (rows, [])
+
+
+def test_judge_plan_names_and_seeds():
+    from gpt2_rlhf.train.reward import RewardStageConfig, judge_plan
+
+    assert judge_plan(RewardStageConfig(), 0) == []
+    assert judge_plan(RewardStageConfig(judges=2), 1) == [("seed-101", 101), ("seed-102", 102)]
+    assert judge_plan(RewardStageConfig(judges=1, judge_holdout=0.2), 0) == [("holdout", 100), ("seed-101", 101)]
+
+
 # ----------------------------------------------------------------------------- pooling at the last real token
 
 
