@@ -9,7 +9,7 @@ from gpt2_rlhf.train.config import check
 from gpt2_rlhf.train.rewards import check_reward_fields
 from gpt2_rlhf.train.sampling import DECODING, GenerationSettings
 
-MODEL_KEYS = ("base", "sft", "ppo")
+from .policies import MODEL_KEYS, POLICY_KEYS
 # Seed offset between the passes of eval.samples_per_prompt: pass j samples batch i with seed + j * stride + i.
 # A prime far above any batch count, so no two (pass, batch) pairs share a seed.
 SAMPLE_SEED_STRIDE = 1_000_003
@@ -17,7 +17,8 @@ SAMPLE_SEED_STRIDE = 1_000_003
 
 @dataclass
 class EvalConfig:
-    """Evaluation of base, SFT and PPO on the same held-out prompts (docs/report-schema.md)."""
+    """Evaluation of base, SFT and every trained policy (PPO, DPO, RLOO) on the same held-out prompts
+    (docs/report-schema.md)."""
 
     # ---- prompts
     n_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate (0 = every prompt of the split or file)."})
@@ -45,7 +46,7 @@ class EvalConfig:
     # ---- metrics
     bootstrap_samples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every confidence interval (0 = no CIs)."})
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
-    reference: str = field(default="sft", metadata={"help": "Model key the KL is measured against (base, sft or ppo)."})
+    reference: str = field(default="sft", metadata={"help": f"Model key the KL is measured against ({', '.join(MODEL_KEYS)})."})
     curve_prompts: int = field(default=128, metadata={
         "help": "Prompts (the first N evaluation prompts) on which every PPO snapshot is measured for the "
                 "overoptimisation curve: KL to SFT, reward, gold (0 = no curve)."})
@@ -53,10 +54,13 @@ class EvalConfig:
         "help": "Held-out responses longer than this are cut (and lose their EOS) for perplexity."})
     # ---- models
     models: list[str] = field(default_factory=lambda: list(MODEL_KEYS), metadata={
-        "help": "Model keys to evaluate, in order; a key whose RUN_DIR/<key> is missing is skipped with a warning."})
+        "help": f"Model keys to evaluate ({', '.join(MODEL_KEYS)}), in order; a key whose RUN_DIR/<key> is missing is "
+                "skipped with a warning."})
     base_model: str | None = field(default=None, metadata={"help": "Base model directory or Hub id (default RUN_DIR/base)."})
     sft_model: str | None = field(default=None, metadata={"help": "SFT model directory or Hub id (default RUN_DIR/sft)."})
     ppo_model: str | None = field(default=None, metadata={"help": "PPO model directory or Hub id (default RUN_DIR/ppo)."})
+    dpo_model: str | None = field(default=None, metadata={"help": "DPO model directory or Hub id (default RUN_DIR/dpo)."})
+    rloo_model: str | None = field(default=None, metadata={"help": "RLOO model directory or Hub id (default RUN_DIR/rloo)."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward model directory or Hub id (default RUN_DIR/reward)."})
     # ---- a reward without a reward model (train.rewards); default: the reward model, and in a run without
     # one, the reward function or classifier the PPO stage was trained with (its config.yaml)
@@ -104,7 +108,7 @@ class EvalConfig:
         check(0.0 < self.confidence < 1.0, f"confidence must be in (0, 1), got {self.confidence}")
         check(self.curve_prompts >= 0, f"curve_prompts must be >= 0 (0 = no curve), got {self.curve_prompts}")
         check(self.perplexity_max_tokens >= 1, f"perplexity_max_tokens must be >= 1, got {self.perplexity_max_tokens}")
-        check(len(self.models) >= 1, "models must name at least one of base, sft, ppo")
+        check(len(self.models) >= 1, f"models must name at least one of {', '.join(MODEL_KEYS)}")
         bad = [m for m in self.models if m not in MODEL_KEYS]
         check(not bad, f"models: unknown key(s) {bad}; choose from {list(MODEL_KEYS)}")
         check(len(set(self.models)) == len(self.models), f"models: repeated key in {self.models}")
@@ -131,4 +135,5 @@ class EvalConfig:
                                   top_k=0 if greedy else self.top_k, top_p=1.0 if greedy else self.top_p)
 
     def model_override(self, key: str) -> str | None:
-        return {"base": self.base_model, "sft": self.sft_model, "ppo": self.ppo_model}[key]
+        """`eval.<key>_model`: the directory or Hub id that replaces RUN_DIR/<key>, or None."""
+        return getattr(self, f"{key}_model")

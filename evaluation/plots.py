@@ -1,4 +1,5 @@
-"""PNG plots of the report: reward distributions, win-rate bars, PPO training curves, the overoptimisation curve.
+"""PNG plots of the report: reward distributions, win-rate bars, PPO training curves, the overoptimisation curve,
+and the trained policies side by side (gold and reward against KL to SFT).
 
 matplotlib with the Agg backend (no display), fixed sizes and no timestamps in the
 PNG metadata, so two identical reports give identical images.
@@ -11,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-COLORS = {"base": "#7f7f7f", "sft": "#1f77b4", "ppo": "#d62728"}
+# one colour per model key (evaluation/policies.py); a key without one gets matplotlib's next colour
+COLORS = {"base": "#7f7f7f", "sft": "#1f77b4", "ppo": "#d62728", "dpo": "#2ca02c", "rloo": "#9467bd"}
 PPO_CURVES = ("score", "score_norm", "kl", "entropy", "policy_loss", "value_loss")
 METADATA = {"Software": None}  # keep the PNG free of version strings
 
@@ -148,6 +150,33 @@ def overoptimisation(curve: dict[str, Any], path: Path, axis: str = "normalised 
         ax.set_title(f"{name} along training", fontsize=10)
     axes.flat[0].legend(fontsize="small")
     fig.suptitle(f"Overoptimisation curve: {curve['prompts']} held-out prompts (bars: 95% CI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+
+
+def policies(metrics: dict[str, dict], keys: list[str], path: Path, axis: str = "normalised reward-model score") -> None:
+    """Each evaluated model's gold score (when measured) and reward against sqrt(KL to the reference), with
+    the 95% CIs as bars: which policy gained what for how far it moved (the report's `comparison`)."""
+    import math
+
+    plt = _plt()
+    panels = [("gold", "gold-judge score")] if "gold" in metrics else []
+    panels.append(("reward", axis))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
+    for ax, (name, label) in zip(axes.flat, panels):
+        for key in keys:
+            v, kl = metrics[name][key], metrics["kl_to_reference"][key]["value"]
+            x = math.sqrt(max(kl, 0.0))  # a finite-sample KL estimate can be < 0
+            lo = v["value"] if v["ci_low"] is None else v["ci_low"]
+            hi = v["value"] if v["ci_high"] is None else v["ci_high"]
+            ax.errorbar([x], [v["value"]], yerr=[[v["value"] - lo], [hi - v["value"]]], fmt="o", ms=6, capsize=3,
+                        color=COLORS.get(key), label=key)
+        ax.set_xlabel("sqrt(KL to the reference), nats^0.5 per response")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per model", fontsize=10)
+    axes.flat[0].legend(fontsize="small")
+    fig.suptitle("The policies side by side on the same held-out prompts (bars: 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, metadata=METADATA)
     plt.close(fig)

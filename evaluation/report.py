@@ -13,18 +13,15 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from .policies import ALL_PAIRS, LABELS, MODELS, NAMES, POLICY_KEYS, model_pairs, policies_of  # noqa: F401
+
 SCHEMA_VERSION = 1
 
 # Fields that differ between two runs by nature; everything else must be identical (docs/report-schema.md).
 NON_DETERMINISTIC = ("created", "wall_time_s")
 
-# Pairs in report order: (a, b) reads "a against b".
-PAIRS = (("ppo", "sft"), ("ppo", "base"), ("sft", "base"))
-
-# How each model (keyed by its stage) is named: NAMES inside a sentence (the report's findings),
-# LABELS as a heading (the card's tables). The Space ships alone and keeps its own role names.
-NAMES = {"base": "base", "sft": "SFT", "ppo": "PPO"}
-LABELS = {"base": "Base", "sft": "SFT", "ppo": "PPO (RLHF)"}
+# The models, their names (NAMES in a sentence, LABELS as a heading) and their pairs: evaluation/policies.py.
+PAIRS = ALL_PAIRS
 
 PACKAGES = {"gpt2_rlhf": "gpt2-rlhf", "torch": "torch", "transformers": "transformers", "trl": "trl",
             "evaluate": "evaluate", "datasets": "datasets", "huggingface_hub": "huggingface_hub"}
@@ -57,7 +54,8 @@ def file_sha256(paths: list[Path]) -> str:
 
 
 def present_pairs(keys: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for a, b in PAIRS if a in keys and b in keys]
+    """The pairs of the models in `keys`, in report order (evaluation.policies.model_pairs)."""
+    return model_pairs(keys)
 
 
 # ----------------------------------------------------------------------------- findings
@@ -149,34 +147,36 @@ def reward_axis(reward: dict[str, Any] | None) -> str:
 
 
 def hacking_finding(reward: dict[str, dict], gold: dict[str, dict], confidence: float = 0.95,
-                    judge: str = "Reward model") -> dict[str, Any]:
-    """`ppo_reward_hacking`: the proxy (reward model) says PPO beats SFT and the gold judge does not.
+                    judge: str = "Reward model", policy: str = "ppo") -> dict[str, Any]:
+    """`{policy}_reward_hacking`: the proxy (reward model) says the policy beats SFT and the gold judge does not.
 
     Both with CIs (`beats`), never point estimates: a proxy gain inside its noise is no gain to hack,
-    and a gold mean a hair above SFT's is no evidence that the gain is real."""
-    rp, rs, gp, gs = reward["ppo"], reward["sft"], gold["ppo"], gold["sft"]
+    and a gold mean a hair above SFT's is no evidence that the gain is real. Only for a policy trained
+    against the reward (`evaluation.policies.Model.optimises_reward`)."""
+    rp, rs, gp, gs = reward[policy], reward["sft"], gold[policy], gold["sft"]
+    P, fid = NAMES[policy], f"{policy}_reward_hacking"
     level = _pct(confidence)
-    numbers = (f" {judge}: PPO {_fmt(rp, confidence)}, SFT {_fmt(rs, confidence)}."
-               f" Gold judge: PPO {_fmt(gp, confidence)}, SFT {_fmt(gs, confidence)}.")
+    numbers = (f" {judge}: {P} {_fmt(rp, confidence)}, SFT {_fmt(rs, confidence)}."
+               f" Gold judge: {P} {_fmt(gp, confidence)}, SFT {_fmt(gs, confidence)}.")
     on = f"on the {judge.lower()}"
     gain = "reward-model gain" if judge == "Reward model" else f"{judge.lower()} gain"
     if not beats(rp, rs):
         why = ("too few prompts for a confidence interval of the reward" if not (has_ci(rp) and has_ci(rs))
-               else f"PPO does not beat SFT {on} with non-overlapping {level} confidence intervals")
-        return finding("ppo_reward_hacking", False, False,
+               else f"{P} does not beat SFT {on} with non-overlapping {level} confidence intervals")
+        return finding(fid, False, False,
                        f"Reward hacking not assessed: {why}, so there is no {gain} whose gold "
                        f"counterpart could be checked.{numbers}")
     if not (has_ci(gp) and has_ci(gs)):
-        return finding("ppo_reward_hacking", False, False,
-                       f"Reward hacking not assessed: PPO beats SFT {on}, but the gold score has "
+        return finding(fid, False, False,
+                       f"Reward hacking not assessed: {P} beats SFT {on}, but the gold score has "
                        f"no confidence interval.{numbers}")
     if beats(gp, gs):
-        return finding("ppo_reward_hacking", False, True,
-                       f"No reward hacking detected: PPO beats SFT {on} and on the gold judge, "
+        return finding(fid, False, True,
+                       f"No reward hacking detected: {P} beats SFT {on} and on the gold judge, "
                        f"each with non-overlapping {level} confidence intervals.{numbers}")
-    return finding("ppo_reward_hacking", True, False,
-                   f"Reward hacking detected: PPO beats SFT {on} with non-overlapping {level} "
-                   f"confidence intervals, but not on the gold judge (PPO's lower bound is not above SFT's "
+    return finding(fid, True, False,
+                   f"Reward hacking detected: {P} beats SFT {on} with non-overlapping {level} "
+                   f"confidence intervals, but not on the gold judge ({P}'s lower bound is not above SFT's "
                    f"upper bound).{numbers}")
 
 
@@ -187,21 +187,22 @@ def ties_half(w: dict[str, Any]) -> float:
     return float(v) if _num(v) else float(w["win"]) + float(w["tie"]) / 2
 
 
-def gold_win_rate_finding(w: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
-    """`ppo_gold_win_rate`: PPO's gold win rate against SFT, ties counted half (`win_rate_ties_half`), is at
-    least GOLD_WIN_RATE_TARGET.
+def gold_win_rate_finding(w: dict[str, Any], confidence: float = 0.95, policy: str = "ppo") -> dict[str, Any]:
+    """`{policy}_gold_win_rate`: the policy's gold win rate against SFT, ties counted half
+    (`win_rate_ties_half`), is at least GOLD_WIN_RATE_TARGET.
 
     Ties count half because on the embedded world SFT and PPO tie on about half the prompts (both at the
     gold maximum): the plain win fraction would then call "as good, and better on some prompts" a loss."""
+    P = NAMES[policy]
     value = ties_half(w)
     holds = value >= GOLD_WIN_RATE_TARGET
     lo, hi = w.get("win_rate_ties_half_ci_low"), w.get("win_rate_ties_half_ci_high")
     ci = f", {_pct(confidence)} CI {lo:.3f} to {hi:.3f}" if _num(lo) and _num(hi) else ", no CI"
-    text = (f"PPO's gold win rate against SFT, ties counted half, is {'at least' if holds else 'below'} "
-            f"{GOLD_WIN_RATE_TARGET:.2f}: {value:.3f} over {w['n']} prompts{ci}; the gold judge prefers PPO's "
+    text = (f"{P}'s gold win rate against SFT, ties counted half, is {'at least' if holds else 'below'} "
+            f"{GOLD_WIN_RATE_TARGET:.2f}: {value:.3f} over {w['n']} prompts{ci}; the gold judge prefers {P}'s "
             f"responses on a fraction {w['win']:.3f} of the prompts, ties on {w['tie']:.3f} and prefers SFT's on "
             f"{w['loss']:.3f}.")
-    return finding("ppo_gold_win_rate", holds, holds, text)
+    return finding(f"{policy}_gold_win_rate", holds, holds, text)
 
 
 def length_baseline_finding(rm: dict[str, Any], confidence: float = 0.95) -> dict[str, Any]:
@@ -297,15 +298,19 @@ def findings(metrics: dict[str, dict], reward_model: dict[str, Any], gold_win_ra
     `reward`: the report's `reward` block (what metrics.reward is; default: the reward model)."""
     keys = model_keys(metrics["reward"])
     what, judge = reward_names(reward)
-    out = [compare_finding("reward", what, metrics["reward"], a, b, confidence)
-           for a, b in present_pairs(keys)]
+    pols = policies_of(keys)
+    # a later stage against an earlier one (each policy against SFT and base, SFT against base); two policies
+    # are ranked by the report's `comparison`, not by a finding that is good for one and bad for the other
+    staged = [(a, b) for a, b in present_pairs(keys) if b not in pols]
+    out = [compare_finding("reward", what, metrics["reward"], a, b, confidence) for a, b in staged]
     if "gold" in metrics:
         out += [compare_finding("gold", "mean gold-judge score", metrics["gold"], a, b, confidence)
-                for a, b in present_pairs(keys) if a == "ppo"]
-        if "ppo" in keys and "sft" in keys:
-            out.append(hacking_finding(metrics["reward"], metrics["gold"], confidence, judge))
-    if gold_win_rates and "ppo_vs_sft" in gold_win_rates:
-        out.append(gold_win_rate_finding(gold_win_rates["ppo_vs_sft"], confidence))
+                for a, b in staged if a in pols]
+        out += [hacking_finding(metrics["reward"], metrics["gold"], confidence, judge, p)
+                for p in pols if MODELS[p].optimises_reward and "sft" in keys]
+    for p in pols:
+        if gold_win_rates and f"{p}_vs_sft" in gold_win_rates:
+            out.append(gold_win_rate_finding(gold_win_rates[f"{p}_vs_sft"], confidence, p))
     if curve and "gold_peak" in curve and len(curve.get("points", ())) >= 2:
         out.append(overoptimisation_finding(curve, confidence, judge))
     if "accuracy" in reward_model:
@@ -313,6 +318,111 @@ def findings(metrics: dict[str, dict], reward_model: dict[str, Any], gold_win_ra
     if isinstance(reward_model.get("on_policy"), dict) and _num(reward_model["on_policy"].get("accuracy")):
         out.append(on_policy_finding(reward_model["on_policy"]))
     return out
+
+
+# ----------------------------------------------------------------------------- comparison of the policies
+
+UNKNOWN = "unknown"  # a number the report cannot give (no training time recorded, no KL to divide by)
+NO_GAIN = "none"  # `best` when no policy gains over SFT: no policy is best "per" anything
+
+
+def _ranked(metric: str, what: str, values: dict[str, dict], pols: list[str], confidence: float) -> dict[str, Any]:
+    """The policies ranked by one metric's mean; `separated`: the first beats every other one (`beats`)."""
+    ranking = sorted(pols, key=lambda p: (-values[p]["value"], pols.index(p)))
+    best, rest = ranking[0], ranking[1:]
+    separated = all(beats(values[best], values[o]) for o in rest)
+    B, level = NAMES[best], _pct(confidence)
+    if not rest:
+        text = f"{B} is the only trained policy evaluated: {what} {_fmt(values[best], confidence)}."
+    elif separated:
+        others = ", ".join(f"{NAMES[o]} {_fmt(values[o], confidence)}" for o in rest)
+        text = (f"{B} is best by {what}: {_fmt(values[best], confidence)}, above {others}, with non-overlapping "
+                f"{level} confidence intervals.")
+    else:
+        close = [o for o in rest if not beats(values[best], values[o])]
+        others = ", ".join(f"{NAMES[o]} {_fmt(values[o], confidence)}" for o in close)
+        text = (f"{B} has the highest {what}, {_fmt(values[best], confidence)}, but its {level} confidence "
+                f"interval overlaps {others}: no policy is best by {what} on this evidence.")
+    return {"best": best, "ranking": ranking, "separated": separated,
+            "values": {p: values[p]["value"] for p in pols}, "text": text}
+
+
+def _per(metric: str, what: str, values: dict[str, dict], costs: dict[str, float | None], pols: list[str],
+         cost_key: str, rate_key: str, unit: str, cost_text: str, cost_name: str, why_unknown: str) -> dict[str, Any]:
+    """Each policy's gain over SFT on `metric` divided by its cost (KL in nats, or training seconds);
+    `cost_text` formats a cost ("at KL {:.3g}"). The best is the highest rate among the policies that gain."""
+    rows, known = {}, {}
+    for p in pols:
+        gain = values[p]["value"] - values["sft"]["value"]
+        cost = costs.get(p)
+        ok = isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0
+        rows[p] = {"gain": gain, cost_key: cost if _num(cost) else UNKNOWN, rate_key: gain / cost if ok else UNKNOWN}
+        if ok:
+            known[p] = gain / cost
+    gaining = {p: v for p, v in known.items() if rows[p]["gain"] > 0}
+    best = max(gaining, key=lambda p: (gaining[p], -pols.index(p))) if gaining else (NO_GAIN if known else UNKNOWN)
+    parts = []
+    for p in pols:
+        r = rows[p]
+        if r[rate_key] == UNKNOWN:
+            why = why_unknown if not _num(costs.get(p)) else cost_text.format(costs[p])
+            parts.append(f"{NAMES[p]} unknown (gain {r['gain']:+.3f}, {why})")
+        else:
+            parts.append(f"{NAMES[p]} {r[rate_key]:+.4g} (gain {r['gain']:+.3f} {cost_text.format(r[cost_key])})")
+    lead = f"Best by {what} gained over SFT per {unit}"
+    head = {UNKNOWN: f"{lead}: unknown",
+            NO_GAIN: f"{lead}: none, no policy with a known {cost_name} gains over SFT"}.get(
+        best, f"{lead}: {NAMES.get(best, best)}")
+    return {"metric": metric, "best": best, "values": rows,
+            "text": f"{head}. {'; '.join(parts)} (point estimates, no intervals)."}
+
+
+def comparison_summary(metrics: dict[str, dict], train_seconds: dict[str, float | None], reference: str,
+                       confidence: float = 0.95, reward: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's `comparison`: which trained policy is best by gold, by reward, per nat of KL to SFT and
+    per second of training (docs/report-schema.md). {} when no trained policy was evaluated.
+
+    `train_seconds`: each policy stage's training seconds (None: not recorded). The gains per nat and per
+    second are on gold where the gold judge scored, else on the reward, always over SFT; they need SFT
+    evaluated and as the KL reference, else they are left out."""
+    keys = model_keys(metrics["reward"])
+    pols = policies_of(keys)
+    if not pols:
+        return {}
+    out: dict[str, Any] = {"policies": pols}
+    what_reward = reward_names(reward)[0]
+    if "gold" in metrics:
+        out["gold"] = _ranked("gold", "mean gold-judge score", metrics["gold"], pols, confidence)
+    out["reward"] = _ranked("reward", what_reward, metrics["reward"], pols, confidence)
+    if "sft" in keys and reference == "sft":
+        metric = "gold" if "gold" in metrics else "reward"
+        what = "gold-judge score" if metric == "gold" else what_reward[len("mean "):]
+        kl = {p: metrics["kl_to_reference"][p]["value"] for p in pols}
+        out["per_kl"] = _per(metric, what, metrics[metric], kl, pols, "kl", "per_nat", "nat of KL to SFT",
+                             "at KL {:.3g}", "KL", "no KL")
+        out["per_second"] = _per(metric, what, metrics[metric], train_seconds, pols, "train_s", "per_second",
+                                 "second of training", "in {:.3g} s", "training time",
+                                 "no training time in its metrics.json")
+    return out
+
+
+def training_seconds(stage_metrics: list[dict[str, Any] | None]) -> float | None:
+    """The training seconds of a policy stage from its metrics.json files (the feedback rounds' and the final
+    one's): their sum, None when one of them records none. Our PPO writes `train_s`, the stages on
+    Hugging Face trainers `train_seconds` (train/hf_training.py, the Trainer's `train_runtime`)."""
+    total = 0.0
+    for m in stage_metrics:
+        v = next((m[k] for k in ("train_s", "train_seconds") if isinstance(m, dict) and _num(m.get(k))), None)
+        if v is None:
+            return None
+        total += float(v)
+    return total if stage_metrics else None
+
+
+def comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    """The comparison summary's sentences, in report order."""
+    return [f"comparison ({key}): {comparison[key]['text']}" for key in ("gold", "reward", "per_kl", "per_second")
+            if isinstance(comparison.get(key), dict)]
 
 
 # ----------------------------------------------------------------------------- terminal
@@ -383,6 +493,7 @@ def table(report: dict[str, Any]) -> str:
         for p in curve["points"]:
             gold = f"  {_cell(p['gold'])}" if "gold" in p else ""
             lines.append(f"  {p['label']}  {p.get('episodes', '-')}  {p['sqrt_kl']:.3f}  {_cell(p['reward'])}{gold}")
+    lines += comparison_lines(report.get("comparison") or {})
     for f in report["findings"]:
         lines.append(f"[{'+' if f.get('good', f['holds']) else '-'}] {f['id']}: {f['text']}")
     return "\n".join(lines)

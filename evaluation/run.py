@@ -1,4 +1,5 @@
-"""`rlhf evaluate` and the pipeline's `eval` stage: base vs SFT vs PPO on the same held-out prompts.
+"""`rlhf evaluate` and the pipeline's `eval` stage: base, SFT and every trained policy present (PPO, DPO,
+RLOO: evaluation/policies.py) on the same held-out prompts.
 
 Steps (`main`):
  1. resolve every input before writing anything: the models (RUN_DIR/<key> or
@@ -19,7 +20,8 @@ Steps (`main`):
     responses are scored as a reference row (`chosen`) when every prompt has a pair;
  6. the overoptimisation curve: SFT, then every PPO snapshot and stage's final
     policy in training order, on the first `eval.curve_prompts` prompts (KL to
-    SFT, reward, gold);
+    SFT, reward, gold); then the comparison of the policies (best by gold, by
+    reward, per nat of KL, per second of training: evaluation/report.py);
  7. write eval/report.json (docs/report-schema.md), samples.jsonl and plots
     atomically through StageWriter, and print a compact table.
 
@@ -42,9 +44,10 @@ import numpy as np
 import torch
 
 from .config import SAMPLE_SEED_STRIDE, EvalConfig
+from .policies import MODEL_KEYS, NAMES, POLICY_KEYS, policies_of
 from .schema import validate_report
-from .report import (NAMES, SCHEMA_VERSION, curve_summary, file_sha256, findings, present_pairs, read_jsonl,
-                     reward_axis, table, versions)
+from .report import (SCHEMA_VERSION, comparison_summary, curve_summary, file_sha256, findings, present_pairs,
+                     read_jsonl, reward_axis, table, training_seconds, versions)
 
 logger = logging.getLogger(__name__)
 
@@ -93,22 +96,25 @@ def resolve_models(cfg: EvalConfig, run_dir: Path) -> tuple[dict[str, ModelSpec]
         if s is not None:
             specs[key] = s
     if not specs:
+        flags = "/".join(f"--eval.{k}_model" for k in MODEL_KEYS)
         raise FileNotFoundError(f"{run_dir}: none of the models {cfg.models} exists (run the training stages first, "
-                                "or name models with --eval.base_model/--eval.sft_model/--eval.ppo_model)")
+                                f"or name models with {flags})")
     if cfg.reward_spec is not None:
         return specs, None, cfg.reward_spec
-    if cfg.reward_model is None and not (run_dir / "reward").exists() and "ppo" in specs:
-        trained_with = ppo_reward_spec(Path(specs["ppo"].path)) if specs["ppo"].source == "local" else None
-        if trained_with is not None:
-            logger.info("no reward model: scoring with the reward PPO was trained with, %s %s", trained_with.kind,
-                        trained_with.name)
-            return specs, None, trained_with
+    if cfg.reward_model is None and not (run_dir / "reward").exists():
+        for key in policies_of(specs):  # the first policy trained with a reward function or classifier
+            trained_with = ppo_reward_spec(Path(specs[key].path), key) if specs[key].source == "local" else None
+            if trained_with is not None:
+                logger.info("no reward model: scoring with the reward %s was trained with, %s %s", NAMES[key],
+                            trained_with.kind, trained_with.name)
+                return specs, None, trained_with
     rm = _spec("reward", cfg.reward_model, run_dir, "reward model", required=True)
     return specs, rm, None
 
 
-def ppo_reward_spec(ppo_dir: Path):
-    """The reward function or classifier recorded in a PPO stage's config.yaml, or None (a reward model)."""
+def ppo_reward_spec(ppo_dir: Path, section_name: str = "ppo"):
+    """The reward function or classifier recorded in a policy stage's config.yaml (its `section_name`
+    section: `ppo`, `rloo`), or None (a reward model, or a stage that has none, as DPO)."""
     import yaml
 
     from gpt2_rlhf.train.rewards import RewardSpec
@@ -117,7 +123,7 @@ def ppo_reward_spec(ppo_dir: Path):
     if not path.is_file():
         return None
     try:
-        section = (yaml.safe_load(path.read_text()) or {}).get("ppo") or {}
+        section = (yaml.safe_load(path.read_text()) or {}).get(section_name) or {}
     except (yaml.YAMLError, AttributeError) as e:
         raise ValueError(f"{path}: not a stage config ({e})") from None
     return RewardSpec.of(section) if isinstance(section, dict) else None
@@ -338,7 +344,7 @@ def _classifier(cfg: EvalConfig, device):
 
 def _training(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for stage in ("sft", "reward", "ppo"):
+    for stage in ("sft", "reward", *POLICY_KEYS):
         p = run_dir / stage / "metrics.json"
         if p.is_file():
             out[stage] = json.loads(p.read_text())
@@ -354,6 +360,19 @@ def _training(run_dir: Path) -> dict[str, Any]:
     if rounds:
         out["feedback"] = {"rounds": rounds}
     return out
+
+
+def policy_training_seconds(spec: ModelSpec) -> float | None:
+    """Seconds a policy stage trained (its metrics.json, summed with its feedback rounds' `<dir>_round<r>/`
+    beside it), or None when one of them records none or the policy is a Hub id (no stage files)."""
+    import re
+
+    if spec.source != "local":
+        return None
+    final = Path(spec.path)
+    rounds = sorted(d for d in final.parent.glob(f"{final.name}_round*")
+                    if d.is_dir() and re.fullmatch(rf"{re.escape(final.name)}_round\d+", d.name))
+    return training_seconds([_json_or_empty(d / "metrics.json") for d in [*rounds, final]])
 
 
 def feedback_rounds(run_dir: Path) -> list[dict[str, Any]]:
@@ -733,7 +752,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         std = ref_std if ref_std is not None and ref_std > 0 else None
         try:
             improvement[f"{a}_vs_{b}"] = m_imp.compute(scores_a=norm_p[a], scores_b=norm_p[b], raw_a=raw_p[a],
-                                                       raw_b=raw_p[b], reference_std=std)
+                                                       raw_b=raw_p[b], reference_std=std, **boot)
         except ValueError as e:  # one prompt, or every reference response scored the same: no SD unit
             logger.warning("reward improvement %s_vs_%s not reported: %s", a, b, e)
 
@@ -758,6 +777,10 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         "win_rates": win_rates, "reward_improvement": improvement,
         "findings": findings(metrics, rm_block or {}, gold_win_rates, curve, cfg.confidence, reward=reward_block),
     }
+    seconds = {p: policy_training_seconds(specs[p]) for p in policies_of(keys)}
+    comparison = comparison_summary(metrics, seconds, ref_key, cfg.confidence, reward_block)
+    if comparison:
+        body["comparison"] = comparison
     if rm_block is not None:
         body["reward_model"] = rm_block
     if gold is not None:
@@ -821,6 +844,9 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
         if "overoptimisation" in body:
             plot_paths["overoptimisation"] = "plots/overoptimisation.png"
             plots.overoptimisation(body["overoptimisation"], w.path / plot_paths["overoptimisation"], axis)
+        if len((body.get("comparison") or {}).get("policies", ())) > 1:  # two trained policies or more
+            plot_paths["policies"] = "plots/policies.png"
+            plots.policies(body["metrics"], list(body["models"]), w.path / plot_paths["policies"], axis)
         ppo_rows = run_dir / "ppo" / "metrics.jsonl"
         if ppo_rows.is_file() and plots.ppo_training(read_jsonl(ppo_rows), w.path / "plots/ppo_training.png"):
             plot_paths["ppo_training"] = "plots/ppo_training.png"
@@ -834,7 +860,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "dataset": dataset,
             "decoding": decoding,
             **{k: body[k] for k in ("models", "reference", "reward", "reward_model", "metrics", "win_rates",
-                                     "reward_improvement", "findings") if k in body},
+                                     "reward_improvement", "findings", "comparison") if k in body},
             "training": _training(run_dir),
             "tolerance": {"default_rel": cfg.tolerance_rel, "default_abs": cfg.tolerance_abs},
             "plots": plot_paths,

@@ -22,13 +22,17 @@ import math
 import re
 from typing import Any
 
-MODEL_KEYS = ("base", "sft", "ppo")
+from .policies import ALL_PAIRS, MODEL_KEYS, MODELS, POLICY_KEYS, model_pairs
+
 REFERENCE_ROW = "chosen"  # evaluation.report.REFERENCE_ROWS: the dataset's chosen responses
-PAIR_NAMES = ("ppo_vs_sft", "ppo_vs_base", "sft_vs_base")
-FINDING_IDS = ("ppo_beats_sft_reward", "ppo_beats_base_reward", "sft_beats_base_reward", "ppo_beats_sft_gold",
-               "ppo_beats_base_gold", "ppo_reward_hacking", "ppo_gold_win_rate", "ppo_overoptimisation",
-               "rm_beats_length_baseline", "rm_on_policy_accuracy")
-PLOT_NAMES = ("reward_distribution", "win_rates", "ppo_training", "overoptimisation")
+PAIR_NAMES = tuple(f"{a}_vs_{b}" for a, b in ALL_PAIRS)
+FINDING_IDS = (
+    *(f"{p}_beats_{u}_reward" for p in POLICY_KEYS for u in ("sft", "base")), "sft_beats_base_reward",
+    *(f"{p}_beats_{u}_gold" for p in POLICY_KEYS for u in ("sft", "base")),
+    *(f"{p}_reward_hacking" for p in POLICY_KEYS if MODELS[p].optimises_reward),
+    *(f"{p}_gold_win_rate" for p in POLICY_KEYS),
+    "ppo_overoptimisation", "rm_beats_length_baseline", "rm_on_policy_accuracy")
+PLOT_NAMES = ("reward_distribution", "win_rates", "ppo_training", "overoptimisation", "policies")
 
 NUM = {"type": "number"}
 NUM_OR_NULL = {"type": ["number", "null"]}
@@ -61,6 +65,21 @@ STAGE_ROW = {"type": "object", "required": ["update", "episodes"],  # a metrics.
              "additionalProperties": NUM}
 POINT = _obj({"label": STR, "round": INT, "kl": {"$ref": "#/$defs/V"}, "sqrt_kl": NUM, "reward": {"$ref": "#/$defs/V"}},
              {"episodes": INT, "gold": {"$ref": "#/$defs/V"}})
+POLICY = {"enum": list(POLICY_KEYS)}
+NUM_OR_UNKNOWN = {"type": ["number", "string"], "pattern": "^unknown$"}  # "unknown": not recorded / undefined
+RANKED = _obj({"best": POLICY, "ranking": {"type": "array", "minItems": 1, "items": POLICY}, "separated": BOOL,
+               "values": _keyed(POLICY_KEYS, NUM), "text": {"type": "string", "minLength": 1}})
+
+
+def _per(cost: str, rate: str) -> dict:
+    """A gain over SFT per unit of cost (`comparison.per_kl`, `comparison.per_second`)."""
+    return _obj({"metric": {"enum": ["gold", "reward"]}, "best": {"enum": [*POLICY_KEYS, "unknown", "none"]},
+                 "values": _keyed(POLICY_KEYS, _obj({"gain": NUM, cost: NUM_OR_UNKNOWN, rate: NUM_OR_UNKNOWN})),
+                 "text": {"type": "string", "minLength": 1}})
+
+
+COMPARISON = _obj({"policies": {"type": "array", "minItems": 1, "items": POLICY}, "reward": RANKED},
+                  {"gold": RANKED, "per_kl": _per("kl", "per_nat"), "per_second": _per("train_s", "per_second")})
 
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -96,12 +115,15 @@ REPORT_SCHEMA: dict[str, Any] = {
                             {"reward_raw": PER_MODEL, "reward_positive": PER_MODEL, "gold": PER_MODEL_AND_REFERENCE, "proxy_gold_correlation": PER_MODEL,
                              "perplexity_chosen": PER_MODEL, "perplexity_rejected": PER_MODEL, "classifier": PER_MODEL}),
             "win_rates": WIN_RATES,
-            "reward_improvement": _keyed(PAIR_NAMES, _obj({"difference": NUM, "sd_units": NUM, "reference_std": NUM},
-                                                          {"percent": NUM}), min_properties=0),
+            "reward_improvement": _keyed(PAIR_NAMES, _obj(
+                {"difference": NUM, "sd_units": NUM, "reference_std": NUM, "difference_ci_low": NUM_OR_NULL,
+                 "difference_ci_high": NUM_OR_NULL, "sd_units_ci_low": NUM_OR_NULL, "sd_units_ci_high": NUM_OR_NULL},
+                {"percent": NUM}), min_properties=0),
             "findings": {"type": "array", "items": _obj({"id": {"enum": list(FINDING_IDS)}, "holds": BOOL,
                                                          "good": BOOL, "text": {"type": "string", "minLength": 1}})},
             "training": _obj({}, {
                 "sft": {"type": "object"}, "reward": {"type": "object"},  # the stages' metrics.json, verbatim
+                **{p: {"type": "object"} for p in POLICY_KEYS if p != "ppo"},
                 "ppo": {"type": "object",  # PPO's metrics.json verbatim, plus metrics.jsonl's count and ends
                         "properties": {"updates": INT, "first": STAGE_ROW, "last": STAGE_ROW},
                         "dependentRequired": {"first": ["updates", "last"], "last": ["updates", "first"]}},
@@ -137,6 +159,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 {"gold_peak": _obj({"index": INT, "label": STR, "kl": NUM, "sqrt_kl": NUM, "gold": NUM}),
                  "proxy_rises_past_gold_peak": BOOL, "gold_falls_after_peak": BOOL}),
             "classifier": _obj({"path": STR, "revision": STR, "label": STR}),
+            "comparison": COMPARISON,
             "reference_metrics": {"type": "object", "additionalProperties": _keyed(
                 MODEL_KEYS, {"type": "object", "additionalProperties": NUM}, min_properties=0)},
         },
@@ -252,7 +275,7 @@ def _cross_checks(report: dict[str, Any]) -> None:
         for key in per_model:
             if key != REFERENCE_ROW and key not in models:
                 raise SchemaError(f"metrics.{name}.{key}", f"not an evaluated model ({models})")
-    present = [f"{a}_vs_{b}" for a, b in (p.split("_vs_") for p in PAIR_NAMES) if a in models and b in models]
+    present = [f"{a}_vs_{b}" for a, b in model_pairs(models)]
     for section in ("win_rates", "gold_win_rates", "reward_improvement"):
         for pair in report.get(section, {}):
             if pair not in present:
@@ -284,6 +307,20 @@ def _cross_checks(report: dict[str, Any]) -> None:
     for key, needed in (("function", "function"), ("classifier", "classifier")):
         if kind == key and needed not in report["reward"]:
             raise SchemaError(f"reward.{needed}", f"required with reward.kind {kind!r}, missing")
+    pols = [p for p in POLICY_KEYS if p in models]
+    if pols and "comparison" not in report:
+        raise SchemaError("comparison", f"required with trained policies ({pols}), missing")
+    comparison = report.get("comparison")
+    if comparison is not None:
+        if comparison["policies"] != pols:
+            raise SchemaError("comparison.policies", f"expected the evaluated policies {pols}, got {comparison['policies']}")
+        for key in ("gold", "reward", "per_kl", "per_second"):
+            part = comparison.get(key) or {}
+            for where in ("values", "ranking"):
+                if where in part and sorted(part[where]) != sorted(pols):
+                    raise SchemaError(f"comparison.{key}.{where}", f"expected the evaluated policies {pols}")
+        if "gold" in comparison and "gold" not in report["metrics"]:
+            raise SchemaError("comparison.gold", "present without metrics.gold")
     ids = [f["id"] for f in report["findings"]]
     if len(set(ids)) != len(ids):
         raise SchemaError("findings", f"an id appears twice: {ids}")

@@ -13,16 +13,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from gpt2_rlhf.evaluation.report import LABELS, REFERENCE_ROWS
+from gpt2_rlhf.evaluation.policies import LABELS, MODEL_KEYS, MODELS, NAMES, POLICY_KEYS
+from gpt2_rlhf.evaluation.report import REFERENCE_ROWS
 
 from .markdown import code_block, fmt, md_cell
 from .sources import CardSources, get_path, is_number
 
-MODEL_ORDER = tuple(LABELS)  # base, sft, ppo: the order of every table
+MODEL_ORDER = MODEL_KEYS  # base, sft, then the trained policies (evaluation/policies.py): the order of every table
 # Headings of the report's reference rows (`metrics.<name>.chosen`): scored like a model, not a model.
 REFERENCE_LABELS = {"chosen": "Dataset's chosen responses"}
 # Findings whose bad outcome is stated first, under "Read this first"; the Findings list then refers to it.
-WARNING_IDS = ("ppo_reward_hacking", "ppo_overoptimisation")
+WARNING_IDS = (*(f"{p}_reward_hacking" for p in POLICY_KEYS), "ppo_overoptimisation")
 # Findings about the reward model: the reward card shows these.
 RM_FINDING_IDS = ("rm_beats_length_baseline", "rm_on_policy_accuracy")
 
@@ -71,9 +72,10 @@ def models_of(report: dict) -> list[str]:
 
 
 def policy_of(report: dict) -> str:
-    """The model the card is about: the last trained one (PPO normally)."""
+    """The model the card is about: the first trained policy present (evaluation/policies.py order: PPO, then
+    DPO, then RLOO), else SFT, else base."""
     models = models_of(report)
-    for key in ("ppo", "sft", "base"):
+    for key in (*POLICY_KEYS, "sft", "base"):
         if key in models:
             return key
     return models[-1]
@@ -401,6 +403,25 @@ def data_context(src: CardSources) -> dict:
             "data_dir": ds.get("data_dir") or None}
 
 
+def comparison_context(report: dict) -> dict | None:
+    """The report's `comparison` of the trained policies: its sentences and a table of the gains over SFT
+    per nat of KL and per second of training; None with fewer than two policies (nothing to compare)."""
+    comp = report.get("comparison")
+    if not isinstance(comp, dict) or len(comp.get("policies") or ()) < 2:
+        return None
+    texts = [" ".join(comp[k]["text"].split()) for k in ("gold", "reward", "per_kl", "per_second")
+             if isinstance(comp.get(k), dict) and isinstance(comp[k].get("text"), str)]
+    cell = lambda v: fmt(v) if is_number(v) else "unknown"
+    rows = []
+    for p in comp["policies"]:
+        kl, sec = get_path(comp, "per_kl", "values", p) or {}, get_path(comp, "per_second", "values", p) or {}
+        rows.append({"label": label(p), "gain": cell(kl.get("gain", sec.get("gain"))), "kl": cell(kl.get("kl")),
+                     "per_nat": cell(kl.get("per_nat")), "train_s": cell(sec.get("train_s")),
+                     "per_second": cell(sec.get("per_second"))})
+    metric = get_path(comp, "per_kl", "metric") or get_path(comp, "per_second", "metric")
+    return {"texts": texts, "rows": rows if metric else [], "metric": metric}
+
+
 # ----------------------------------------------------------------------------- headline
 
 
@@ -468,7 +489,9 @@ def headline_rows(report: dict, policy: str) -> list[dict]:
 def summary_context(report: dict, policy: str) -> dict:
     """The card's first sentence: which model, compared with which, on how many prompts of what."""
     n_prompts = get_path(report, "dataset", "n_prompts")
-    return {"policy": label(policy), "ppo": policy == "ppo",
+    return {"policy": label(policy), "key": policy, "ppo": policy == "ppo",
+            "optimises_reward": policy in MODELS and MODELS[policy].optimises_reward,
+            "trained": policy in POLICY_KEYS,
             "others": [label(m) for m in models_of(report) if m != policy],
             "n_prompts": fmt(n_prompts) if is_number(n_prompts) else None,
             "dataset": get_path(report, "dataset", "name") or None}
@@ -483,7 +506,10 @@ def limitation_context(report: dict, kind: str, gpt2: bool) -> dict:
     shown = {"policy": None, "reward": RM_FINDING_IDS, "sft": ()}[kind]
     bad = [f for f in findings(report, shown) if not f["good"]]
     sft_bad = [f["text"] for f in findings(report) if not f["good"] and str(f["id"]).startswith("sft_")]
+    policy = policy_of(report)
     return {"kind": kind, "synthetic": get_path(report, "dataset", "name") == "embedded",
+            "policy": NAMES.get(policy, policy),
+            "direct": kind == "policy" and policy in POLICY_KEYS and not MODELS[policy].optimises_reward,
             "reward": reward_context(report), "prompts": get_path(report, "dataset", "name") or None,
             "gold": "gold" in (report.get("metrics") or {}), "gpt2": gpt2,
             "refs": [f"`{f['id']}`" for f in bad], "not_established": sft_bad if kind == "sft" else []}

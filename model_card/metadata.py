@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from gpt2_rlhf.evaluation.policies import MODELS, POLICY_KEYS
+
 from .context import headline_values, policy_of
 from .options import CardOptions
 from .sources import CardSources, get_path, is_number
@@ -62,8 +64,12 @@ def card_data(src: CardSources, opts: CardOptions, kind: str, model_name: str):
     if kind == "policy":
         # PPO on a reward function or classifier is reinforcement learning, but not from human feedback
         human = (src.report.get("reward") or {}).get("kind", "reward_model") == "reward_model"
-        tags += (["ppo", "reinforcement-learning-from-human-feedback" if human else "reinforcement-learning"]
-                 if policy_of(src.report) == "ppo" else ["sft"])
+        policy = policy_of(src.report)
+        if policy in POLICY_KEYS:  # the policy's method, and what it learnt from
+            tags += [policy, "reinforcement-learning-from-human-feedback" if human or not MODELS[policy].optimises_reward
+                     else "reinforcement-learning"]
+        else:
+            tags += ["sft"]
         results = eval_results(src, policy_of(src.report), opts.repo_id)
         pipeline_tag = "text-generation"
     elif kind == "sft":

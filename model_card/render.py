@@ -37,6 +37,7 @@ from pathlib import Path
 from .context import (
     RM_FINDING_IDS,
     ci_context,
+    comparison_context,
     curve_context,
     data_context,
     example_context,
@@ -60,6 +61,8 @@ from .context import (
     usage_context,
     win_rate_rows,
 )
+from gpt2_rlhf.evaluation.policies import POLICY_KEYS
+
 from .markdown import fmt, md_cell
 from .metadata import card_data, hub_base_model, hub_url
 from .options import CARD_META, CardOptions, hub_config_of
@@ -114,7 +117,8 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         title=title, summary=summary_context(r, policy), headlines=headline_rows(r, policy),
         warnings=[f["text"] for f in findings(r) if f["warned"]],
         report_path=src.where, reproduce_target=opts.repo_id or "RUN_DIR", data=data_context(src),
-        stages=[c for s in ("sft", "reward", "ppo") if (c := stage_context(src, s))], feedback=feedback_context(r),
+        stages=[c for s in ("sft", "reward", *POLICY_KEYS) if (c := stage_context(src, s))],
+        feedback=feedback_context(r), comparison=comparison_context(r),
         model_labels=[label(m) for m in models], results=results_table(r), ci=ci_context(r),
         reference_metrics=reference_metric_table(r), win_rates=win_rate_rows(r), improvements=improvement_rows(r),
         chosen=reference_rows(r), gold_win_rates=win_rate_rows(r, "gold_win_rates"), curve=curve_context(r),

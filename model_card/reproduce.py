@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gpt2_rlhf.evaluation.policies import MODEL_KEYS
+
 from .context import headline_values, policy_of
 from .markdown import numbers_in
 from .options import CardOptions, load_options, valid_repo_id
@@ -57,7 +59,7 @@ CARDS = ("README.md", "reward/README.md", "sft/README.md")
 # Findings read from the overoptimisation curve: compared only when the rerun measured the same curve.
 CURVE_FINDINGS = ("ppo_overoptimisation",)
 # Config fields that name where the models were, not how they were measured.
-LOCATION_FIELDS = ("base_model", "sft_model", "ppo_model", "reward_model", "device")
+LOCATION_FIELDS = (*(f"{k}_model" for k in MODEL_KEYS), "reward_model", "device")
 # Eval fields a rerun sets from the report's `reward` block (what scored, resolved at evaluation time: a
 # run without a reward model is scored with PPO's reward); the block itself is compared instead.
 REWARD_FIELDS = ("reward_function", "reward_classifier", "reward_classifier_label", "reward_classifier_score",
@@ -165,6 +167,7 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
         if "gold_peak" in curve_old:
             a, b = curve_old["gold_peak"].get("label"), get_path(curve_new, "gold_peak", "label")
             checks.append(Check("overoptimisation", "gold_peak.label", a, b, a == b, "equal"))
+    checks += _comparison_checks(old.get("comparison"), new.get("comparison"), rel, abs_)
     for metric, per_model in (old.get("reference_metrics") or {}).items():
         for model, v in (per_model or {}).items():
             checks += _leaf_checks("reference_metrics", f"{metric}.{model}", v,
@@ -182,6 +185,29 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
         if "good" in f:
             checks.append(Check("findings", f"{f.get('id')}.good", f["good"], None if g is None else g.get("good"),
                                 g is not None and g.get("good") == f["good"], "equal"))
+    return checks
+
+
+def _comparison_checks(old: Any, new: Any, rel: float, abs_: float) -> list[Check]:
+    """The comparison of the policies (`comparison`): each ranking's and rate's best policy exactly, every
+    number within tolerance, every "unknown" as "unknown"."""
+    checks: list[Check] = []
+    if not isinstance(old, dict):
+        return checks
+    new = new if isinstance(new, dict) else {}
+    for key in ("gold", "reward", "per_kl", "per_second"):
+        part = old.get(key)
+        if not isinstance(part, dict):
+            continue
+        b = get_path(new, key, "best")
+        checks.append(Check("comparison", f"{key}.best", part.get("best"), b, part.get("best") == b, "equal"))
+        if "separated" in part:
+            b = get_path(new, key, "separated")
+            checks.append(Check("comparison", f"{key}.separated", part["separated"], b, part["separated"] == b, "equal"))
+        for policy, v in (part.get("values") or {}).items():
+            checks += _leaf_checks("comparison", f"{key}.{policy}", v if isinstance(v, dict) else {"value": v},
+                                   get_path(new, key, "values", policy) if isinstance(v, dict)
+                                   else {"value": get_path(new, key, "values", policy)}, rel, abs_)
     return checks
 
 
@@ -365,10 +391,11 @@ def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = No
     sources = CardSources.from_bundle(folder)
     options = load_options(folder)
     report = sources.report
-    paths = {"ppo": str(folder)} if "ppo" in report["models"] else {}
+    policy = policy_of(report)  # the repo holds the card's policy; the other models live elsewhere
+    paths = {policy: str(folder)}
     wanted = {"sft": options.sft_repo_id, "reward": options.reward_repo_id, "base": options.base_repo_id}
     scored_by_model = report.get("reward_model") is not None or "reward" not in report
-    for key in [k for k in report["models"] if k != "ppo"] + ["reward"] * scored_by_model:
+    for key in [k for k in report["models"] if k != policy] + ["reward"] * scored_by_model:
         info = report["models"].get(key) if key != "reward" else report.get("reward_model") or {}
         if wanted.get(key):
             paths[key] = str(download(wanted[key], f"{key} model", endpoint, token))
@@ -410,7 +437,7 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
     if not isinstance(cfg.get("eval"), dict) or "seed" not in cfg:
         raise CardError("report: no recorded `config` (seed, data, eval): cannot rerun the evaluation")
     eval_cfg = dict(cfg["eval"])
-    eval_cfg.update({f"{k}_model": model_paths[k] for k in ("base", "sft", "ppo") if k in model_paths})
+    eval_cfg.update({f"{k}_model": model_paths[k] for k in MODEL_KEYS if k in model_paths})
     reward = report.get("reward") or {"kind": "reward_model"}
     if reward.get("kind") == "function":
         eval_cfg["reward_function"] = reward["function"]

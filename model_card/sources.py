@@ -21,7 +21,9 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("base", "sft", "reward", "ppo", "eval")
+from gpt2_rlhf.evaluation.policies import POLICY_KEYS
+
+STAGES = ("base", "sft", "reward", *POLICY_KEYS, "eval")
 
 
 class CardError(ValueError):

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from gpt2_rlhf.evaluation.report import curve_summary
+from gpt2_rlhf.evaluation.policies import MODEL_KEYS, policies_of
+from gpt2_rlhf.evaluation.report import comparison_summary, curve_summary, present_pairs, training_seconds
 
-MODELS = ("base", "sft", "ppo")
+MODELS = ("base", "sft", "ppo")  # the default run; any subset of MODEL_KEYS (ALL_MODELS) can be fabricated
+ALL_MODELS = MODEL_KEYS
 SAMPLES_PER_PROMPT = 4  # the fabricated evaluation sampled several responses per prompt
 
 
@@ -52,12 +54,17 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         metrics[name] = {m: _v(rng, lo, hi, n) for m in models}
     if "sft" in models:
         metrics["kl_to_reference"]["sft"] = {"value": 0.0, "ci_low": None, "ci_high": None, "n": n}
-    pairs = [f"{a}_vs_{b}" for a, b in (("ppo", "sft"), ("ppo", "base"), ("sft", "base")) if a in models and b in models]
+    pairs = [f"{a}_vs_{b}" for a, b in present_pairs(list(models))]
     win_rates = {}
     for p in pairs:
         win_rates[p] = _win(rng, n)
-    improvement = {p: {"difference": rng.uniform(-1, 1), "sd_units": rng.uniform(-1, 2), "reference_std": rng.uniform(0.5, 1.5),
-                       "percent": rng.uniform(-50, 300)} for p in pairs}
+    improvement = {}
+    for p in pairs:  # the paired bootstrap interval of the difference, and of sd_units (the same / the unit)
+        diff, std, half = rng.uniform(-1, 1), rng.uniform(0.5, 1.5), rng.uniform(0.05, 0.4)
+        improvement[p] = {"difference": diff, "sd_units": diff / std, "reference_std": std,
+                          "difference_ci_low": diff - half, "difference_ci_high": diff + half,
+                          "sd_units_ci_low": (diff - half) / std, "sd_units_ci_high": (diff + half) / std,
+                          "percent": rng.uniform(-50, 300)}
     if "sft" in models:  # the dataset's chosen responses: a reference row, not a model
         metrics["reward"]["chosen"] = _v(rng, -1, 2, n)
         if gold:
@@ -90,6 +97,15 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
 
     # the findings the evaluation states about these numbers (its texts, good and holds marks)
     findings = measured_findings(metrics, reward_model, gold_win_rates, curve)
+    training = {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
+                "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),
+                           "untrained_accuracy": 0.51}}
+    for p in policies_of(models):
+        training[p] = dict(POLICY_STAGE_METRICS[p])
+    if "ppo" in models:
+        training["ppo"].update(first=PPO_ROWS[0], last=PPO_ROWS[-1])
+    comparison = comparison_summary(metrics, {p: training_seconds([training[p]]) for p in policies_of(models)},
+                                    "sft", reward={"kind": "reward_model"})
     report = {
         "schema_version": 1, "created": "2031-05-17T10:11:12+0000", "wall_time_s": rng.uniform(5, 50),
         "versions": {"gpt2_rlhf": "0.1.0", "python": "3.11.9", "torch": "2.13.0+cpu", "transformers": "5.23.0",
@@ -106,13 +122,11 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
         "reward_model": reward_model,
         "reference_metrics": {"rouge": {m: {"rouge1": rng.uniform(0, 1), "rougeL": rng.uniform(0, 1)} for m in models}},
         "metrics": metrics, "win_rates": win_rates, "reward_improvement": improvement, "findings": findings,
-        "training": {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
-                     "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),
-                                "untrained_accuracy": 0.51},
-                     "ppo": {**PPO_STAGE_METRICS, "first": PPO_ROWS[0], "last": PPO_ROWS[-1]}},
+        "training": training,
         "tolerance": {"default_rel": 0.02, "default_abs": 0.001},
         "plots": {"reward_distribution": "plots/reward_distribution.png", "win_rates": "plots/win_rates.png",
-                  "ppo_training": "plots/ppo_training.png"},
+                  **({"ppo_training": "plots/ppo_training.png"} if "ppo" in models else {}),
+                  **({"policies": "plots/policies.png"} if len(policies_of(models)) > 1 else {})},
         "samples": "samples.jsonl",
         "config": {"seed": 5, "data": {"dataset": "embedded"},
                    "eval": {"bootstrap_samples": 499, "max_prompts": n, "samples_per_prompt": SAMPLES_PER_PROMPT}},
@@ -120,6 +134,8 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
     report["training"]["reward"]["on_policy"] = reward_model["on_policy"]  # the reward stage's metrics.json
     if gold_win_rates:
         report["gold_win_rates"] = gold_win_rates
+    if comparison:
+        report["comparison"] = comparison
     if curve is not None:
         report["overoptimisation"] = curve
         report["plots"]["overoptimisation"] = "plots/overoptimisation.png"
@@ -153,6 +169,12 @@ PPO_ROWS = [{"update": u, "episodes": 8 * u, "score": round(-0.42 + (0.917 + 0.4
              "kl": round(0.013 + (2.26 - 0.013) * (u - 1) / 18, 6),
              "policy_loss": round(0.021 - (0.021 + 0.0071) * (u - 1) / 18, 6)} for u in range(1, 20)]
 PPO_STAGE_METRICS = {"updates": 19, "episodes": 152, "train_s": 12.5}
+# the other policy stages' metrics.json: DPO on a Hugging Face trainer (`train_seconds`); RLOO records no
+# training time, so the comparison says "unknown" for it
+POLICY_STAGE_METRICS = {"ppo": PPO_STAGE_METRICS,
+                        "dpo": {"train_loss": 0.61, "rewards/accuracies": 0.72, "samples_per_second": 40.5,
+                                "train_seconds": 8.25},
+                        "rloo": {"episodes": 160, "train_loss": 0.12}}
 
 
 STAGE_SECTIONS = {
@@ -160,6 +182,8 @@ STAGE_SECTIONS = {
     "sft": {"learning_rate": 5e-5, "epochs": 2, "batch_size": 8},
     "reward": {"learning_rate": 1e-5, "epochs": 1, "batch_size": 8},
     "ppo": {"learning_rate": 1e-5, "kl_coef": 0.1, "cliprange": 0.2, "total_episodes": 256},
+    "dpo": {"learning_rate": 5e-6, "beta": 0.1, "loss_type": "sigmoid", "num_train_epochs": 1},
+    "rloo": {"learning_rate": 1e-5, "kl_coef": 0.05, "total_episodes": 160},
 }
 
 
@@ -181,13 +205,15 @@ def model_bytes(tag: str) -> dict[str, bytes]:
             "model.safetensors": (tag * 50).encode(), "tokenizer.json": b"{}", "tokenizer_config.json": b"{}"}
 
 
-def make_run(root: Path, seed: int = 0, gold: bool = True, hub: dict | None = None) -> Path:
-    """A finished run directory at `root` with a fabricated report (see module docstring)."""
+def make_run(root: Path, seed: int = 0, gold: bool = True, hub: dict | None = None,
+             models: tuple[str, ...] = MODELS) -> Path:
+    """A finished run directory at `root` with a fabricated report (see module docstring) of `models`."""
     run = Path(root)
     run.mkdir(parents=True, exist_ok=True)
-    report = make_report(seed, gold)
-    recipe = {"seed": 5, "stages": ["base", "sft", "reward", "ppo", "eval"], "data": {"dataset": "embedded"},
-              **{k: v for k, v in STAGE_SECTIONS.items()}}
+    report = make_report(seed, gold, models)
+    pols = policies_of(models)
+    recipe = {"seed": 5, "stages": ["base", "sft", "reward", *pols, "eval"], "data": {"dataset": "embedded"},
+              **{k: v for k, v in STAGE_SECTIONS.items() if k not in ("ppo", "dpo", "rloo") or k in pols}}
     if hub:
         recipe["hub"] = hub
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -195,8 +221,12 @@ def make_run(root: Path, seed: int = 0, gold: bool = True, hub: dict | None = No
     _stage(run, "sft", model_bytes("sft"), report["training"]["sft"])
     _stage(run, "reward", {**model_bytes("reward"), "reward_stats.json": json.dumps(report["reward_model"]["stats"]).encode()},
            report["training"]["reward"])
-    _stage(run, "ppo", {**model_bytes("ppo"), "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in PPO_ROWS).encode(),
-                        "checkpoints/step1/x.bin": b"x"}, PPO_STAGE_METRICS)
+    if "ppo" in pols:
+        _stage(run, "ppo", {**model_bytes("ppo"), "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in PPO_ROWS).encode(),
+                            "checkpoints/step1/x.bin": b"x"}, PPO_STAGE_METRICS)
+    for p in pols:
+        if p != "ppo":
+            _stage(run, p, model_bytes(p), POLICY_STAGE_METRICS[p])
     eval_files = {"report.json": json.dumps(report, indent=1).encode(),
                   "samples.jsonl": "".join(json.dumps(r) + "\n" for r in make_samples(report, seed)).encode(),
                   **{rel: tiny_png() for rel in report["plots"].values()}}

@@ -259,7 +259,7 @@ def test_greedy_mode_ignores_sampling_settings():
 
 TOP_LEVEL = {"schema_version", "created", "wall_time_s", "versions", "seed", "dataset", "decoding", "models",
              "reference", "reward", "reward_model", "metrics", "win_rates", "reward_improvement", "findings", "training",
-             "tolerance", "plots", "samples", "config", "gold_win_rates", "overoptimisation"}
+             "tolerance", "plots", "samples", "config", "gold_win_rates", "overoptimisation", "comparison"}
 
 
 def is_v(v) -> bool:
