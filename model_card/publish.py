@@ -9,7 +9,15 @@ What goes where (one commit per repository, through `huggingface_hub.HfApi`):
 * ``--sft-repo-id`` / ``--reward-repo-id`` / hub ``base_repo_id``: those models,
   each with its own card (the reward model's carries `reward_stats.json`).
 * ``--space SPACE_ID``: the `space/` folder as a Gradio Space, with the model ids
-  set as Space variables (`SPACE_VARIABLES`).
+  set as Space variables (`SPACE_VARIABLES`), `run_info.json` (the card's headline
+  result, the card's URL and held-out example prompts: `space_info`), and its hardware
+  (`--space-hardware`, else the front matter's `suggested_hardware`: ZeroGPU, the free
+  hardware a new Gradio Space can run on). A Space needs its models on the Hub, so
+  with ``--space`` the ids left out are derived from ``--repo-id``: the reward model
+  `<id>-reward`, SFT `<id>-sft`, DPO `<id>-dpo`, RLOO `<id>-rloo` (each when the run
+  has it); the base is its Hub id (gpt2) or ``--base-repo-id``, and a locally built
+  base without one is left out of the Space. What cannot be derived is asked for in
+  one message. Every pushed model repo gets a card.
 
 1. Check the run (finished `ppo/` and `eval/`, and every stage asked for) and
    render the cards into a temporary folder with the target repo ids; nothing is
@@ -20,7 +28,8 @@ What goes where (one commit per repository, through `huggingface_hub.HfApi`):
    `hf auth login`); a clear error when there is none. The token is handed to
    `HfApi` and to nothing else: never printed, logged or written.
 4. For each repo: `create_repo(exist_ok=True)`, `create_branch` for `--revision`,
-   `create_commit` with every file, then `add_space_variable` for a Space. Each
+   `create_commit` with every file, then for a Space `add_space_variable` and
+   `request_space_hardware` (create_repo's hardware only applies to a new Space). Each
    call is retried on transient errors (connection errors, 408/429/5xx) with
    exponential backoff; other errors (401, 403, 404) fail at once, in one line.
 
@@ -31,6 +40,7 @@ internal files (`COMPLETE`, checkpoints) never leave the machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -53,9 +63,17 @@ SPACE_VARIABLES = {
     "sft": "RLHF_SFT_ID",
     "reward": "RLHF_REWARD_ID",
     "base": "RLHF_BASE_ID",
+    "dpo": "RLHF_DPO_ID",
+    "rloo": "RLHF_RLOO_ID",
     "revision": "RLHF_REVISION",
     "prompt_format": "RLHF_PROMPT_FORMAT",
 }
+# Policy stages besides PPO that a Space can show (written by `rlhf dpo`, `rlhf rloo`, laid out like ppo/).
+EXTRA_POLICIES = ("dpo", "rloo")
+SPACE_INFO = "run_info.json"  # read by space/app.py (RUN_INFO)
+DEFAULT_HARDWARE = "cpu-basic"  # when neither --space-hardware nor the front matter says
+# The card's headline sentences the Space shows, best first (the evaluation's findings, by id).
+HEADLINE_FINDINGS = ("{p}_beats_sft_gold", "{p}_gold_win_rate", "{p}_beats_sft_reward", "{p}_beats_base_reward")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 # Files of a stage directory that are bookkeeping of the run, not part of the model.
 RUN_FILES = {"COMPLETE", "config.yaml", "metrics.json", "metrics.jsonl", "snapshots.json"}
@@ -81,9 +99,10 @@ class Upload:
 
     repo_id: str
     repo_type: str  # "model" or "space"
-    what: str  # "policy", "sft", "reward", "base", "space"
+    what: str  # "policy", "sft", "reward", "base", "dpo", "rloo", "space"
     files: dict[str, Path] = field(default_factory=dict)  # path in repo -> local file
     variables: dict[str, str] = field(default_factory=dict)  # Space variables
+    hardware: str | None = None  # a Space's hardware flavor (huggingface_hub.SpaceHardware values)
 
     @property
     def size(self) -> int:
@@ -111,12 +130,15 @@ def model_files(stage_dir: Path, logs_prefix: str | None = None) -> dict[str, Pa
     return out
 
 
-def space_card_with_models(readme: Path, model_ids: list[str], out_dir: Path) -> Path:
-    """A copy of the Space's README.md whose front matter `models:` names `model_ids`."""
+def space_card_with_models(readme: Path, model_ids: list[str], out_dir: Path, hardware: str | None = None) -> Path:
+    """A copy of the Space's README.md whose front matter `models:` names `model_ids` (and `suggested_hardware`
+    is `hardware`, when given)."""
     from huggingface_hub import SpaceCard
 
     card = SpaceCard.load(readme)
     card.data.models = list(dict.fromkeys(model_ids))
+    if hardware:
+        card.data.suggested_hardware = hardware
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "README.md"
     card.save(out)
@@ -128,6 +150,91 @@ def bundle_files(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, Path]
             if p.is_file() and not p.relative_to(folder).as_posix().startswith(exclude)}
 
 
+def suggested_hardware(readme: Path) -> str | None:
+    """The Space front matter's `suggested_hardware`, if any."""
+    from huggingface_hub import SpaceCard
+
+    value = getattr(SpaceCard.load(readme).data, "suggested_hardware", None)
+    return str(value) if value else None
+
+
+def check_hardware(flavor: str) -> str:
+    from huggingface_hub import SpaceHardware
+
+    known = [h.value for h in SpaceHardware]
+    if flavor not in known:
+        raise PushError(f"--space-hardware: {flavor!r} is not a Space hardware flavor (one of {', '.join(known)})")
+    return flavor
+
+
+def headline(report: dict) -> list[str]:
+    """The card's headline result as the evaluation wrote it: the first finding of HEADLINE_FINDINGS present."""
+    from .context import policy_of
+
+    by_id = {f.get("id"): f for f in report.get("findings") or [] if isinstance(f, dict) and f.get("text")}
+    policy = policy_of(report)
+    for pattern in HEADLINE_FINDINGS:
+        if pattern.format(p=policy) in by_id:
+            return [str(by_id[pattern.format(p=policy)]["text"])]
+    return [str(f["text"]) for f in list(by_id.values())[:1]]
+
+
+def example_prompts(samples: list[dict], n: int = 5, max_chars: int = 300, plain: bool = False) -> list[str]:
+    """Up to n single-turn prompts of the evaluation's samples (the held-out split), as a user would type them;
+    `plain`: the prompts as they are (a run trained to continue plain text)."""
+    from gpt2_rlhf.space.inference import HH_ASSISTANT, HH_HUMAN
+
+    found: list[str] = []
+    for row in samples:
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or (not plain and prompt.count(HH_HUMAN) != 1):
+            continue
+        text = prompt.strip() if plain else prompt.replace(HH_HUMAN, "").replace(HH_ASSISTANT, "").strip()
+        if text and len(text) <= max_chars and text not in found:
+            found.append(text)
+        if len(found) >= n:
+            break
+    return found
+
+
+def space_info(run_dir: Path, card_url: str | None = None) -> dict:
+    """What the Space page says about the run, from its eval/ (report and samples): `headline`, `examples`,
+    `card_url` (the pushed card, or locally the rendered card's path). {} parts when the run has no evaluation."""
+    from .sources import read_samples
+
+    run_dir = Path(run_dir)
+    info: dict = {"headline": [], "examples": [], "card_url": card_url}
+    report_path = run_dir / "eval" / "report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        samples = read_samples(run_dir / "eval" / str(report.get("samples", "samples.jsonl")))
+    except (OSError, ValueError) as e:  # the page works without them; say why they are missing
+        logger.warning("the Space shows no headline result or held-out examples: %s: %s", report_path.parent, e)
+        return info
+    info["headline"] = headline(report)
+    info["examples"] = example_prompts(samples, plain=get_path(report, "dataset", "template") == "plain")
+    if card_url is None and (run_dir / "card" / "README.md").is_file():
+        info["card_url"] = str(run_dir / "card" / "README.md")
+    return info
+
+
+def stand_in_card(what: str, repo_id: str, policy_repo_id: str, base_model: str | None, out: Path) -> Path:
+    """A card for a pushed model that the run renders none for (base, DPO, RLOO): what it is and where its
+    results are (the policy's card, which reports every model of the run). No numbers: they live in that card."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    names = {"base": "base language model", "dpo": "DPO policy", "rloo": "RLOO policy", "sft": "SFT policy"}
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=["gpt2-rlhf", what],
+                         base_model=base_model)
+    text = (f"---\n{data.to_yaml()}\n---\n\n# {repo_id}\n\nThe {names.get(what, what)} of a "
+            f"[gpt2-rlhf](https://github.com/gpt2-rlhf/gpt2-rlhf) run. Its evaluation, next to the run's other "
+            f"models on the same held-out prompts, is in the card of [{policy_repo_id}]"
+            f"(https://huggingface.co/{policy_repo_id}).\n")
+    out.mkdir(parents=True, exist_ok=True)
+    ModelCard(text).save(out / "README.md")
+    return out / "README.md"
+
+
 def space_folder() -> Path:
     from gpt2_rlhf import space
 
@@ -136,20 +243,45 @@ def space_folder() -> Path:
 
 def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft_repo_id: str | None = None,
               reward_repo_id: str | None = None, base_repo_id: str | None = None, space_id: str | None = None,
-              revision: str | None = None, space_dir: Path | None = None) -> list[Upload]:
+              revision: str | None = None, space_dir: Path | None = None,
+              space_hardware: str | None = None) -> list[Upload]:
     """Checks the run, renders the cards into `staging` and lists every upload. Sends nothing."""
-    from gpt2_rlhf.train.rundir import require_stage
+    from gpt2_rlhf.train.rundir import is_complete, require_stage
 
     for name, rid in (("--repo-id", repo_id), ("--sft-repo-id", sft_repo_id), ("--reward-repo-id", reward_repo_id),
                       ("hub.base_repo_id", base_repo_id), ("--space", space_id)):
         if rid is not None and not valid_repo_id(rid):
             raise PushError(f"{name}: {rid!r} is not a Hub repo id (namespace/name)")
     ppo_dir = require_stage(run_dir / "ppo", "PPO model")
-    stage_dirs = {"sft": sft_repo_id, "reward": reward_repo_id, "base": base_repo_id}
+    src = CardSources.from_run_dir(run_dir)
+    extra: dict[str, str] = {}  # dpo/rloo -> repo id, pushed for the Space
+    scored_by_model = src.report.get("reward_model") is not None or "reward" not in src.report
+    if space_id:
+        # The Space loads every model it shows from the Hub: derive the ids left out, ask for the rest at once.
+        finished = {stage: is_complete(run_dir / stage) for stage in ("base", "sft", "reward", *EXTRA_POLICIES)}
+        if scored_by_model and not reward_repo_id and finished["reward"]:
+            reward_repo_id = f"{repo_id}-reward"
+        if not sft_repo_id and finished["sft"]:
+            sft_repo_id = f"{repo_id}-sft"
+        extra = {stage: f"{repo_id}-{stage}" for stage in EXTRA_POLICIES if finished[stage]}
+        for name, rid in (("the derived reward model id", reward_repo_id), ("the derived SFT id", sft_repo_id),
+                          *((f"the derived {s.upper()} id", r) for s, r in extra.items())):
+            if rid is not None and not valid_repo_id(rid):
+                raise PushError(f"--space: {name} {rid!r} is not a Hub repo id; pass a shorter --repo-id")
+        hub_base = base_repo_id or hub_base_model(src, CardOptions())
+        problems = []
+        if scored_by_model and not reward_repo_id:
+            problems.append("the reward model that scores the responses (reward/ is unfinished; pass --reward-repo-id)")
+        shown = 1 + bool(sft_repo_id) + bool(hub_base) + len(extra)
+        if shown < 2:
+            problems.append("a second model to compare PPO with (the base was built locally: pass --base-repo-id, "
+                            "or finish sft/)")
+        if problems:
+            raise PushError(f"--space {space_id}: the Space needs {'; and '.join(problems)}")
+    stage_dirs = {"sft": sft_repo_id, "reward": reward_repo_id, "base": base_repo_id, **extra}
     for stage, rid in stage_dirs.items():
         if rid:
             require_stage(run_dir / stage, f"{stage} model (asked for by its repo id)")
-    src = CardSources.from_run_dir(run_dir)
     opts = CardOptions.from_hub_config(hub, repo_id=repo_id, sft_repo_id=sft_repo_id, reward_repo_id=reward_repo_id,
                                        base_repo_id=base_repo_id)
     write_bundle(src, opts, staging)
@@ -158,12 +290,16 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
     policy.files.update(model_files(ppo_dir, logs_prefix="training/ppo"))
     policy.files.update(bundle_files(staging, exclude=("reward/", "sft/")))
     uploads = [policy]
+    base_model = hub_base_model(src, opts)
     for stage, rid in stage_dirs.items():
         if rid:
             up = Upload(rid, "model", stage, model_files(run_dir / stage, logs_prefix=f"training/{stage}"))
             card = staging / stage / "README.md"
-            if card.is_file():
-                up.files["README.md"] = card
+            # Every pushed model gets a card: the run renders the SFT and reward models' own; the others point
+            # to the policy card, which evaluates them all.
+            up.files["README.md"] = card if card.is_file() else stand_in_card(
+                stage, rid, repo_id, None if stage == "base" else (sft_repo_id or base_model),
+                staging / "stand-in-cards" / stage)
             uploads.append(up)
     if space_id:
         folder = Path(space_dir) if space_dir else space_folder()
@@ -171,17 +307,10 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
                  if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")) and not Path(rel).name.startswith(".")}
         if "README.md" not in files or "app.py" not in files:
             raise PushError(f"--space: {folder} has no app.py and README.md (the Space front matter)")
-        base_id = base_repo_id or hub_base_model(src, CardOptions())
-        # The Space compares the policy with the base model and scores both with the reward model,
-        # all loaded from the Hub: refuse a Space that could not start.
-        scored_by_model = src.report.get("reward_model") is not None or "reward" not in src.report
-        if not reward_repo_id and scored_by_model:
-            raise PushError("--space: the Space scores responses with the reward model; push it too (--reward-repo-id)")
-        if not base_id:
-            raise PushError("--space: the base model was built locally, so the Space cannot load it; push it too "
-                            "(--base-repo-id)")
+        hardware = check_hardware(space_hardware or suggested_hardware(files["README.md"]) or DEFAULT_HARDWARE)
         variables = {SPACE_VARIABLES["policy"]: repo_id}
-        for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id), ("base", base_id)):
+        for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id), ("base", base_repo_id or base_model),
+                         *extra.items()):
             if rid:
                 variables[SPACE_VARIABLES[key]] = rid
         if not scored_by_model:  # trained with a reward function: the Space shows no scores
@@ -193,9 +322,13 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
         # The Space card's `models:` lists what the Space really loads, so the Hub links them.
         files["README.md"] = space_card_with_models(files["README.md"], [
             v for k, v in variables.items() if k not in (SPACE_VARIABLES["revision"], SPACE_VARIABLES["prompt_format"])
-            and v != "none"],
-                                                     staging / "space-card")
-        uploads.append(Upload(space_id, "space", "space", files, variables))
+            and v != "none"], staging / "space-card", hardware)
+        info_path = staging / "space-info" / SPACE_INFO
+        info_path.parent.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(space_info(run_dir, card_url=f"https://huggingface.co/{repo_id}"), indent=1)
+                             + "\n", encoding="utf-8")
+        files[SPACE_INFO] = info_path
+        uploads.append(Upload(space_id, "space", "space", files, variables, hardware))
     return uploads
 
 
@@ -217,6 +350,8 @@ def describe(uploads: list[Upload], private: bool, revision: str | None) -> str:
             lines.append(f"  {rel:<{width}}  {p.stat().st_size:>12,d} B")
         for k, v in up.variables.items():
             lines.append(f"  variable {k}={v}")
+        if up.hardware:
+            lines.append(f"  hardware {up.hardware}")
         if "README.md" in up.files and up.repo_type == "model":
             lines.append("  card metadata:")
             lines += [f"    {ln}" for ln in card_metadata(up.files["README.md"]).splitlines()]
@@ -282,6 +417,8 @@ def send(api, up: Upload, *, private: bool, revision: str | None, message: str, 
         return with_retries(fn, f"{up.repo_id}: {what}", hub.max_retries, hub.retry_backoff_s, sleep)
 
     kwargs: dict[str, Any] = {"space_sdk": "gradio"} if up.repo_type == "space" else {}
+    if up.repo_type == "space" and up.hardware:
+        kwargs["space_hardware"] = up.hardware  # a new Space starts on it
     retry(lambda: api.create_repo(up.repo_id, repo_type=up.repo_type, private=private, exist_ok=True, **kwargs),
           "create_repo")
     branch = revision if up.repo_type == "model" and revision and revision != "main" else None
@@ -297,6 +434,8 @@ def send(api, up: Upload, *, private: bool, revision: str | None, message: str, 
     info = retry(commit, f"commit of {len(up.files)} files")
     for key, value in up.variables.items():
         retry(lambda k=key, v=value: api.add_space_variable(up.repo_id, k, v), f"Space variable {key}")
+    if up.repo_type == "space" and up.hardware:  # an existing Space keeps its hardware through create_repo
+        retry(lambda: api.request_space_hardware(up.repo_id, up.hardware), f"Space hardware {up.hardware}")
     url = getattr(info, "commit_url", None) or str(info)
     logger.info("%s: pushed %d files (%s)", up.repo_id, len(up.files), url)
     return url
@@ -316,6 +455,7 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
          revision: str | None = None, sft_repo_id: str | None = None, reward_repo_id: str | None = None,
          base_repo_id: str | None = None, space_id: str | None = None, hub: HubConfig | None = None,
          space_dir: Path | None = None, endpoint: str | None = None, token: str | None = None,
+         space_hardware: str | None = None,
          out: Callable[[str], None] = print,
          sleep: Callable[[float], None] = time.sleep) -> PushResult:
     """Publishes a run; arguments left None come from `hub` (default: the run's recipe.yaml `hub` section)."""
@@ -328,13 +468,13 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
         raise PushError("no repo id: pass --repo-id or set hub.repo_id in the recipe")
     private = hub.private if private is None else private
     message = f"{hub.commit_message} (gpt2-rlhf {_version()})"
-    logger.info("push %s -> %s (private: %s, revision: %s); hub config: %s", run_dir, repo_id, private,
-                revision or "main", hub)
+    logger.info("push %s -> %s (private: %s, revision: %s)", run_dir, repo_id, private, revision or "main")
+    logger.debug("hub config: %s", hub)
     with tempfile.TemporaryDirectory(prefix="rlhf-push-") as tmp:
         uploads = plan_push(run_dir, repo_id, hub, Path(tmp), sft_repo_id=sft_repo_id or hub.sft_repo_id,
                             reward_repo_id=reward_repo_id or hub.reward_repo_id,
                             base_repo_id=base_repo_id or hub.base_repo_id, space_id=space_id or hub.space_id,
-                            revision=revision, space_dir=space_dir)
+                            revision=revision, space_dir=space_dir, space_hardware=space_hardware)
         if dry_run:
             out(describe(uploads, private, revision))
             out("dry run: nothing was sent")
@@ -361,5 +501,6 @@ def cli(args) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     push(Path(args.run_dir), args.repo_id, dry_run=args.dry_run, private=True if args.private else None,
          revision=args.revision, sft_repo_id=args.sft_repo_id, reward_repo_id=args.reward_repo_id,
-         base_repo_id=getattr(args, "base_repo_id", None), space_id=args.space)
+         base_repo_id=getattr(args, "base_repo_id", None), space_id=args.space,
+         space_hardware=getattr(args, "space_hardware", None))
     return 0

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-repo-id", default=None,
                    help="also push the base model here (lets `rlhf reproduce REPO` run when the base was built locally)")
     p.add_argument("--space", default=None, metavar="SPACE_ID", help="also push space/ as a Gradio Space")
+    p.add_argument("--space-hardware", default=None, metavar="FLAVOR",
+                   help="the Space's hardware (default: the front matter's suggested_hardware, zero-a10g: ZeroGPU)")
 
     p = sub.add_parser("space", help="serve the Gradio Space on a run directory")
     p.add_argument("run_dir")
@@ -142,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("votes", help="votes JSONL written by the Space")
     p.add_argument("--out", required=True, help="output JSONL (HH format: chosen/rejected)")
     p.add_argument("--blind-only", action="store_true",
-                   help="keep only votes cast with the model names hidden (what `rlhf label` with the votes labeller wants)")
+                   help="the default, kept for old scripts: only votes cast with the model names and scores hidden")
+    p.add_argument("--include-anchored", action="store_true",
+                   help="also keep votes cast with the names and scores shown (biased preference data)")
     return parser
 
 

@@ -23,6 +23,15 @@ Deviations from ``gpt2_rlhf.train.sampling.generate`` (on purpose, see the notes
    scores both sides in one right-padded batch and pools at the last real token.
 3. Prompts longer than the context are cut from the left (the recent turns matter
    most), keeping room for ``max_new_tokens``.
+4. In a dialogue, a response ends at the next turn marker ("\\n\\nHuman:" or
+   "\\n\\nAssistant:") as well as at EOS: a model that writes the user's next turn
+   itself (the base model does, having seen whole HH dialogues) has finished its own,
+   and scoring the invented turns would score text the user never asked for. The
+   evaluation samples to EOS, so a Space response can be shorter than an evaluation
+   sample of the same seed; up to the marker the tokens are the same.
+5. The two sides of a comparison sample at the same time, each in its own thread with
+   its own generator (`Engine.compare`): the page shows both growing together, and on
+   a machine with two free cores both finish in about the time of one.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import threading
 from dataclasses import asdict, dataclass, field
@@ -50,6 +60,8 @@ ENV_BASE = "RLHF_BASE_ID"
 ENV_SFT = "RLHF_SFT_ID"
 ENV_POLICY = "RLHF_POLICY_ID"
 ENV_REWARD = "RLHF_REWARD_ID"
+ENV_DPO = "RLHF_DPO_ID"  # optional: the run's DPO policy (`rlhf dpo`)
+ENV_RLOO = "RLHF_RLOO_ID"  # optional: the run's RLOO policy (`rlhf rloo`)
 ENV_REVISION = "RLHF_REVISION"  # optional: the branch `rlhf push --revision` pushed the models to
 ENV_VOTES_DATASET = "RLHF_VOTES_DATASET"
 # "plain": the models continue the prompt as it is (a run trained on prompt-only text); "dialogue" (default):
@@ -58,6 +70,12 @@ ENV_PROMPT_FORMAT = "RLHF_PROMPT_FORMAT"
 PROMPT_FORMATS = ("dialogue", "plain")
 # RLHF_REWARD_ID=none: a run trained with a reward function instead of a reward model; nothing scores.
 NO_REWARD = "none"
+# The models a Space can show, in the order the page lists them: role -> (run directory stage, Space variable).
+# "rlhf" is the PPO policy (the role name predates DPO and RLOO; vote records keep it).
+ROLES = {"base": ("base", ENV_BASE), "sft": ("sft", ENV_SFT), "rlhf": ("ppo", ENV_POLICY),
+         "dpo": ("dpo", ENV_DPO), "rloo": ("rloo", ENV_RLOO)}
+# Where a response ends in a dialogue besides EOS: the next turn (deviation 4 above).
+TURN_MARKERS = (HH_HUMAN, HH_ASSISTANT)
 
 
 class InputError(ValueError):
@@ -215,6 +233,31 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(attention_mask.bool(), cols, torch.full_like(cols, -1)).max(-1).values.clamp(min=0)
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
+    """`text` up to the earliest of the `stop` strings it contains, or None when it contains none."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(hits)] if hits else None
+
+
+def hold_back(text: str, stop: Sequence[str]) -> str:
+    """`text` without a tail that could be the start of one of `stop` ("...\\n\\nHu" might become "\\n\\nHuman:")."""
+    keep = len(text)
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                keep = min(keep, len(text) - k)
+                break
+    return text[:keep]
+
+
+def continue_dialogue(context: str, response: str, text: str) -> str:
+    """The next turn of an HH dialogue: `context + response`, then the user's `text` as a Human turn.
+
+    `context` ends with "\\n\\nAssistant:" (format_prompt); the result does too, so each side
+    answers its own dialogue so far, as the two sides of a multi-turn arena battle do."""
+    return f"{context}{response.rstrip()}{HH_HUMAN} {text.strip()}{HH_ASSISTANT}"
+
+
 def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists -> (B, T) ids right-padded with pad_id, (B, T) attention mask."""
     T = max(len(r) for r in rows)
@@ -285,14 +328,15 @@ class Policy:
             return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     @torch.no_grad()
-    def stream(self, prompt: str, decoding: Decoding) -> Iterator[str]:
+    def stream(self, prompt: str, decoding: Decoding, stop: Sequence[str] = ()) -> Iterator[str]:
         """Yields the response decoded so far after each new token; the last yield is the full response.
 
         Steps:
         1. tokenise the prompt; keep its last (context - max_new_tokens) tokens;
         2. one forward over the prompt fills the KV cache;
         3. repeat: pick the next token from the last logits (own seeded generator),
-           feed only that token with the cache, stop after EOS or max_new_tokens;
+           feed only that token with the cache, stop after EOS or max_new_tokens, or
+           once the text holds one of `stop` (the response is cut before it);
         4. decode without special tokens (EOS is not part of the text).
         """
         device = next(self.model.parameters()).device
@@ -316,9 +360,15 @@ class Policy:
             if int(tok) == eos:
                 break
             inputs = tok.view(1, 1)
+            text = self.decode(out_ids)
+            cut = cut_at_stop(text, stop)
+            if cut is not None:  # step 3: the model began the next turn
+                yield cut
+                return
             # A byte-level BPE token may end inside a multi-byte character; hold the
-            # replacement character back until the character is complete.
-            yield self.decode(out_ids).rstrip("\ufffd")
+            # replacement character back until the character is complete, and the start
+            # of a possible turn marker until it is known not to be one.
+            yield hold_back(text, stop).rstrip("\ufffd")
         yield self.decode(out_ids)  # step 4
 
 
@@ -409,35 +459,48 @@ def read_reward_stats(name_or_path: str, revision: str | None = None) -> tuple[f
 
 @dataclass
 class ModelSources:
-    """Where each model comes from: local folders or Hub model ids."""
+    """Where each model comes from: local folders or Hub model ids. Any two policies make a Space."""
 
-    policy: str  # the RLHF (PPO) policy
+    policy: str | None  # the PPO policy (role "rlhf")
     reward: str | None  # None: trained with a reward function, no reward model to score with
     base: str | None = None
     sft: str | None = None
     revision: str | None = None  # Hub branch of the pushed models; the base falls back to the default branch
     prompt_format: str = "dialogue"  # PROMPT_FORMATS
+    dpo: str | None = None
+    rloo: str | None = None
 
     def __post_init__(self):
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"{ENV_PROMPT_FORMAT}: must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
 
+    def policies(self) -> dict[str, str]:
+        """role -> source of every policy given, in ROLES order."""
+        by_role = {"base": self.base, "sft": self.sft, "rlhf": self.policy, "dpo": self.dpo, "rloo": self.rloo}
+        return {role: src for role, src in by_role.items() if src}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModelSources":
-        """From the Space variables RLHF_BASE_ID, RLHF_SFT_ID (optional), RLHF_POLICY_ID, RLHF_REWARD_ID (a model id,
-        or `none` for a run trained with a reward function), RLHF_REVISION and RLHF_PROMPT_FORMAT (optional)."""
+        """From the Space variables RLHF_POLICY_ID, RLHF_BASE_ID, RLHF_SFT_ID, RLHF_DPO_ID, RLHF_RLOO_ID (at least
+        two of them), RLHF_REWARD_ID (a model id, or `none` for a run trained with a reward function),
+        RLHF_REVISION and RLHF_PROMPT_FORMAT (optional)."""
         env = os.environ if environ is None else environ
         get = lambda k: (env.get(k) or "").strip() or None  # noqa: E731
-        missing = [k for k in (ENV_BASE, ENV_POLICY, ENV_REWARD) if not get(k)]
-        if missing:
-            raise ValueError(f"set the Space variable(s) {', '.join(missing)} to model ids (Settings -> Variables)")
+        model_vars = [var for _, var in ROLES.values()]
+        given = [var for var in model_vars if get(var)]
+        problems = [f"{ENV_REWARD} (a reward model id, or `none`)"] if not get(ENV_REWARD) else []
+        if len(given) < 2:
+            problems.append(f"at least two of {', '.join(model_vars)} (have: {', '.join(given) or 'none'})")
+        if problems:
+            raise ValueError(f"set the Space variables {' and '.join(problems)} to model ids (Settings -> Variables)")
         reward = get(ENV_REWARD)
         return cls(policy=get(ENV_POLICY), reward=None if reward.lower() == NO_REWARD else reward, base=get(ENV_BASE),
-                   sft=get(ENV_SFT), revision=get(ENV_REVISION), prompt_format=get(ENV_PROMPT_FORMAT) or "dialogue")
+                   sft=get(ENV_SFT), revision=get(ENV_REVISION), prompt_format=get(ENV_PROMPT_FORMAT) or "dialogue",
+                   dpo=get(ENV_DPO), rloo=get(ENV_RLOO))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "ModelSources":
-        """base/, sft/ (when finished), ppo/ and reward/ of a run directory (docs/DESIGN.md).
+        """base/, sft/, ppo/, dpo/, rloo/ (each when finished) and reward/ of a run directory (docs/DESIGN.md).
 
         A PPO stage trained with a reward function or classifier (ppo/metrics.json `reward.kind`) needs no
         reward/; one trained on plain text prompts (`prompts.template`) makes the Space continue prompts."""
@@ -449,14 +512,22 @@ class ModelSources:
             d = run / stage
             return str(d) if (d / "COMPLETE").is_file() else None
 
-        ppo = _json_object(run / "ppo" / "metrics.json")
-        without_rm = (ppo.get("reward") or {}).get("kind") in ("function", "classifier")
-        for stage in ("base", "ppo") + (() if without_rm else ("reward",)):
-            if not finished(stage):
-                raise FileNotFoundError(f"{run / stage}: missing or unfinished (no COMPLETE marker); run `rlhf run` first")
-        plain = (ppo.get("prompts") or {}).get("template") == "plain"
-        return cls(policy=finished("ppo"), reward=finished("reward"), base=finished("base"), sft=finished("sft"),
-                   prompt_format="plain" if plain else "dialogue")
+        trained = next((s for s in ("ppo", "rloo", "dpo") if finished(s)), None)
+        if trained is None:
+            raise FileNotFoundError(f"{run / 'ppo'}: missing or unfinished (no COMPLETE marker), and no finished "
+                                    "dpo/ or rloo/ either; run `rlhf run` first")
+        metrics = _json_object(run / trained / "metrics.json")
+        without_rm = (metrics.get("reward") or {}).get("kind") in ("function", "classifier") or trained == "dpo"
+        found = {stage: finished(stage) for stage, _ in ROLES.values()}
+        if sum(1 for v in found.values() if v) < 2:
+            raise FileNotFoundError(f"{run}: the Space compares two models, and only {trained}/ is finished "
+                                    "(base/, sft/, ppo/, dpo/, rloo/ have no COMPLETE marker)")
+        reward = finished("reward")
+        if not reward and not without_rm:
+            raise FileNotFoundError(f"{run / 'reward'}: missing or unfinished (no COMPLETE marker); run `rlhf run` first")
+        plain = (metrics.get("prompts") or {}).get("template") == "plain"
+        return cls(policy=found["ppo"], reward=reward, base=found["base"], sft=found["sft"],
+                   prompt_format="plain" if plain else "dialogue", dpo=found["dpo"], rloo=found["rloo"])
 
 
 def _json_object(path: Path) -> dict:
@@ -470,13 +541,16 @@ def _json_object(path: Path) -> dict:
 
 @dataclass
 class Side:
-    """One finished side of a comparison."""
+    """One side of a comparison, as far as it has streamed."""
 
     role: str
     model_id: str
     response: str
     reward: float | None = None  # raw score
     reward_normalised: float | None = None
+    prompt: str = ""  # what this side answered (its own dialogue so far, ending with the Assistant turn)
+    tokens: int | None = None  # response length in tokens, once finished
+    finished: bool = False
 
 
 @dataclass
@@ -489,12 +563,13 @@ class Update:
 
 
 class Engine:
-    """Every model of the Space: the policies by role ("base", "sft", "rlhf") and the reward model."""
+    """Every model of the Space: the policies by role (ROLES: "base", "sft", "rlhf", "dpo", "rloo") and the
+    reward model."""
 
     def __init__(self, policies: Mapping[str, Policy], reward: RewardScorer | None, limits: Limits | None = None,
                  prompt_format: str = "dialogue"):
-        if "rlhf" not in policies:
-            raise ValueError("the Space needs the RLHF policy")
+        if len(policies) < 2:
+            raise ValueError(f"the Space compares two models; got {len(policies)} ({', '.join(policies) or 'none'})")
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format: must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
         self.policies = dict(policies)
@@ -504,20 +579,21 @@ class Engine:
 
     @classmethod
     def load(cls, sources: ModelSources, limits: Limits | None = None, device: str | None = None) -> "Engine":
+        # On ZeroGPU, `import spaces` (app.py) makes CUDA look available at start-up; the weights move to the GPU
+        # that each @spaces.GPU call is lent.
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         rev = sources.revision
         policies = {}
-        for role, src in (("base", sources.base), ("sft", sources.sft), ("rlhf", sources.policy)):
-            if src:
-                logger.info("loading %s model from %s%s", role, src, f"@{rev}" if rev else "")
-                try:
-                    policies[role] = Policy.load(role, src, device, rev)
-                except OSError:
-                    if role != "base" or not rev:
-                        raise
-                    # the base is often an upstream model (gpt2) without the pushed branch
-                    logger.info("no revision %s for %s; using its default branch", rev, src)
-                    policies[role] = Policy.load(role, src, device)
+        for role, src in sources.policies().items():
+            logger.info("loading %s model from %s%s", role, src, f"@{rev}" if rev else "")
+            try:
+                policies[role] = Policy.load(role, src, device, rev)
+            except OSError:
+                if role != "base" or not rev:
+                    raise
+                # the base is often an upstream model (gpt2) without the pushed branch
+                logger.info("no revision %s for %s; using its default branch", rev, src)
+                policies[role] = Policy.load(role, src, device)
         if sources.reward is None:
             logger.info("no reward model: responses are not scored (the run was trained with a reward function)")
             return cls(policies, None, limits, sources.prompt_format)
@@ -525,32 +601,89 @@ class Engine:
         return cls(policies, RewardScorer.load(sources.reward, device, rev), limits, sources.prompt_format)
 
     @property
-    def opponents(self) -> list[str]:
-        """Roles the RLHF policy can be compared against, base first."""
-        return [r for r in ("base", "sft") if r in self.policies]
+    def roles(self) -> list[str]:
+        """The models of this Space, in ROLES order (base, sft, rlhf, dpo, rloo)."""
+        return [r for r in ROLES if r in self.policies] + [r for r in self.policies if r not in ROLES]
+
+    @property
+    def default_pair(self) -> tuple[str, str]:
+        """The pair a page starts with: the last trained policy against SFT (else the base, else the first)."""
+        roles = self.roles
+        first = next((r for r in ("rlhf", "rloo", "dpo") if r in roles), roles[-1])
+        second = next((r for r in ("sft", "base") + tuple(roles) if r in roles and r != first))
+        return first, second
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Where a response ends besides EOS: the next turn in a dialogue, nothing in plain text."""
+        return TURN_MARKERS if self.prompt_format == "dialogue" else ()
 
     def prepare(self, text: str | None, decoding: Decoding) -> tuple[str, Decoding]:
         """(prompt in the run's format, checked decoding) or InputError with a message for the user."""
         return format_prompt(clean_prompt(text, self.limits), self.prompt_format), decoding.checked(self.limits)
 
-    def compare(self, prompt: str, decoding: Decoding, left: str, right: str) -> Iterator[Update]:
-        """Streams `left` then `right` on the same prompt and settings, then scores both.
+    def compare(self, prompt: str | Sequence[str], decoding: Decoding, left: str, right: str) -> Iterator[Update]:
+        """Streams `left` and `right` at the same time on the same settings, then scores both.
 
+        `prompt` is one formatted prompt for both sides (see `prepare`) or a pair, one per
+        side (a follow-up turn: each side continues its own dialogue, `continue_dialogue`).
         Each side gets a fresh generator seeded with `decoding.seed` (common random
-        numbers: the comparison differs only by the model), so the same seed gives
-        the same pair whatever else the server is doing. `prompt` is already
-        formatted (see `prepare`).
+        numbers: the comparison differs only by the model) and runs in its own thread, so
+        the same seed gives the same pair whatever else the server is doing. Updates come
+        as the tokens do; the last one (`done`) has the scores.
         """
         for role in (left, right):
             if role not in self.policies:
                 raise InputError(f"no {role!r} model in this Space (have: {', '.join(self.policies)})")
-        sides = [Side(left, self.policies[left].model_id, ""), Side(right, self.policies[right].model_id, "")]
-        for side in sides:
-            for text in self.policies[side.role].stream(prompt, decoding):
-                side.response = text
-                yield Update(sides[0], sides[1])
+        if left == right:
+            raise InputError("Pick two different models to compare.")
+        prompts = (prompt, prompt) if isinstance(prompt, str) else tuple(prompt)
+        sides = [Side(role, self.policies[role].model_id, "", prompt=p) for role, p in zip((left, right), prompts)]
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        halt = threading.Event()  # set when the consumer stops listening (page closed) or a side failed
+
+        def run(i: int) -> None:
+            try:
+                for text in self.policies[sides[i].role].stream(sides[i].prompt, decoding, self.stop):
+                    if halt.is_set():
+                        return
+                    events.put((i, text, None))
+                events.put((i, None, None))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+                events.put((i, None, e))
+
+        threads = [threading.Thread(target=run, args=(i,), name=f"space-{s.role}", daemon=True)
+                   for i, s in enumerate(sides)]
+        for t in threads:
+            t.start()
+        try:
+            while not all(s.finished for s in sides):
+                batch = [events.get()]
+                while True:  # everything that arrived meanwhile makes one update
+                    try:
+                        batch.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                for i, text, err in batch:
+                    if err is not None:
+                        raise err
+                    if text is None:
+                        sides[i].finished = True
+                        sides[i].tokens = len(self.policies[sides[i].role].encode(sides[i].response))
+                    else:
+                        sides[i].response = text
+                if not all(s.finished for s in sides):
+                    yield Update(sides[0], sides[1])
+        finally:
+            halt.set()
+            for t in threads:
+                t.join()
         if self.reward is not None:
-            raw, norm = self.reward.score(prompt, [s.response for s in sides])
+            if prompts[0] == prompts[1]:
+                raw, norm = self.reward.score(prompts[0], [s.response for s in sides])
+            else:
+                scored = [self.reward.score(s.prompt, [s.response]) for s in sides]
+                raw, norm = [r[0][0] for r in scored], [r[1][0] for r in scored]
             for side, r, n in zip(sides, raw, norm):
                 side.reward, side.reward_normalised = r, n
         yield Update(sides[0], sides[1], done=True)

@@ -13,15 +13,25 @@ Record (`SCHEMA`):
      "prompt": "\\n\\nHuman: ...\\n\\nAssistant:",
      "chosen": response | null, "rejected": response | null,        # null for tie / both_bad
      "chosen_model": id | null, "rejected_model": id | null,
-     "left":  {"role", "model", "response", "reward", "reward_normalised"},
+     "left":  {"role", "model", "response", "reward", "reward_normalised", "prompt", "tokens"},
      "right": {...},
      "reward_model": id, "decoding": {"max_new_tokens", "temperature", "top_p", "seed"},
-     "anonymised": bool}
+     "anonymised": bool, "turn": int}
+
+"left" is what the page calls Model A, "right" Model B. `anonymised` is true for a
+blind vote (the default mode: names and scores hidden until the vote, sides in random
+order), false for an anchored one (names and scores shown while voting). `turn` counts
+the dialogue's turns (1: a single prompt); from turn 2 on, each side answered its own
+dialogue so far, `left.prompt` and `right.prompt`, and `prompt` is the left side's.
 
 `prompt + chosen` is an HH text, as in docs/DESIGN.md's preference rows.
-`votes_to_preferences` keeps only decisive votes ("left"/"right"): a tie or "both
-bad" says nothing about which response is better, so it stays in the raw votes
-(for analysis) but makes no pair. It also drops (and counts) what
+`votes_to_preferences` keeps only blind votes unless asked for anchored ones too: a
+voter who saw "PPO" beside a response, or its reward score, may have voted for the
+name or the number, and such pairs would teach a reward model that bias. It keeps
+only decisive votes ("left"/"right"): a tie or "both bad" says nothing about which
+response is better, so it stays in the raw votes (for analysis) but makes no pair.
+A pair needs one prompt, so a later turn whose two dialogues differ (each side saw
+its own earlier answers) makes none either. It also drops (and counts) what
 `gpt2_rlhf.train.data.load_preferences` would reject or misread: empty or identical
 responses, responses that contain a "\n\nAssistant:" turn (HH text is split at
 its last one, which would then fall inside the response), and a second vote on
@@ -87,6 +97,7 @@ def make_record(choice: str, comparison: dict[str, Any]) -> dict[str, Any]:
         "reward_model": comparison.get("reward_model"),
         "decoding": dict(comparison["decoding"]),
         "anonymised": bool(comparison.get("anonymised", False)),
+        "turn": int(comparison.get("turn", 1)),
     }
 
 
@@ -225,11 +236,11 @@ def read_votes(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield where, rec
 
 
-def votes_to_preferences(path: str | Path, blind_only: bool = False) -> tuple[list[dict[str, str]], Counter]:
+def votes_to_preferences(path: str | Path, blind_only: bool = True) -> tuple[list[dict[str, str]], Counter]:
     """HH-format rows {"chosen": prompt + chosen, "rejected": prompt + rejected} and counts of what was kept or dropped.
 
-    blind_only keeps only votes cast with the model names hidden (`anonymised`): a
-    voter who saw "RLHF" beside a response may have voted for the name.
+    blind_only (the default) keeps only votes cast with the model names and scores hidden
+    (`anonymised`): a voter who saw "PPO" or a score beside a response may have voted for it.
     """
     rows: list[dict[str, str]] = []
     counts: Counter = Counter()
@@ -249,6 +260,10 @@ def votes_to_preferences(path: str | Path, blind_only: bool = False) -> tuple[li
             continue
         seen.add(vid)
         prompt, chosen, rejected = rec["prompt"], rec["chosen"], rec["rejected"]
+        contexts = [side.get("prompt") for side in (rec.get("left"), rec.get("right")) if isinstance(side, dict)]
+        if len(contexts) == 2 and all(isinstance(c, str) for c in contexts) and contexts[0] != contexts[1]:
+            counts["skipped_different_context"] += 1  # a later turn: each side answered its own dialogue
+            continue
         if not prompt.endswith(HH_ASSISTANT):
             raise VotesError(f"{where}: field 'prompt' must end with {HH_ASSISTANT!r}")
         if not chosen.strip() or not rejected.strip():
@@ -285,13 +300,16 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: str | Path) -> None:
 
 
 def cli(args) -> int:
-    """`rlhf votes VOTES --out FILE`: writes the HH preference file and prints the counts as JSON."""
+    """`rlhf votes VOTES --out FILE [--include-anchored]`: writes the HH preference file (blind votes only, unless
+    --include-anchored) and prints the counts as JSON."""
     src, out = Path(args.votes), Path(args.out)
     if out.exists() and src.exists() and out.resolve() in {p.resolve() for p in _vote_files(src)}:
         raise VotesError(f"--out {out}: would overwrite the votes it reads")
-    rows, counts = votes_to_preferences(src, blind_only=getattr(args, "blind_only", False))
+    rows, counts = votes_to_preferences(src, blind_only=not getattr(args, "include_anchored", False))
     if not rows:
-        raise VotesError(f"{src}: no decisive votes to turn into pairs ({dict(counts)})")
+        hint = (f"; {counts['skipped_not_blind']} anchored votes were left out (--include-anchored keeps them)"
+                if counts.get("skipped_not_blind") else "")
+        raise VotesError(f"{src}: no decisive votes to turn into pairs ({dict(counts)}){hint}")
     write_jsonl(rows, out)
     print(json.dumps({"out": str(out), **dict(sorted(counts.items()))}), file=sys.stdout)
     return 0

@@ -10,6 +10,7 @@ get. It implements the endpoints our code uses and keeps repos in memory:
     POST /api/{type}s/{ns}/{name}/commit/{rev}      NDJSON commit: recorded in `stub.commits`
     POST /api/{type}s/{ns}/{name}/branch/{branch}   create_branch
     POST /api/spaces/{ns}/{name}/variables          add_space_variable
+    POST /api/spaces/{ns}/{name}/hardware           request_space_hardware (create_repo's `hardware` too)
     GET  /api/{type}s/{ns}/{name}/revision/{rev}    repo_info (snapshot_download)
     GET  /api/{type}s/{ns}/{name}/tree/{rev}        list_repo_tree
     HEAD/GET /[{type}s/]{ns}/{name}/resolve/{rev}/{path}   file download
@@ -50,6 +51,7 @@ class Repo:
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})
     variables: dict[str, str] = field(default_factory=dict)
+    hardware: str | None = None  # the flavor asked for (create_repo's `hardware`, then request_space_hardware)
 
 
 class HubStub:
@@ -195,7 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
             with hub._lock:
                 if (repo_type, repo_id) in hub.repos:
                     return self._send(409, {"error": "You already created this repo", "url": url})
-                hub.repos[(repo_type, repo_id)] = Repo(repo_type, req.get("visibility") == "private", req.get("sdk"))
+                hub.repos[(repo_type, repo_id)] = Repo(repo_type, req.get("visibility") == "private", req.get("sdk"),
+                                                       hardware=req.get("hardware"))
             return self._send(200, {"url": url, "name": repo_id})
         m = re.fullmatch(r"/api/(model|space|dataset)s/([^/]+/[^/]+)/(preupload|commit|branch|revision|tree)/(.+?)/?", path)
         if m:
@@ -246,6 +249,15 @@ class _Handler(BaseHTTPRequestHandler):
             repo.variables[req["key"]] = req["value"]
             return self._send(200, {k: {"value": v, "updatedAt": "2030-01-01T00:00:00.000Z"}
                                     for k, v in repo.variables.items()})
+        m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/hardware", path)
+        if m and method == "POST":
+            repo = hub.repos.get(("space", m.group(1)))
+            if repo is None:
+                return self._error(404, f"Repository not found: {m.group(1)}")
+            if not self._authorised():
+                return self._error(401, "Invalid credentials in Authorization header")
+            repo.hardware = json.loads(body)["flavor"]
+            return self._send(200, {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware}})
         m = re.fullmatch(r"/(?:(spaces|datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m and method in ("GET", "HEAD"):
             prefix, repo_id, rev, file = m.groups()

@@ -78,11 +78,12 @@ def make_reward(path: Path, tok, seed: int = 99, stats: dict | None = REWARD_STA
     return model
 
 
-def make_run(root: Path, sft: bool = True) -> Path:
-    """A finished run directory: base/, sft/ (optional), ppo/, reward/, each with COMPLETE."""
+def make_run(root: Path, sft: bool = True, extra: tuple[str, ...] = ()) -> Path:
+    """A finished run directory: base/, sft/ (optional), ppo/, reward/ and the `extra` policy stages (dpo, rloo),
+    each with COMPLETE."""
     root.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer()
-    stages = {"base": 1, "ppo": 3} | ({"sft": 2} if sft else {})
+    stages = {"base": 1, "ppo": 3} | ({"sft": 2} if sft else {}) | {s: 4 + i for i, s in enumerate(extra)}
     for stage, seed in stages.items():
         (root / stage).mkdir()
         make_policy(root / stage, tok, seed)
@@ -106,11 +107,12 @@ class ScriptedLM(torch.nn.Module):
     use_cache -> .logits, .past_key_values); its "cache" is the step counter.
     """
 
-    def __init__(self, script: list[int], vocab_size: int, eos_id: int, n_positions: int = 96):
+    def __init__(self, script: list[int], vocab_size: int, eos_id: int, n_positions: int = 96, delay_s: float = 0.0):
         super().__init__()
         from types import SimpleNamespace
 
         self.script, self.vocab_size, self.eos_id = list(script), vocab_size, eos_id
+        self.delay_s = delay_s  # seconds per step: a slow model, so a test can watch both sides stream
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # so next(parameters()) gives a device
         self.config = SimpleNamespace(n_positions=n_positions)
         self.calls: list[torch.Tensor] = []
@@ -118,7 +120,11 @@ class ScriptedLM(torch.nn.Module):
     def forward(self, input_ids, past_key_values=None, use_cache=True):
         from types import SimpleNamespace
 
+        import time
+
         self.calls.append(input_ids)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         step = 0 if past_key_values is None else past_key_values
         tok = self.script[step] if step < len(self.script) else self.eos_id
         logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab_size)

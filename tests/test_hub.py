@@ -15,7 +15,8 @@ from tests.hub_stub import HubStub
 from gpt2_rlhf.cli import main
 from gpt2_rlhf.train.config import ConfigError, build
 from gpt2_rlhf.model_card.options import HubConfig
-from gpt2_rlhf.model_card.publish import SPACE_VARIABLES, PushError, model_files, push, with_retries
+from gpt2_rlhf.model_card.publish import (SPACE_INFO, SPACE_VARIABLES, PushError, model_files, push, space_folder,
+                                          with_retries)
 
 TOKEN = "hf_zzSecretTokenNeverPrinted123"
 
@@ -80,6 +81,7 @@ def test_dry_run_prints_every_file_and_the_card_metadata_and_sends_nothing(run, 
             assert rel in text
     assert "model.safetensors" in text and "reward_stats.json" in text and "eval/report.json" in text
     assert "model-index:" in text and "name: alice/tiny" in text and "variable RLHF_POLICY_ID=alice/tiny" in text
+    assert "hardware cpu-basic" in text
     assert "app.cpython-311.pyc" not in text and "COMPLETE" not in text and "checkpoints" not in text
 
 
@@ -100,8 +102,11 @@ def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_d
     assert not any(k.startswith(("reward/", "sft/", "checkpoints")) or k.endswith("COMPLETE") for k in policy)
     assert "reward_stats.json" in hub_env.files("alice/tiny-rm")
     assert "README.md" in hub_env.files("alice/tiny-sft")
-    assert sorted(hub_env.files("alice/tiny-space", "space")) == ["README.md", "app.py", "requirements.txt"]
+    assert sorted(hub_env.files("alice/tiny-space", "space")) == ["README.md", "app.py", "requirements.txt", SPACE_INFO]
+    assert all("README.md" in hub_env.files(r) for r in ("alice/tiny", "alice/tiny-sft", "alice/tiny-rm",
+                                                         "alice/tiny-base"))  # every pushed repo has a card
     assert hub_env.repos[("space", "alice/tiny-space")].sdk == "gradio"
+    assert hub_env.repos[("space", "alice/tiny-space")].hardware == "cpu-basic"  # this front matter suggests none
     assert hub_env.repos[("space", "alice/tiny-space")].variables == {
         "RLHF_POLICY_ID": "alice/tiny", "RLHF_SFT_ID": "alice/tiny-sft", "RLHF_REWARD_ID": "alice/tiny-rm",
         "RLHF_BASE_ID": "alice/tiny-base"}
@@ -147,16 +152,70 @@ def test_space_variables_match_what_the_space_reads():
     from gpt2_rlhf.space import inference
 
     assert SPACE_VARIABLES == {"policy": inference.ENV_POLICY, "sft": inference.ENV_SFT, "reward": inference.ENV_REWARD,
-                               "base": inference.ENV_BASE, "revision": inference.ENV_REVISION,
-                               "prompt_format": inference.ENV_PROMPT_FORMAT}
+                               "base": inference.ENV_BASE, "dpo": inference.ENV_DPO, "rloo": inference.ENV_RLOO,
+                               "revision": inference.ENV_REVISION, "prompt_format": inference.ENV_PROMPT_FORMAT}
+    assert {var for _, var in inference.ROLES.values()} == {SPACE_VARIABLES[k] for k in ("policy", "sft", "base",
+                                                                                          "dpo", "rloo")}
 
 
-@pytest.mark.parametrize("kwargs,needle", [({"base_repo_id": "alice/b"}, "--reward-repo-id"),
-                                           ({"reward_repo_id": "alice/r"}, "--base-repo-id")])
-def test_a_space_that_could_not_start_is_refused(run, hub_env, space_dir, kwargs, needle):
-    with pytest.raises(PushError, match=needle):
-        push(run, "alice/tiny", dry_run=True, space_id="alice/s", space_dir=space_dir, out=lambda s: None, **kwargs)
+def test_a_space_that_could_not_start_is_refused_with_everything_it_needs_at_once(run, hub_env, space_dir):
+    (run / "reward" / "COMPLETE").unlink()
+    (run / "sft" / "COMPLETE").unlink()
+    with pytest.raises(PushError) as e:
+        push(run, "alice/tiny", dry_run=True, space_id="alice/s", space_dir=space_dir, out=lambda s: None)
+    assert str(e.value) == ("--space alice/s: the Space needs the reward model that scores the responses (reward/ is "
+                            "unfinished; pass --reward-repo-id); and a second model to compare PPO with (the base was "
+                            "built locally: pass --base-repo-id, or finish sft/)")
     assert hub_env.requests == []
+
+
+def test_push_space_derives_the_repo_ids_and_runs_on_zero_gpu(tmp_path, hub_env, caplog):
+    """`rlhf push RUN --repo-id ID --space S` alone: reward, SFT and DPO go to ID-reward, ID-sft, ID-dpo, each
+    with a card; the Space (the real space/ folder) gets their ids, ZeroGPU, and the run's headline and examples."""
+    from huggingface_hub import SpaceCard
+
+    run = make_run(tmp_path / "run", hub={"retry_backoff_s": 0.0}, models=("base", "sft", "ppo", "dpo"))
+    caplog.set_level(logging.INFO)
+    lines = []
+    push(run, "alice/tiny", space_id="alice/arena", endpoint=hub_env.url, token=TOKEN, out=lines.append)
+    pushed = sorted(key for key in hub_env.repos)
+    assert pushed == [("model", "alice/tiny"), ("model", "alice/tiny-dpo"), ("model", "alice/tiny-reward"),
+                      ("model", "alice/tiny-sft"), ("space", "alice/arena")]
+    for _, rid in pushed[:-1]:
+        assert "README.md" in hub_env.files(rid), rid
+    dpo_card = hub_env.files("alice/tiny-dpo")["README.md"].decode()
+    assert "https://huggingface.co/alice/tiny" in dpo_card and "base_model: alice/tiny-sft" in dpo_card
+    space = hub_env.repos[("space", "alice/arena")]
+    assert space.hardware == "zero-a10g" and space.sdk == "gradio"
+    assert ("POST", "/api/spaces/alice/arena/hardware") in hub_env.requests  # an existing Space is switched too
+    assert space.variables == {"RLHF_POLICY_ID": "alice/tiny", "RLHF_SFT_ID": "alice/tiny-sft",
+                               "RLHF_REWARD_ID": "alice/tiny-reward", "RLHF_DPO_ID": "alice/tiny-dpo"}
+    files = hub_env.files("alice/arena", "space")
+    assert {"app.py", "inference.py", "votes.py", "README.md", SPACE_INFO} <= set(files)
+    (tmp_path / "space.md").write_bytes(files["README.md"])
+    meta = SpaceCard.load(tmp_path / "space.md").data
+    assert meta.suggested_hardware == "zero-a10g"
+    assert meta.models == ["alice/tiny", "alice/tiny-sft", "alice/tiny-reward", "alice/tiny-dpo"]
+    info = json.loads(files[SPACE_INFO])
+    report = json.loads((run / "eval" / "report.json").read_text())
+    texts = {f["id"]: f["text"] for f in report["findings"]}
+    assert info["card_url"] == "https://huggingface.co/alice/tiny"
+    assert info["headline"] == [texts["ppo_beats_sft_gold"]]  # the evaluation's sentence, not ours
+    held_out = [json.loads(line)["prompt"] for line in (run / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert info["examples"] and all(any(e in p for p in held_out) for e in info["examples"])
+    # no config dumps at INFO: what was pushed, not every setting
+    assert not any(w in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+                   for w in ("HubConfig(", "CardOptions(", "retry_backoff_s"))
+
+
+def test_space_hardware_flag(run, hub_env, space_dir):
+    result = push(run, "alice/tiny", dry_run=True, space_id="alice/s", space_dir=space_dir, out=lambda s: None,
+                  space_hardware="t4-small")
+    assert result.uploads[-1].hardware == "t4-small"
+    with pytest.raises(PushError, match="--space-hardware: 'gpu-please' is not a Space hardware flavor"):
+        push(run, "alice/tiny", dry_run=True, space_id="alice/s", space_dir=space_dir, out=lambda s: None,
+             space_hardware="gpu-please")
+    assert space_folder().joinpath("app.py").is_file()
 
 
 def test_missing_token_is_a_clear_error(run, hub_env, capsys):

@@ -89,13 +89,20 @@ def space(tmp_path_factory):
 
 
 def compare(client, prompt, max_new_tokens=2, seed=0):
-    return client.predict(prompt, max_new_tokens, 0.9, 1.0, seed, "base", False, api_name="/compare")
+    client.predict(api_name="/new_round")  # each comparison a round of its own
+    return client.predict(prompt, max_new_tokens, 0.9, 1.0, seed, "base", "rlhf", "Anchored", api_name="/compare")
+
+
+def said(chat) -> str:
+    """The last response in a chat pane's value (gradio_client messages), without its surrounding whitespace."""
+    content = chat[-1]["content"]
+    return ("".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)).strip()
 
 
 def rest_compare(url: str, prompt: str, max_new_tokens: int = 2, seed: int = 0) -> list:
     """/compare through the REST endpoint, the JSON body written with ASCII escapes, so text a client
     library cannot encode (lone surrogates) still arrives; returns the final outputs."""
-    body = json.dumps({"data": [prompt, max_new_tokens, 0.9, 1.0, seed, "base", False]}).encode()
+    body = json.dumps({"data": [prompt, max_new_tokens, 0.9, 1.0, seed, "base", "rlhf", "Anchored"]}).encode()
     status, text = _call(url, "compare", body)
     assert status == 200, text
     events = text.split("event: ")
@@ -142,14 +149,14 @@ def test_hostile_prompt_is_handled_as_text_and_its_vote_is_one_valid_line(space,
     # the stored prompt is the cleaned text, byte for byte (no control characters; HTML kept as text)
     assert record["id"] == out[7] and record["prompt"] == format_prompt(clean_prompt(prompt, Limits()))
     assert not any(c in record["prompt"] for c in CONTROLS if c not in "\t\n")
-    assert record["rejected"] == out[1] and record["chosen"] == out[4]
+    assert record["rejected"].strip() == said(out[1]) and record["chosen"].strip() == said(out[4])
     assert_unharmed(space)
 
 
 def test_prompts_that_are_refused_get_a_message_and_no_vote_id(space):
     for prompt in ("x" * 100_000, "\x00\x01\x02 \t\n\x7f", "", None):
         out = compare(space.client, prompt)
-        assert out[7] == "" and out[1] == out[4] == "", repr(prompt)[:40]
+        assert out[7] == "" and out[1] == out[4] == {"__type__": "update"}, repr(prompt)[:40]  # panes unchanged
         assert out[6].startswith(("Your prompt is 100,000 characters", "Please type a prompt first")), out[6]
     assert_unharmed(space)
 
@@ -186,12 +193,13 @@ def _call(url: str, api: str, body: bytes) -> tuple[int, str]:
     (b"", "422"),
     (b'{"data": "not a list"}', "422"),
     (b'{"data": ["hi"]}', "event: error"),  # too few inputs
-    (b'{"data": ["hi", "lots", 0.9, 1.0, 1, "base", false]}', "event: error"),  # a word for max_new_tokens
-    (b'{"data": ["hi", 2, NaN, 1.0, 1, "base", false]}', "decoding settings must be finite numbers"),
-    (b'{"data": ["hi", 2, 0.9, 1.0, 1208925819614629174706176, "base", false]}', "seed must be a whole number"),
-    (b'{"data": ["hi", 2, 0.9, 1.0, -5, "base", false]}', "event: error"),
-    (b'{"data": ["hi", 2, 0.9, 1.0, 1, "../../etc/passwd", false]}', "is not in the list of choices"),
-    (b'{"data": ["' + b"a" * 5_000_000 + b'", 2, 0.9, 1.0, 1, "base", false]}', "5,000,000 characters long"),
+    (b'{"data": ["hi", "lots", 0.9, 1.0, 1, "base", "rlhf", "Blind"]}', "event: error"),  # a word for max_new_tokens
+    (b'{"data": ["hi", 2, NaN, 1.0, 1, "base", "rlhf", "Blind"]}', "decoding settings must be finite numbers"),
+    (b'{"data": ["hi", 2, 0.9, 1.0, 1208925819614629174706176, "base", "rlhf", "Blind"]}',
+     "seed must be a whole number"),
+    (b'{"data": ["hi", 2, 0.9, 1.0, -5, "base", "rlhf", "Blind"]}', "event: error"),
+    (b'{"data": ["hi", 2, 0.9, 1.0, 1, "../../etc/passwd", "rlhf", "Blind"]}', "is not in the list of choices"),
+    (b'{"data": ["' + b"a" * 5_000_000 + b'", 2, 0.9, 1.0, 1, "base", "rlhf", "Blind"]}', "5,000,000 characters long"),
 ], ids=["not_json", "empty", "data_not_list", "too_few", "word_for_number", "nan", "huge_seed", "negative_seed",
         "path_as_choice", "5MB_body"])
 def test_malformed_http_requests_are_refused_and_the_space_lives(space, body, expect):
@@ -223,7 +231,7 @@ def test_burst_of_500_mixed_requests(space):
             if i % 5 == 4:
                 jobs.append(client.submit(f"forged-{i}", api_name="/vote_left"))
             else:
-                jobs.append(client.submit(prompts[i % len(prompts)], 1, 0.9, 1.0, i, "base", False,
+                jobs.append(client.submit(prompts[i % len(prompts)], 1, 0.9, 1.0, i, "base", "rlhf", "Blind",
                                           api_name="/compare"))
         answered = refused = 0
         for job in jobs:

@@ -7,6 +7,8 @@ import math
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,10 @@ from gpt2_rlhf.space.inference import (
     Policy,
     RewardScorer,
     clean_prompt,
+    continue_dialogue,
+    cut_at_stop,
     format_prompt,
+    hold_back,
     last_token_index,
     next_token,
     pad_right,
@@ -212,8 +217,13 @@ def test_model_sources(tmp_path, run_dir):
     assert ModelSources.from_env(env) == ModelSources(policy="me/ppo", reward="me/rm", base="me/base", sft=None)
     assert ModelSources.from_env({**env, "RLHF_SFT_ID": "me/sft"}).sft == "me/sft"
     assert ModelSources.from_env({**env, "RLHF_REVISION": "v1"}).revision == "v1"
-    with pytest.raises(ValueError, match="RLHF_POLICY_ID, RLHF_REWARD_ID"):
+    with pytest.raises(ValueError, match=r"RLHF_REWARD_ID \(a reward model id, or `none`\) and at least two of .*"
+                                         r"\(have: RLHF_BASE_ID\)"):
         ModelSources.from_env({"RLHF_BASE_ID": "me/base", "RLHF_POLICY_ID": " "})
+    # any two models make a Space: here SFT against DPO and RLOO, no PPO and no base
+    two = ModelSources.from_env({"RLHF_SFT_ID": "me/sft", "RLHF_DPO_ID": "me/dpo", "RLHF_RLOO_ID": "me/rloo",
+                                 "RLHF_REWARD_ID": "none"})
+    assert two.policies() == {"sft": "me/sft", "dpo": "me/dpo", "rloo": "me/rloo"} and two.reward is None
     src = ModelSources.from_run_dir(run_dir)
     assert (src.base, src.sft, src.policy, src.reward) == tuple(str(run_dir / s) for s in ("base", "sft", "ppo", "reward"))
     partial = tmp_path / "run"
@@ -254,7 +264,90 @@ def test_long_prompt_is_cut_to_the_context(engine):
 def test_engine_without_sft(tmp_path):
     run = make_run(tmp_path / "run", sft=False)
     engine = Engine.load(ModelSources.from_run_dir(run), device="cpu")
-    assert engine.opponents == ["base"] and set(engine.policies) == {"base", "rlhf"}
+    assert engine.roles == ["base", "rlhf"] and engine.default_pair == ("rlhf", "base")
+
+
+def test_run_dir_with_dpo_and_rloo(tmp_path):
+    run = make_run(tmp_path / "run", extra=("dpo", "rloo"))
+    src = ModelSources.from_run_dir(run)
+    assert src.policies() == {r: str(run / s) for r, s in (("base", "base"), ("sft", "sft"), ("rlhf", "ppo"),
+                                                            ("dpo", "dpo"), ("rloo", "rloo"))}
+    (run / "rloo" / "COMPLETE").unlink()
+    assert ModelSources.from_run_dir(run).rloo is None  # an unfinished stage is left out
+
+
+# ----------------------------------------------------------------------------- turn markers, both sides at once
+
+
+def test_cut_at_stop_and_hold_back_by_hand():
+    stops = ("\n\nHuman:", "\n\nAssistant:")
+    assert cut_at_stop(" Sure.\n\nHuman: thanks", stops) == " Sure."
+    assert cut_at_stop(" a\n\nAssistant: b\n\nHuman:", stops) == " a"  # the earliest marker
+    assert cut_at_stop(" no marker\n\nHum", stops) is None and cut_at_stop("x", ()) is None
+    assert hold_back(" Sure.\n\nHum", stops) == " Sure."  # might become a marker: not shown yet
+    assert hold_back(" Sure.\n", stops) == " Sure." and hold_back(" Sure.\n\nHa", stops) == " Sure.\n\nHa"
+    assert hold_back(" Sure.", stops) == " Sure." and hold_back(" x\n", ()) == " x\n"
+    assert continue_dialogue(PROMPT, " Boil water. ", " And milk? ") == (
+        "\n\nHuman: How do I make tea?\n\nAssistant: Boil water.\n\nHuman: And milk?\n\nAssistant:")
+
+
+def test_a_response_ends_at_the_next_turn_marker():
+    tok = make_tokenizer()
+    script = tok(" Boil water.\n\nHuman: and now I ask myself\n\nAssistant: ok", add_special_tokens=False)["input_ids"]
+    lm = ScriptedLM(script, len(tok), tok.eos_token_id)
+    policy = Policy("base", "scripted", lm, tok)
+    chunks = list(policy.stream(PROMPT, Decoding(64, 0.0, 1.0, 0), stop=("\n\nHuman:", "\n\nAssistant:")))
+    assert chunks[-1] == " Boil water." and all("\n" not in c for c in chunks)  # no half marker ever shown
+    assert len(lm.calls) < len(script)  # it stopped generating there, not at the end of the script
+    lm.calls.clear()
+    assert "\n\nHuman:" in list(policy.stream(PROMPT, Decoding(64, 0.0, 1.0, 0)))[-1]  # plain text: no stop
+    run_engine = Engine({"base": policy, "rlhf": Policy("rlhf", "s2", ScriptedLM(script, len(tok), tok.eos_token_id),
+                                                        tok)}, None)
+    last = list(run_engine.compare(PROMPT, Decoding(64, 0.0, 1.0, 0), "base", "rlhf"))[-1]
+    assert last.left.response == last.right.response == " Boil water."
+    assert last.left.tokens == len(tok(" Boil water.", add_special_tokens=False)["input_ids"])
+    plain = Engine(run_engine.policies, None, prompt_format="plain")
+    assert "\n\nHuman:" in list(plain.compare("Once", Decoding(64, 0.0, 1.0, 0), "base", "rlhf"))[-1].left.response
+
+
+def test_both_sides_generate_at_the_same_time():
+    """Two models of 0.05 s a token: the pair takes about one side's time, and updates show both growing."""
+    tok = make_tokenizer()
+    script = tok(" one two three four five six seven eight", add_special_tokens=False)["input_ids"]
+    policies = {r: Policy(r, r, ScriptedLM(script, len(tok), tok.eos_token_id, delay_s=0.05), tok)
+                for r in ("base", "rlhf")}
+    engine = Engine(policies, None)
+    decoding = Decoding(64, 0.0, 1.0, 0)
+    t0 = time.perf_counter()
+    list(policies["base"].stream(PROMPT, decoding))
+    one_side = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    updates = [(u.left.response, u.right.response, u.done) for u in engine.compare(PROMPT, decoding, "base", "rlhf")]
+    both = time.perf_counter() - t0
+    assert both < 1.5 * one_side, (both, one_side)  # one after the other would take 2x
+    final = updates[-1]
+    assert final[2] and final[0] == final[1] == tok.decode(script)
+    assert sum(1 for a, b, _ in updates[:-1] if 0 < len(a) < len(final[0]) and 0 < len(b) < len(final[1])) >= 3
+    with pytest.raises(InputError, match="Pick two different models"):
+        list(engine.compare(PROMPT, decoding, "rlhf", "rlhf"))
+
+
+def test_a_failing_side_stops_the_pair_and_says_why():
+    tok = make_tokenizer()
+
+    class Broken(ScriptedLM):
+        def forward(self, *args, **kwargs):
+            if len(self.calls) >= 2:
+                raise RuntimeError("out of memory")
+            return super().forward(*args, **kwargs)
+
+    script = tok(" one two three four five six", add_special_tokens=False)["input_ids"]
+    engine = Engine({"base": Policy("base", "b", Broken(script, len(tok), tok.eos_token_id), tok),
+                     "rlhf": Policy("rlhf", "r", ScriptedLM(script, len(tok), tok.eos_token_id, delay_s=0.01), tok)},
+                    None)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(engine.compare(PROMPT, Decoding(64, 0.0, 1.0, 0), "base", "rlhf"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("space-")]  # no thread left behind
 
 
 def test_space_folder_is_self_contained(tmp_path):

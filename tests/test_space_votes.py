@@ -25,9 +25,9 @@ from gpt2_rlhf.space.votes import (
 PROMPT = "\n\nHuman: How do I make tea?\n\nAssistant:"
 
 
-def comparison(left=" Boil water.", right=" Tea is made with <b>leaves</b>\n& water.", cid=None):
+def comparison(left=" Boil water.", right=" Tea is made with <b>leaves</b>\n& water.", cid=None, blind=True):
     return {
-        "id": cid, "prompt": PROMPT, "anonymised": False, "reward_model": "rm",
+        "id": cid, "prompt": PROMPT, "anonymised": blind, "reward_model": "rm",
         "decoding": {"max_new_tokens": 16, "temperature": 0.7, "top_p": 1.0, "seed": 3},
         "left": {"role": "base", "model": "me/base", "response": left, "reward": -1.0, "reward_normalised": -0.5},
         "right": {"role": "rlhf", "model": "me/ppo", "response": right, "reward": 2.0, "reward_normalised": 1.0},
@@ -223,6 +223,47 @@ def test_bad_votes_name_the_line_and_destroy_nothing(tmp_path):
         cli(Namespace(votes=str(path), out=str(path)))
     with pytest.raises(VotesError, match="no such votes file"):
         cli(Namespace(votes=str(tmp_path / "missing.jsonl"), out=str(out)))
+
+
+def test_blind_votes_only_unless_anchored_ones_are_asked_for(tmp_path, capsys):
+    """Anchored votes (names and scores shown) are biased preference data: left out by default."""
+    from gpt2_rlhf.cli import main
+
+    path = tmp_path / "votes.jsonl"
+    _write_votes(path, [make_record("left", comparison(cid="a")),
+                        make_record("right", comparison(cid="b", left=" Anchored.", blind=False))])
+    rows, counts = votes_to_preferences(path)
+    assert [r["rejected"] for r in rows] == [PROMPT + " Tea is made with <b>leaves</b>\n& water."]
+    assert counts["skipped_not_blind"] == 1 and counts["pairs"] == 1
+    assert main(["votes", str(path), "--out", str(tmp_path / "blind.jsonl")]) == 0
+    assert main(["votes", str(path), "--out", str(tmp_path / "old.jsonl"), "--blind-only"]) == 0  # old spelling
+    assert main(["votes", str(path), "--out", str(tmp_path / "all.jsonl"), "--include-anchored"]) == 0
+    assert (len(_lines(tmp_path / "blind.jsonl")), len(_lines(tmp_path / "old.jsonl")),
+            len(_lines(tmp_path / "all.jsonl"))) == (1, 1, 2)
+    # only anchored votes: the error says what was left out and how to keep it
+    _write_votes(path, [make_record("right", comparison(cid="c", blind=False))])
+    capsys.readouterr()
+    assert main(["votes", str(path), "--out", str(tmp_path / "none.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "1 anchored votes were left out (--include-anchored keeps them)" in err
+
+
+def test_a_later_turn_with_two_dialogues_makes_no_pair(tmp_path):
+    """From turn 2 on, each side answered its own dialogue: no shared prompt, so no HH pair."""
+    later = comparison(cid="t2")
+    later["turn"] = 2
+    later["left"] = {**later["left"], "prompt": PROMPT + " Boil water.\n\nHuman: and?\n\nAssistant:"}
+    later["right"] = {**later["right"], "prompt": PROMPT + " Leaves.\n\nHuman: and?\n\nAssistant:"}
+    later["prompt"] = later["left"]["prompt"]
+    same = comparison(cid="t1")
+    same["left"] = {**same["left"], "prompt": PROMPT}
+    same["right"] = {**same["right"], "prompt": PROMPT}
+    path = tmp_path / "votes.jsonl"
+    _write_votes(path, [make_record("left", later), make_record("left", same)])
+    rows, counts = votes_to_preferences(path)
+    assert counts["skipped_different_context"] == 1 and rows == [{"chosen": PROMPT + " Boil water.",
+                                                                 "rejected": PROMPT + same["right"]["response"]}]
+    assert json.loads(path.read_text().splitlines()[0])["turn"] == 2
 
 
 def test_rlhf_votes_command(tmp_path, capsys):
