@@ -96,11 +96,11 @@ def test_sequence_logprobs_by_a_plain_forward(micro_run):
 def test_micro_dpo_moves_the_sft_model_and_writes_a_complete_stage(micro_run, tmp_path):
     from safetensors.torch import load_file
 
-    from gpt2_rlhf.train import dpo
-
     run = copy_run(micro_run, tmp_path / "run", stages=("base", "sft"))
-    final = dpo.main(load_recipe("micro", MICRO), run)
-    assert final == run / "dpo" and not (run / "dpo.partial").exists()
+    flags = [a for k, v in MICRO.items() if k != "stages" for a in (f"--{k}", v)]
+    assert cli(["dpo", "--config", "micro", "--output-dir", str(run), *flags]) == 0  # `rlhf dpo`, end to end
+    final = run / "dpo"
+    assert not (run / "dpo.partial").exists()
     for name in ("COMPLETE", "config.yaml", "metrics.json", "model.safetensors", "config.json", "tokenizer.json"):
         assert (final / name).is_file(), name
     assert not (final / "checkpoints").exists()

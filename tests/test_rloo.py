@@ -217,3 +217,22 @@ def test_the_reward_stage_is_skipped_only_when_every_online_method_uses_a_functi
     own_rm = load_recipe("micro", {"stages": "base,sft,reward,ppo,rloo,eval", "ppo.reward_function": fn,
                                    "rloo.reward_model_path": "/rm"})
     assert unneeded_stages(own_rm) == {}
+
+
+def test_rlhf_run_trains_ppo_dpo_and_rloo_then_reuses_them(micro_run, tmp_path):
+    """`rlhf run` on the micro recipe with all three methods: each finishes from SFT; run again, every stage's
+    recorded (resolved) config matches and nothing retrains."""
+    from gpt2_rlhf.pipeline import run_pipeline
+
+    run = copy_run(micro_run, tmp_path / "run")
+    recipe = load_recipe("micro", {"stages": "base,sft,reward,ppo,dpo,rloo", "dpo.max_steps": "2",
+                                   "ppo.total_episodes": "16", "ppo.eval_prompts": "0"})
+    timings = run_pipeline(recipe, run)
+    assert timings["base"] == timings["sft"] == timings["reward"] == 0.0
+    assert all(timings[s] > 0 for s in ("ppo", "dpo", "rloo")), timings
+    for s in ("ppo", "dpo", "rloo"):
+        assert (run / s / "COMPLETE").is_file(), s
+    assert json.loads((run / "rloo/metrics.json").read_text())["episodes"] == 16  # ppo.total_episodes, inherited
+    again = run_pipeline(load_recipe("micro", {"stages": "base,sft,reward,ppo,dpo,rloo", "dpo.max_steps": "2",
+                                               "ppo.total_episodes": "16", "ppo.eval_prompts": "0"}), run)
+    assert set(again.values()) == {0.0}, again

@@ -393,7 +393,9 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         budget = prompt_budget(context_length(policy), cfg.max_prompt_tokens, cfg.max_new_tokens)
     except ValueError as e:
         raise ValueError(f"rloo.max_new_tokens ({cfg.max_new_tokens}): {e}") from e
-    train_prompts, test_prompts, test_rows, prompt_info = load_training_prompts(recipe, cfg, tokenizer, budget)
+    # PPO's prompts (a PPO section asking for RLOO's held-out prompts: the function reads PPOConfig's fields)
+    train_prompts, test_prompts, test_rows, prompt_info = load_training_prompts(
+        recipe, dataclasses.replace(recipe.ppo, eval_prompts=cfg.eval_prompts), tokenizer, budget)
     if not train_prompts:
         raise ValueError(f"data {recipe.data.dataset!r}: no training prompts for RLOO")
     device = "cuda" if torch.cuda.is_available() else "cpu"
