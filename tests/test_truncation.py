@@ -14,6 +14,7 @@ from gpt2_rlhf.train.data import (
     ASSISTANT_TAG,
     HUMAN_TAG,
     DataConfig,
+    DataError,
     keep_end,
     load_preferences,
     token_counter,
@@ -184,3 +185,36 @@ def test_the_real_recipe_keeps_the_end_and_the_setting_is_checked():
     assert load_recipe("tiny").data.truncation == "drop"  # the embedded recipe's published figures: unchanged
     with pytest.raises(ValueError, match="truncation: must be one of drop, keep_end"):
         DataConfig(truncation="left")
+
+
+def test_sft_and_the_reward_model_train_on_hh_length_dialogues(micro_run, tmp_path: Path):
+    """The micro recipe (a 128-token context) on the stress set: with drop almost nothing is left, with keep_end
+    both stages train on cut prompts, the reward stage's normalisation samples included."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import copy_run
+    from gpt2_rlhf.pipeline import run_stage
+    from gpt2_rlhf.stages import load_recipe
+    from gpt2_rlhf.train.hf_training import load_rows
+    from gpt2_rlhf.train.modeling import load_tokenizer
+
+    run = copy_run(micro_run, tmp_path / "run", stages=("base",))
+    flags = {"data.dataset": "embedded-long", "data.max_train_pairs": "48", "data.max_test_pairs": "16",
+             "sft.max_steps": "2", "reward.max_steps": "2", "reward.stats_prompts": "4"}
+    dropping = load_recipe("micro", {**flags, "data.max_train_pairs": "None"})
+    tokenizer = load_tokenizer(run / "base")
+    with pytest.raises(DataError, match=r"no usable rows in split 'test': all 400 rows had problems \(too_long=400"):
+        load_rows(dropping, "test", tokenizer, 128)  # drop: a 128-token context keeps none of them
+
+    recipe = load_recipe("micro", {**flags, "data.truncation": "keep_end"})
+    run_stage("sft", recipe, run)
+    run_stage("reward", recipe, run)
+    sft = json.loads((run / "sft" / "metrics.json").read_text())
+    assert sft["train_rows"] == 48 and sft["max_length"] == 128
+    reward = json.loads((run / "reward" / "metrics.json").read_text())
+    assert reward["dataset_pairs"] == 48
+    assert (run / "sft" / "config.yaml").read_text().count("truncation: keep_end") == 1  # recorded with the stage
+    before, after = load_file(run / "base" / "model.safetensors"), load_file(run / "sft" / "model.safetensors")
+    changed = [k for k in after if k in before and not torch.equal(before[k], after[k])]
+    assert changed  # a training step moved the weights
