@@ -25,13 +25,14 @@ Runs two ways:
   generation runs under `spaces.GPU`; elsewhere that decorator is left out. Nothing
   is built at import otherwise.
 
-Safety: prompts and responses are shown as text (never as HTML or Markdown), prompt
+Safety: prompts and responses are shown as text (escaped: never HTML or Markdown), prompt
 length and max new tokens are capped, the queue is bounded, and generation runs at
 most `concurrency` at a time (RLHF_CONCURRENCY, RLHF_MAX_QUEUE).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -81,7 +82,8 @@ CSS = """
 .gradio-container {padding-top: 4px !important;}
 #header p {margin: 0 0 2px 0; font-size: 0.9em;}
 #header h2 {margin: 0 0 2px 0;}
-.side-name p, .side-score p {margin: 0; font-size: 0.9em;}
+.side-name p, .side-score p {margin: 0; font-size: 0.85em;}
+@media (max-width: 640px) { #chat_a, #chat_b {height: 230px !important; max-height: 230px !important;} }
 #status p {margin: 0;}
 """
 _rng = random.SystemRandom()  # blind order and fresh seeds must not be guessable from anything the page shows
@@ -134,8 +136,8 @@ def score_explanation(engine: Engine) -> str:
     if reward is None:
         return "not scored: this run was trained with a reward function, not a reward model"
     if reward.normalised:
-        return "the reward model's score, normalised: 0 is its average, ±1 one standard deviation; higher is preferred"
-    return "the reward model's raw score (no reward_stats.json): only the difference between the sides means anything"
+        return "reward model, in std devs from its mean; higher = preferred"
+    return "reward model's raw score: only the difference between the sides means anything"
 
 
 def side_score(side: Mapping[str, Any] | None, engine: Engine, revealed: bool) -> str:
@@ -155,10 +157,18 @@ def side_score(side: Mapping[str, Any] | None, engine: Engine, revealed: bool) -
 
 
 def _chat(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Chat pane messages. Escaped: gradio's Chatbot inserts message text as HTML even with Markdown off (an
+    `<img>` in a response became an image element in Debian's chromium), and escaped text shows as written."""
     out = []
     for user, response in turns:
-        out += [{"role": "user", "content": user}, {"role": "assistant", "content": response}]
+        out += [{"role": "user", "content": html.escape(user)}, {"role": "assistant", "content": html.escape(response)}]
     return out
+
+
+def writing(response: str) -> str:
+    """The line under a response while it streams (so the page does not jump when the score arrives)."""
+    n = len(response.split())
+    return f"Writing… · {n} word{'s' * (n != 1)}"
 
 
 def _round(x: float | None) -> float | None:
@@ -244,8 +254,9 @@ def build_demo(engine: Engine, votes: VoteLog | None, *, examples: Sequence[str]
                 if not upd.done:
                     # No comparison id while streaming: a vote now cannot be counted
                     # for the previous comparison or a half-written one.
-                    yield (names[0], shown[0], "", names[1], shown[1], "", "Generating both responses…", "",
-                           seed_used, state, *buttons(False))
+                    yield (names[0], shown[0], writing(upd.left.response), names[1], shown[1],
+                           writing(upd.right.response), "Generating both responses…", "", seed_used, state,
+                           *buttons(False))
                     continue
                 comparison = {
                     "prompt": contexts[0], "anonymised": blind, "reward_model": reward.model_id if reward else None,

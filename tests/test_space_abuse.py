@@ -20,6 +20,7 @@ burst of compares) is not repeated; this file adds what an attacker would try ne
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,7 +97,8 @@ def compare(client, prompt, max_new_tokens=2, seed=0):
 def said(chat) -> str:
     """The last response in a chat pane's value (gradio_client messages), without its surrounding whitespace."""
     content = chat[-1]["content"]
-    return ("".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)).strip()
+    text = "".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)
+    return html.unescape(text).strip()  # the pane shows escaped text: exactly the characters of the response
 
 
 def rest_compare(url: str, prompt: str, max_new_tokens: int = 2, seed: int = 0) -> list:

@@ -6,6 +6,7 @@ start their own. Timeouts are generous: the test machine is shared.
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 import time
@@ -75,7 +76,8 @@ def said(chat) -> str:
     if not chat:
         return ""
     content = chat[-1]["content"]
-    return ("".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)).strip()
+    text = "".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)
+    return html.unescape(text).strip()  # the pane shows escaped text: exactly the characters of the response
 
 
 def records(votes: VoteLog) -> list[dict]:
@@ -93,7 +95,7 @@ def test_compare_returns_both_responses_and_both_scores(served):
     ref = list(served.engine.compare(prompt, decoding, "base", "rlhf"))[-1]
     assert (left, right) == (ref.left.response.strip(), ref.right.response.strip())
     for line, s in ((score_a, ref.left), (score_b, ref.right)):
-        assert line.startswith(f"Reward **{s.reward_normalised:+.3f}** (the reward model's score, normalised: 0 is")
+        assert line.startswith(f"Reward **{s.reward_normalised:+.3f}** (reward model, in std devs from its mean; ")
         assert line.endswith(f"{len(s.response.split())} word{'s' * (len(s.response.split()) != 1)}, "
                              f"{s.tokens} token{'s' * (s.tokens != 1)}") and s.tokens >= 1
 
@@ -105,7 +107,8 @@ def test_both_sides_stream_at_the_same_time(slow):
     partial = job.outputs()[:-1]
     full = (said(final[1]), said(final[4]))
     assert full == (slow.texts["base"].strip(), slow.texts["rlhf"].strip())
-    assert all(o[7] == "" and o[2] == "" and o[5] == "" for o in partial)  # no scores, no vote id yet
+    assert all(o[7] == "" and o[2].startswith("Writing…") and o[5].startswith("Writing…") for o in partial)  # no
+    # scores and no vote id yet
     both = [o for o in partial if 0 < len(said(o[1])) < len(full[0]) and 0 < len(said(o[4])) < len(full[1])]
     assert len(both) >= 3, [(said(o[1]), said(o[4])) for o in partial]
     assert all(full[0].startswith(said(o[1])) and full[1].startswith(said(o[4])) for o in partial)
