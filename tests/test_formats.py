@@ -194,6 +194,9 @@ def test_hub_configuration_name(monkeypatch):
         load_preferences(DataConfig(dataset="someone/hh:helpful", config="harmless"), "train")
     with pytest.raises(DataError, match=r"expected NAME or NAME:CONFIG"):
         load_preferences(DataConfig(dataset="someone/hh:"), "train")
+    with pytest.raises(DataError, match=r"^data.config 'helpful': a configuration name is for Hub datasets, and "
+                                        r"embedded is not one$"):
+        load_preferences(DataConfig(config="helpful"), "train")
 
 
 def test_offline_hub_id_with_a_config_is_one_line(hub_offline, monkeypatch, tmp_path):

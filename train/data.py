@@ -521,6 +521,9 @@ def _read_synthetic(split: str) -> Iterator[_Raw]:
 
 def _open_split(cfg: DataConfig, split: str, report: DataReport) -> Iterator[_Raw]:
     kind, path = _resolve(cfg)
+    if cfg.config is not None and kind != "hub":
+        raise DataError(f"data.config {cfg.config!r}: a configuration name is for Hub datasets, and "
+                        f"{cfg.dataset} is not one")
     if kind == "hub":
         name, config = hub_name_and_config(cfg.dataset, cfg.config)
         report.source = name + (f" (config {config})" if config else "") + \
