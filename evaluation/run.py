@@ -61,8 +61,12 @@ class ModelSpec:
     path: str
     source: str  # "local" | "hub"
 
-    def info(self, revision: str) -> dict[str, str]:
-        return {"path": self.path, "revision": revision, "source": self.source}
+    def info(self, revision: str, parameters: int | None = None) -> dict[str, Any]:
+        """The report's `models.<key>` (`parameters`: the model's size, counted when it was loaded)."""
+        out: dict[str, Any] = {"path": self.path, "revision": revision, "source": self.source}
+        if parameters is not None:
+            out["parameters"] = parameters
+        return out
 
 
 def _spec(key: str, override: str | None, run_dir: Path, what: str, required: bool) -> ModelSpec | None:
@@ -266,6 +270,11 @@ def load_policy(spec: ModelSpec, device: torch.device):
     ensure_pad_embedding(model, tok)
     disable_dropout(model)
     return model.to(device).eval(), tok, revision(spec, model.config)
+
+
+def count_parameters(model) -> int:
+    """Distinct parameters of a model (a tied input/output embedding counted once), as loaded for evaluation."""
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 def revision(spec: ModelSpec, config) -> str:
@@ -605,7 +614,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         else:
             model, tok, rev = load_policy(specs[key], device)
             _same_vocab(tok, ref_tok, key, ref_key)
-        models_info[key] = specs[key].info(rev)
+        models_info[key] = specs[key].info(rev, count_parameters(model))
         logger.info("%s: generating %d x %d responses (%s)", key, n_prompts, k_samples, specs[key].path)
         # pass j: the same prompts, settings and seeds for every model; pass 0 is the one-sample evaluation
         results[key] = concat_passes([

@@ -102,7 +102,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                               "temperature": NUM, "top_k": INT, "top_p": NUM, "seed": {"type": "integer"},
                               "batch_size": {"type": "integer", "minimum": 1}, "max_prompt_tokens": INT,
                               "samples_per_prompt": {"type": "integer", "minimum": 1}}),
-            "models": _keyed(MODEL_KEYS, _obj({"path": STR, "revision": STR, "source": {"enum": ["local", "hub"]}})),
+            "models": _keyed(MODEL_KEYS, _obj({"path": STR, "revision": STR, "source": {"enum": ["local", "hub"]},
+                                               "parameters": {"type": "integer", "minimum": 1}})),
             "reference": {"enum": list(MODEL_KEYS)},
             # what scored the responses: the reward model (its block below), or a function or classifier
             "reward": _obj({"kind": {"enum": ["reward_model", "function", "classifier"]}},

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from gpt2_rlhf.evaluation.policies import LABELS, MODEL_KEYS, MODELS, NAMES, POLICY_KEYS
-from gpt2_rlhf.evaluation.report import REFERENCE_ROWS
+from gpt2_rlhf.evaluation.report import GOLD_WIN_RATE_TARGET, REFERENCE_ROWS, beats, has_ci
 
-from .markdown import code_block, fmt, md_cell
+from .markdown import ci_decimals, code_block, fmt, fmt_at, fmt_ci, md_cell
 from .sources import CardSources, get_path, is_number
 
 MODEL_ORDER = MODEL_KEYS  # base, sft, then the trained policies (evaluation/policies.py): the order of every table
@@ -86,13 +86,13 @@ def label(model: str) -> str:
 
 
 def value_cell(v: Any) -> str | None:
-    """A metric value `{"value", "ci_low", "ci_high", "n"}` as `value [low, high]`."""
+    """A metric value `{"value", "ci_low", "ci_high", "n"}` as `value [low, high]`, rounded to the interval's
+    precision (`markdown.fmt_ci`); the value alone at `fmt`'s precision when it has no interval."""
     if not isinstance(v, dict) or not is_number(v.get("value")):
         return None
-    text = fmt(v["value"])
     if is_number(v.get("ci_low")) and is_number(v.get("ci_high")):
-        text += f" [{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]"
-    return text
+        return fmt_ci(v["value"], v["ci_low"], v["ci_high"])
+    return fmt(v["value"])
 
 
 def reward_context(report: dict) -> dict:
@@ -185,9 +185,11 @@ def win_rate_rows(report: dict, section: str = "win_rates") -> list[dict]:
         if not isinstance(w, dict) or not all(is_number(w.get(k)) for k in ("win", "tie", "loss")):
             continue
         a, _, b = key.partition("_vs_")
-        ci = f"[{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]" if is_number(w.get("ci_low")) and is_number(w.get("ci_high")) else "not estimated"
-        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}", "win": fmt(w["win"]), "tie": fmt(w["tie"]),
-                     "loss": fmt(w["loss"]), "ci": ci, "n": fmt(w["n"]) if is_number(w.get("n")) else "not recorded"})
+        d = ci_decimals(w.get("ci_low"), w.get("ci_high"))  # win, tie and loss at the win rate's precision
+        ci = f"[{fmt_at(w['ci_low'], d)}, {fmt_at(w['ci_high'], d)}]" if d is not None else "not estimated"
+        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}", "win": fmt_at(w["win"], d),
+                     "tie": fmt_at(w["tie"], d), "loss": fmt_at(w["loss"], d), "ci": ci,
+                     "n": fmt(w["n"]) if is_number(w.get("n")) else "not recorded"})
     return rows
 
 
@@ -197,9 +199,13 @@ def improvement_rows(report: dict) -> list[dict]:
         if not isinstance(r, dict) or not is_number(r.get("sd_units")):
             continue
         a, _, b = key.partition("_vs_")
-        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}",
-                     "difference": fmt(r["difference"]) if is_number(r.get("difference")) else "not recorded",
-                     "sd_units": fmt(r["sd_units"]),
+        # the paired bootstrap intervals (reports before them: none); no interval says why
+        diff = (fmt_ci(r["difference"], r.get("difference_ci_low"), r.get("difference_ci_high"))
+                if is_number(r.get("difference")) else "not recorded")
+        sd = fmt_ci(r["sd_units"], r.get("sd_units_ci_low"), r.get("sd_units_ci_high"))
+        rows.append({"key": key, "label": f"{label(a)} vs {label(b)}", "difference": diff, "sd_units": sd,
+                     "interval": is_number(r.get("sd_units_ci_low")) and is_number(r.get("sd_units_ci_high")),
+                     "recorded": "sd_units_ci_low" in r,
                      "reference_std": fmt(r["reference_std"]) if is_number(r.get("reference_std")) else "not recorded",
                      "percent": fmt(r["percent"]) if is_number(r.get("percent")) else "undefined (raw score near zero)"})
     return rows
@@ -469,18 +475,124 @@ def headline_values(report: dict, policy: str | None = None) -> list[tuple[str, 
 
 
 def headline_rows(report: dict, policy: str) -> list[dict]:
-    """The headline metrics under the card's summary: name and cell (with its interval where there is one)."""
+    """The headline metrics: name and cell, with its interval where there is one (rounded to its precision)."""
     rows = []
     for _, name, path, value in headline_values(report, policy):
         parent = get_path(report, *path[:-1])
         if path[-1] == "value":
             cell = value_cell(parent)
-        elif path[-1] == "win" and is_number(parent.get("ci_low")) and is_number(parent.get("ci_high")):
-            cell = f"{fmt(value)} [{fmt(parent['ci_low'])}, {fmt(parent['ci_high'])}]"
+        elif path[-1] in ("win", "sd_units"):
+            lo, hi = ("ci_low", "ci_high") if path[-1] == "win" else ("sd_units_ci_low", "sd_units_ci_high")
+            cell = fmt_ci(value, parent.get(lo), parent.get(hi))
         else:
             cell = fmt(value)
         rows.append({"name": name, "cell": cell})
     return rows
+
+
+def versus(report: dict, policy: str) -> str | None:
+    """What the card's headline claims compare the policy with: SFT, else base (a run without SFT)."""
+    models = models_of(report)
+    return next((m for m in ("sft", "base") if m in models and m != policy), None)
+
+
+def _finding(report: dict, fid: str) -> dict | None:
+    return next((f for f in report.get("findings") or [] if isinstance(f, dict) and f.get("id") == fid), None)
+
+
+def outcome(report: dict, metric: str, a: str, b: str) -> str:
+    """How `a` compares with `b` on `metric`, in the findings' terms: "above" exactly when the finding
+    `{a}_beats_{b}_{metric}` holds (from the numbers with `beats` when the report has no such finding),
+    "below" when b beats a, "unassessed" without both intervals, else "overlap"."""
+    va, vb = get_path(report, "metrics", metric, a), get_path(report, "metrics", metric, b)
+    f = _finding(report, f"{a}_beats_{b}_{metric}")
+    if (f is not None and f.get("holds")) or (f is None and beats(va, vb)):
+        return "above"
+    if beats(vb, va):
+        return "below"
+    if not (has_ci(va) and has_ci(vb)):
+        return "unassessed"
+    return "overlap"
+
+
+def claims_context(report: dict, policy: str) -> dict:
+    """The card's first screen: one plain claim per headline result of `policy` against SFT (or base), each a
+    dict of formatted numbers and the outcome its finding states; the template writes the sentences."""
+    vs = versus(report, policy)
+    metrics = report.get("metrics") or {}
+    out: dict[str, Any] = {"policy": NAMES.get(policy, policy), "vs": NAMES.get(vs, vs) if vs else None,
+                           "level": ci_context(report)["level"], "gold": None, "reward": None, "win": None,
+                           "gold_win": None, "kl": None}
+    if vs is None or (policy not in POLICY_KEYS and policy != "sft"):  # SFT's card: against base
+        return out
+    for metric in ("gold", "reward"):
+        a, b = get_path(metrics, metric, policy), get_path(metrics, metric, vs)
+        if value_cell(a) and value_cell(b):
+            out[metric] = {"a": value_cell(a), "b": value_cell(b), "outcome": outcome(report, metric, policy, vs)}
+    w = get_path(report, "win_rates", f"{policy}_vs_{vs}")
+    if isinstance(w, dict) and all(is_number(w.get(k)) for k in ("win", "tie", "loss")):
+        d = ci_decimals(w.get("ci_low"), w.get("ci_high"))
+        out["win"] = {"win": fmt_ci(w["win"], w.get("ci_low"), w.get("ci_high")), "tie": fmt_at(w["tie"], d),
+                      "loss": fmt_at(w["loss"], d), "n": fmt(w["n"]) if is_number(w.get("n")) else None}
+    g = get_path(report, "gold_win_rates", f"{policy}_vs_{vs}")
+    f = _finding(report, f"{policy}_gold_win_rate")
+    if isinstance(g, dict) and is_number(g.get("win_rate_ties_half")):
+        out["gold_win"] = {"value": fmt_ci(g["win_rate_ties_half"], g.get("win_rate_ties_half_ci_low"),
+                                           g.get("win_rate_ties_half_ci_high")),
+                           "target": fmt(GOLD_WIN_RATE_TARGET) if f is not None else None,
+                           "reached": bool(f.get("holds")) if f is not None else None}
+    kl = get_path(metrics, "kl_to_reference", policy)
+    if report.get("reference") != policy and value_cell(kl):
+        out["kl"] = {"value": value_cell(kl), "reference": NAMES.get(report.get("reference"), report.get("reference"))}
+    return out
+
+
+def compact_table(report: dict, policy: str) -> dict:
+    """The first screen's results table: gold, reward, win rates against SFT (or base) and KL, one column per
+    model; a cell that does not apply (a model against itself) is a dash."""
+    models = models_of(report)
+    vs = versus(report, policy)
+    rows = []
+    lbl = lambda name: reward_label(report)[0] if name == "reward" else METRIC_INFO[name][0]
+    for name in ("gold", "reward"):
+        if isinstance(get_path(report, "metrics", name), dict):
+            rows.append({"label": md_cell(lbl(name)),
+                         "cells": [value_cell(get_path(report, "metrics", name, m)) or "not measured" for m in models]})
+    for section, what in (("win_rates", "Win rate"), ("gold_win_rates", "Gold win rate, ties half")):
+        if vs is None or not isinstance(report.get(section), dict):
+            continue
+        cells = []
+        for m in models:
+            w = get_path(report, section, f"{m}_vs_{vs}")
+            key = "win" if section == "win_rates" else "win_rate_ties_half"
+            lo, hi = ("ci_low", "ci_high") if key == "win" else ("win_rate_ties_half_ci_low", "win_rate_ties_half_ci_high")
+            cells.append(fmt_ci(w[key], w.get(lo), w.get(hi)) if isinstance(w, dict) and is_number(w.get(key)) else "–")
+        if any(c != "–" for c in cells):
+            rows.append({"label": f"{what} against {label(vs)}", "cells": cells})
+    if isinstance(get_path(report, "metrics", "kl_to_reference"), dict):
+        ref = label(str(report.get("reference", "reference")))
+        rows.append({"label": f"KL to {ref} (nats per response)",
+                     "cells": [value_cell(get_path(report, "metrics", "kl_to_reference", m)) or "not measured"
+                               for m in models]})
+    return {"columns": [label(m) for m in models], "rows": rows}
+
+
+def model_context(src: CardSources, policy: str) -> dict:
+    """What the model is, for the card's first sentence: its size (parameters, counted by the evaluation),
+    the base it started from, the data and its size (the SFT stage's training rows), the method."""
+    r = src.report
+    params = get_path(r, "models", policy, "parameters")
+    base = get_path(src.configs.get("base") or {}, "base", "model") or get_path(src.recipe or {}, "base", "model")
+    training = r.get("training") or {}
+    rows = next((training[s]["train_rows"] for s in ("sft", policy) if is_number(get_path(training, s, "train_rows"))),
+                None)
+    return {"label": label(policy), "key": policy, "parameters": fmt(params) if is_number(params) else None,
+            "base": md_cell(base) if isinstance(base, str) and base and base != "embedded" else None,
+            "embedded_base": base == "embedded", "data": data_context(src),
+            "train_rows": fmt(rows) if is_number(rows) else None,
+            "n_prompts": fmt(get_path(r, "dataset", "n_prompts")) if is_number(get_path(r, "dataset", "n_prompts")) else None,
+            "optimises_reward": policy in MODELS and MODELS[policy].optimises_reward,
+            "trained": policy in POLICY_KEYS}
 
 
 # ----------------------------------------------------------------------------- sentences' data

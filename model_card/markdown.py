@@ -29,6 +29,33 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
+def ci_decimals(lo: Any, hi: Any) -> int | None:
+    """The decimals that show an interval's precision: two significant digits of its half-width (a value
+    0.8312 in [0.7954, 0.8671] prints as 0.831; in [0.53, 1.13] as 0.83). None without a usable interval."""
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (lo, hi)):
+        return None
+    half = (hi - lo) / 2
+    if not half > 0:
+        return None
+    return min(max(1 - math.floor(math.log10(half)), 0), 6)
+
+
+def fmt_at(x: float, decimals: int | None) -> str:
+    """`x` with `decimals` decimals (`fmt` when None); never "-0.00"."""
+    if decimals is None:
+        return fmt(x)
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def fmt_ci(value: float, lo: Any, hi: Any) -> str:
+    """`value [lo, hi]` rounded to the interval's precision (`ci_decimals`); `value` alone without one."""
+    d = ci_decimals(lo, hi)
+    if d is None:
+        return fmt(value) if lo is None or hi is None else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+    return f"{fmt_at(value, d)} [{fmt_at(lo, d)}, {fmt_at(hi, d)}]"
+
+
 # A number not glued to a word (so GPT-2, gpt2, distinct_1 and sha256 are names, not numbers).
 _NUMBER = re.compile(r"(?<![\w.+\-])[-+]?\d+(?:\.\d+)*(?:[eE][-+]?\d+)?")
 _URL = re.compile(r"(?:https?://|\]\()[^\s)]*\)?")

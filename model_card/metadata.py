@@ -29,9 +29,13 @@ def hub_base_model(src: CardSources, opts: CardOptions) -> str | None:
 
 
 def hub_dataset(src: CardSources) -> str | None:
-    name = get_path(src.report, "dataset", "name")
-    if isinstance(name, str) and name != "embedded" and not Path(name).exists() and re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
-        return name
+    """The Hub id of the data for `datasets:`: the evaluation's, else the one the SFT stage (or the recipe)
+    trained on (an evaluation on a prompts file still names the training data); None for local data."""
+    for name in (get_path(src.report, "dataset", "name"), get_path(src.configs.get("sft") or {}, "data", "dataset"),
+                 get_path(src.recipe or {}, "data", "dataset")):
+        if isinstance(name, str) and name != "embedded" and not Path(name).exists() \
+                and re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
+            return name
     return None
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 from .context import (
     RM_FINDING_IDS,
     ci_context,
+    claims_context,
+    compact_table,
     comparison_context,
     curve_context,
     data_context,
@@ -47,6 +49,7 @@ from .context import (
     improvement_rows,
     label,
     limitation_context,
+    model_context,
     models_of,
     plot_context,
     policy_of,
@@ -115,6 +118,8 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
     texts["README.md"] = _render(
         POLICY_TEMPLATE, card_data(src, opts, "policy", title),
         title=title, summary=summary_context(r, policy), headlines=headline_rows(r, policy),
+        model=model_context(src, policy), claims=claims_context(r, policy), compact=compact_table(r, policy),
+        gpt2=gpt2,
         warnings=[f["text"] for f in findings(r) if f["warned"]],
         report_path=src.where, reproduce_target=opts.repo_id or "RUN_DIR", data=data_context(src),
         stages=[c for s in ("sft", "reward", *POLICY_KEYS) if (c := stage_context(src, s))],

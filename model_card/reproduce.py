@@ -3,20 +3,23 @@
 1. Find the card and its report: `RUN_DIR/card/README.md` with `RUN_DIR/eval/report.json`,
    or a Hub repo (downloaded with `snapshot_download`) holding `README.md`,
    `eval/report.json` and the configs that `rlhf push` uploads.
-2. Card against report, offline and exact:
+2. Card against report, offline, exact and first (a second, not minutes):
    a. every `model-index` value equals the report's value (to float precision), and
       every headline metric of the report has one;
    b. the numbers written in each card's text equal, in order, those of the card
       re-rendered from the report: an edited table cell, sentence or example is a
-      mismatch, shown with its line.
+      mismatch. Each mismatch says "card says X, report says Y" and names the line of
+      the card file (front matter included). A card that disagrees with its report
+      fails here, without a rerun: re-measuring cannot make it right.
 3. Report against a rerun: the evaluation runs again (`gpt2_rlhf.evaluation.run.main` in a
    temporary folder, on the same model files, with the recorded config and seed),
    and every reported number is compared with its recomputed value:
    `|new - old| <= abs_tol + rel_tol * |old|` (the report's `tolerance`, or
    `--tolerance` for the relative part); counts, model revisions (sha256 of the
    weights) and findings must be equal.
-4. Print reported vs reproduced side by side with PASS/FAIL per check; exit 0 when
-   everything passes, 1 on any mismatch (2 for an input error, as every command).
+4. Print each claim beside what it was checked against with PASS/FAIL per check (a card
+   check: the card's number and the report's; a rerun check: the report's and the rerun's);
+   exit 0 when everything passes, 1 on any mismatch (2 for an input error, as every command).
 
 Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `versions`
 (printed when they differ: a different torch can change sampled text), the
@@ -68,17 +71,25 @@ REWARD_FIELDS = ("reward_function", "reward_classifier", "reward_classifier_labe
 DECODING_DEFAULTS = {"samples_per_prompt": 1}
 
 
+CARD_LABELS = ("card says", "report says")  # a card check: the card's number against its report's
+RERUN_LABELS = ("reported", "reproduced")  # a rerun check: the report's number against the rerun's
+
+
 @dataclass
 class Check:
-    """One comparison: what, the reported and the reproduced value, and whether they agree."""
+    """One comparison: what, the claimed value and the value it is checked against, and whether they agree.
+
+    A card check claims the card's number and checks it against the report (`CARD_LABELS`); a rerun check
+    claims the report's number and checks it against the rerun (`RERUN_LABELS`)."""
 
     section: str
     name: str
-    reported: Any
-    reproduced: Any
+    reported: Any  # the claim: the card's number (card checks) or the report's (rerun checks)
+    reproduced: Any  # what it is checked against: the report's number, or the rerun's
     ok: bool
     allowed: str = ""
     detail: str = ""
+    labels: tuple[str, str] = RERUN_LABELS
 
 
 @dataclass
@@ -133,6 +144,9 @@ def compare_reports(old: dict, new: dict, rel: float, abs_: float) -> list[Check
     for model, info in (old.get("models") or {}).items():
         a, b = info.get("revision"), get_path(new, "models", model, "revision")
         checks.append(Check("models", f"{model}.revision", a, b, a == b, "equal", "the weights evaluated"))
+        if "parameters" in info:
+            a, b = info["parameters"], get_path(new, "models", model, "parameters")
+            checks.append(Check("models", f"{model}.parameters", a, b, a == b, "equal"))
     rm_old, rm_new = old.get("reward_model") or {}, new.get("reward_model") or {}
     if rm_old.get("revision"):
         checks.append(Check("models", "reward.revision", rm_old["revision"], rm_new.get("revision"),
@@ -288,38 +302,64 @@ def _dict_diff(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {a!r} != {b!r}"
 
 
-def compare_model_index(card_data, report: dict) -> list[Check]:
-    """Step 2a: the card's metadata values are the report's values, and every headline metric has one."""
+def compare_model_index(card_data, report: dict, card_text: str = "", which: str = "README.md") -> list[Check]:
+    """Step 2a: the card's metadata values are the report's values, and every headline metric has one.
+
+    `card_text` (the card file) lets a mismatch name the metadata line of its value."""
     checks = []
     found = {}
     for r in getattr(card_data, "eval_results", None) or []:
         found[(r.metric_type, r.metric_name)] = r.metric_value
-    for mtype, name, path, value in headline_values(report, policy_of(report)):
+    where = lambda name: (f"{which} line {n}: {path}" if (n := _metadata_line(card_text, name)) else path)
+    for mtype, name, path_, value in headline_values(report, policy_of(report)):
         got = found.pop((mtype, name), None)
         ok = is_number(got) and within(value, float(got), 1e-9, 0.0)
-        checks.append(Check("card", f"model-index {name}", value, got, ok, "equal", ".".join(path)))
+        path = ".".join(path_)
+        checks.append(Check("card", f"model-index {name}", got, value, ok, "equal", where(name) if not ok else path,
+                            CARD_LABELS))
     for (mtype, name), got in found.items():
-        checks.append(Check("card", f"model-index {name}", None, got, False, "", "not a number of the report"))
+        checks.append(Check("card", f"model-index {name}", got, None, False, "",
+                            f"{where('not a number of the report')}", CARD_LABELS))
     return checks
 
 
+def _metadata_line(card: str, name: str) -> int | None:
+    """The 1-based line of the `value:` of the model-index metric called `name` in a card's front matter."""
+    lines = card.split("\n")
+    for i, line in enumerate(lines):
+        if line.strip() in (f"name: {name}", f"- name: {name}") and i > 0:
+            for j in range(i - 1, max(i - 4, -1), -1):  # the metric's keys: type, value, name
+                if lines[j].strip().lstrip("- ").startswith("value:"):
+                    return j + 1
+        if line.strip() == "---" and i > 0:
+            break
+    return None
+
+
 def compare_card_text(card: str, expected: str, which: str) -> list[Check]:
-    """Step 2b: the numbers written in the card, in order, against those of the card re-rendered from the report."""
+    """Step 2b: the numbers written in the card, in order, against those of the card re-rendered from the report.
+
+    A mismatch says what the card says and what the report says, and names the line of the card file
+    (counted from the top of the file, its front matter included)."""
     body, expected_body = _body(card), _body(expected)
     got, want = numbers_in(body), numbers_in(expected_body)
     if got == want:
-        return [Check("card", f"{which}: {len(want)} numbers in the text", "report", "card", True, "equal")]
+        return [Check("card", f"{which}: {len(want)} numbers in the text", "card", "report", True, "equal",
+                      labels=CARD_LABELS)]
     checks = []
+    offset = card[:len(card) - len(body)].count("\n")  # lines of the front matter above the body
     lines = body.splitlines()
     positions = _number_lines(body)
     sm = difflib.SequenceMatcher(a=want, b=got, autojunk=False)
     for op, i1, i2, j1, j2 in sm.get_opcodes():
         if op == "equal":
             continue
-        line = lines[positions[j1]].strip() if j1 < len(positions) else ""
-        checks.append(Check("card", f"{which}: text", " ".join(want[i1:i2]) or "(nothing)",
-                            " ".join(got[j1:j2]) or "(nothing)", False, "equal",
-                            f"line {positions[j1] + 1}: {line[:120]}" if line else "removed from the card"))
+        at = positions[j1] if j1 < len(positions) else (positions[j1 - 1] if positions and j1 else None)
+        line = lines[at].strip() if at is not None and at < len(lines) else ""
+        checks.append(Check("card", f"{which}: text", " ".join(got[j1:j2]) or "(nothing)",
+                            " ".join(want[i1:i2]) or "(nothing)", False, "equal",
+                            f"{which} line {at + offset + 1}: {line[:120]}" if line else "removed from the card",
+                            CARD_LABELS))
     return checks
 
 
@@ -477,11 +517,16 @@ def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[d
     for rel, text in target.cards.items():
         card = ModelCard(text, ignore_metadata_errors=True)
         if rel == "README.md":
-            outcome.checks += compare_model_index(card.data, report)
+            outcome.checks += compare_model_index(card.data, report, text, rel)
         if rel not in expected:
-            outcome.checks.append(Check("card", rel, "no such card", "present", False, "", "the report has no data for it"))
+            outcome.checks.append(Check("card", rel, "present", "no such card", False, "",
+                                        "the report has no data for it", CARD_LABELS))
             continue
         outcome.checks += compare_card_text(text, expected[rel], rel)
+    if outcome.failed:  # the card already disagrees with its report: re-measuring cannot make it right
+        outcome.notes.append("the card does not match its report: the evaluation was not rerun (fix or re-render "
+                             "the card with `rlhf card`, then reproduce again)")
+        return outcome
 
     # 3. report against a rerun
     if rerun:
@@ -518,7 +563,7 @@ def _cell(x: Any) -> str:
 
 def format_outcome(name: str, outcome: Outcome) -> str:
     """The side-by-side table: one row per check, then each failure with its context."""
-    rows = [("section", "check", "reported", "reproduced", "allowed", "")]
+    rows = [("section", "check", "claimed", "checked against", "allowed", "")]
     rows += [(c.section, c.name, _cell(c.reported), _cell(c.reproduced), c.allowed, "PASS" if c.ok else "FAIL")
              for c in outcome.checks]
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
@@ -529,8 +574,8 @@ def format_outcome(name: str, outcome: Outcome) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     for c in outcome.failed:
-        lines.append(f"FAIL {c.section} {c.name}: reported {_cell(c.reported)}, reproduced {_cell(c.reproduced)}"
-                     + (f" ({c.detail})" if c.detail else ""))
+        lines.append(f"FAIL {c.section} {c.name}: {c.labels[0]} {_cell(c.reported)}, {c.labels[1]} "
+                     f"{_cell(c.reproduced)}" + (f" ({c.detail})" if c.detail else ""))
     n, bad = len(outcome.checks), len(outcome.failed)
     lines.append(f"{n - bad}/{n} checks pass: " + ("REPRODUCED" if outcome.passed else f"{bad} MISMATCH(ES)"))
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
 
     # the findings the evaluation states about these numbers (its texts, good and holds marks)
     findings = measured_findings(metrics, reward_model, gold_win_rates, curve)
-    training = {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123},
+    training = {"sft": {"train_loss": rng.uniform(1, 3), "eval_loss": rng.uniform(1, 3), "steps": 123, "train_rows": 480},
                 "reward": {"train_accuracy": rng.uniform(0.6, 1), "eval_accuracy": rng.uniform(0.6, 1),
                            "untrained_accuracy": 0.51}}
     for p in policies_of(models):
@@ -115,8 +115,8 @@ def make_report(seed: int = 0, gold: bool = True, models: tuple[str, ...] = MODE
                     "split": "test", "n_prompts": n, "n_pairs": n + 8, "n_responses": n * SAMPLES_PER_PROMPT},
         "decoding": {"mode": "sampled", "max_new_tokens": 37, "temperature": 0.83, "top_k": 0, "top_p": 0.97,
                      "seed": 7, "batch_size": 11, "max_prompt_tokens": 201, "samples_per_prompt": SAMPLES_PER_PROMPT},
-        "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local"}
-                   for i, m in enumerate(models)},
+        "models": {m: {"path": f"run/{m}", "revision": "sha256:" + f"{i:064x}", "source": "local",
+                       "parameters": 1_498_112 if m != "base" else 1_497_856} for i, m in enumerate(models)},
         "reference": "sft",
         "reward": {"kind": "reward_model"},
         "reward_model": reward_model,

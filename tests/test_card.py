@@ -11,8 +11,8 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from gpt2_rlhf.model_card.context import headline_values
-from gpt2_rlhf.model_card.markdown import code_block, fmt, numbers_in
+from gpt2_rlhf.model_card.context import headline_values, value_cell
+from gpt2_rlhf.model_card.markdown import ci_decimals, code_block, fmt, fmt_at, numbers_in
 from gpt2_rlhf.model_card.options import CardOptions
 from gpt2_rlhf.model_card.render import render_card, render_texts
 from gpt2_rlhf.model_card.sources import CardSources
@@ -60,7 +60,8 @@ def test_code_block_cannot_be_closed_by_its_text():
 def allowed_numbers(run: Path) -> set[str]:
     """Every number the card may print: values of the report, samples, configs and recipe (formatted the
     card's way or as written), numbers inside their strings, and numbers in the config classes' help
-    texts (documentation of the code, shown in the hyperparameter tables)."""
+    texts (documentation of the code, shown in the hyperparameter tables). A value with an interval is
+    printed at the interval's precision (0 to 6 decimals), so each number is allowed at each of those."""
     from gpt2_rlhf.train.config import section_class
 
     sources = [json.loads((run / "eval/report.json").read_text()),
@@ -70,7 +71,7 @@ def allowed_numbers(run: Path) -> set[str]:
     allowed: set[str] = set()
     for src in sources:
         for x in all_numbers(src):
-            allowed |= {fmt(x), str(x), repr(x)}
+            allowed |= {fmt(x), str(x), repr(x), *(fmt_at(x, d) for d in range(7))}
         for s in all_strings(src):
             allowed |= set(numbers_in(s))
     for stage in ("sft", "reward", "ppo"):
@@ -99,12 +100,13 @@ def test_card_numbers_follow_the_report(run):
     """The same run with other numbers renders other numbers: nothing is stuck in the template."""
     before = render(run)["README.md"]
     report = json.loads((run / "eval/report.json").read_text())
-    report["metrics"]["reward"]["ppo"]["value"] = 0.7777777
-    report["win_rates"]["ppo_vs_sft"]["win"] = 0.6666666
+    report["metrics"]["reward"]["ppo"].update(value=0.7777777, ci_low=0.7034567, ci_high=0.8534567)
+    report["win_rates"]["ppo_vs_sft"].update(win=0.6666666, ci_low=0.6564321, ci_high=0.6764321)
     (run / "eval/report.json").write_text(json.dumps(report))
     after = render(run)["README.md"]
-    assert "0.7778" in after and "0.6667" in after
-    assert "0.7778" not in before and "0.6667" not in before
+    # at their intervals' precision: half-widths 0.075 and 0.01 -> three decimals
+    assert "0.778 [0.703, 0.853]" in after and "0.667 [0.656, 0.676]" in after
+    assert "0.778 [0.703, 0.853]" not in before and "0.667 [0.656, 0.676]" not in before
 
 
 def test_card_parses_with_model_index_for_each_headline_metric(run):
@@ -163,12 +165,13 @@ def test_new_measurements_are_on_the_policy_card(run):
     text = render(run)["README.md"]
     m = report["metrics"]
     section = text[text.index("### Reference: the dataset's chosen responses"):]
-    assert f"| Reward (normalised RM score) | {fmt(m['reward']['chosen']['value'])} [" in section
-    assert f"| Gold judge score | {fmt(m['gold']['chosen']['value'])} [" in section
+    assert f"| Reward (normalised RM score) | {value_cell(m['reward']['chosen'])} |" in section
+    assert f"| Gold judge score | {value_cell(m['gold']['chosen'])} |" in section
     assert "Dataset's chosen responses" not in text[:text.index("### Reference: the dataset")]  # not a model column
     gold_wins = text[text.index("### Win rates (gold judge)"):]
     w = report["gold_win_rates"]["ppo_vs_sft"]
-    assert f"| PPO (RLHF) vs SFT | {fmt(w['win'])} | {fmt(w['tie'])} | {fmt(w['loss'])} |" in gold_wins
+    d = ci_decimals(w["ci_low"], w["ci_high"])  # win, tie and loss at the win rate's interval's precision
+    assert f"| PPO (RLHF) vs SFT | {fmt_at(w['win'], d)} | {fmt_at(w['tie'], d)} | {fmt_at(w['loss'], d)} |" in gold_wins
     op = report["reward_model"]["on_policy"]
     assert "held-out pairs of policy samples" in text and f"| {fmt(op['accuracy'])} |" in text
     assert f"| baseline: the longer response wins | {fmt(report['reward_model']['length_baseline_accuracy'])} | " \
@@ -176,7 +179,7 @@ def test_new_measurements_are_on_the_policy_card(run):
     assert "not measured on policy samples" not in text
     curve = text[text.index("### Overoptimisation curve"):]
     for p in report["overoptimisation"]["points"]:
-        assert f"| {p['label']}" in curve and fmt(p["reward"]["value"]) in curve and fmt(p["gold"]["value"]) in curve
+        assert f"| {p['label']}" in curve and value_cell(p["reward"]) in curve and value_cell(p["gold"]) in curve
     peak = report["overoptimisation"]["gold_peak"]["label"]
     assert f"| {peak} (gold peak) |" in curve
     assert "![Overoptimisation curve" in text and "eval/plots/overoptimisation.png" in text
@@ -196,7 +199,8 @@ def test_feedback_rounds_are_on_the_policy_card(run):
     report["training"]["feedback"] = {"rounds": rounds}
     path.write_text(json.dumps(report))
     text = render(run)["README.md"]
-    section = text[text.index("### Feedback on the policy's own samples"):text.index("## Results")]
+    start = text.index("### Feedback on the policy's own samples")
+    section = text[start:text.index("\n## ", start)]
     assert "| 1 | `sft` | gold, flip rate 0.2 | 1999 (401) | 265 | 0.9225 | 0.6679 | 1024 | 2.679 |" in section
     assert "| 2 | `ppo_round1` | gold, flip rate 0.2 | 2000 (388) | 168 | 0.94 | 0.875 | 1024 | 3.6 |" in section
     assert "2 feedback rounds" in section

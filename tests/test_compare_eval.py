@@ -240,14 +240,15 @@ def test_a_dpo_only_run_evaluates_renders_and_reproduces(dpo_run, capsys):
     assert outcome.passed, format_outcome(str(dpo_run), outcome)
     assert any(c.section == "comparison" for c in outcome.checks)
     assert any(c.name == "dpo.revision" for c in outcome.checks)
-    # an edited DPO number on the card fails, naming its line
-    readme = dpo_run / "card" / "README.md"
-    value = report["metrics"]["gold"]["dpo"]["value"]
-    from gpt2_rlhf.model_card.markdown import fmt
+    # an edited DPO number on the card fails at once, with the card's number as the card's and its line
+    from gpt2_rlhf.model_card.context import value_cell
 
-    text = readme.read_text()
-    body_at = text.index("\n---\n") + 5
-    i = text.index(fmt(value), body_at)
-    readme.write_text(text[:i] + "0.1234" + text[i + len(fmt(value)):])
-    bad = reproduce(str(dpo_run), rerun=False)
-    assert not bad.passed and any("0.1234" in f"{c.reported} {c.reproduced}" for c in bad.failed)
+    readme = dpo_run / "card" / "README.md"
+    shown = value_cell(report["metrics"]["gold"]["dpo"]).split(" ")[0]
+    lines = readme.read_text().split("\n")
+    n = next(i for i, line in enumerate(lines) if line.startswith("- **Gold judge**"))
+    lines[n] = lines[n].replace(f"DPO scores {shown}", "DPO scores 0.1234", 1)
+    readme.write_text("\n".join(lines))
+    bad = reproduce(str(dpo_run))
+    assert [(c.reported, c.reproduced, c.labels) for c in bad.failed] == [("0.1234", shown, ("card says", "report says"))]
+    assert bad.failed[0].detail.startswith(f"README.md line {n + 1}: - **Gold judge**")

@@ -199,6 +199,26 @@ def test_reward_improvement_percent_absent_at_zero_base(metric):
     assert "percent" not in out and close(out["sd_units"], 1 / math.sqrt(0.5))
 
 
+def test_reward_improvement_paired_interval_by_hand(metric):
+    """The interval resamples prompts, A's and B's scores of a prompt together: with every per-prompt
+    difference 1.0 each resample's mean difference is 1.0, so the interval is [1, 1] (unpaired, it would not
+    be); sd_units' interval is it over the fixed unit."""
+    ri = metric("reward_improvement")
+    out = ri.compute(scores_a=[1, 2, 5], scores_b=[0, 1, 4], raw_a=[1, 2, 5], raw_b=[0, 1, 4], reference_std=2.0,
+                     bootstrap_samples=200, seed=3)
+    assert out["difference_ci_low"] == pytest.approx(1.0) and out["difference_ci_high"] == pytest.approx(1.0)
+    assert out["sd_units_ci_low"] == pytest.approx(0.5) and out["sd_units_ci_high"] == pytest.approx(0.5)
+    # differences 2 and 0: every resample's mean is 0, 1 or 2, and the 95% interval spans them
+    out = ri.compute(scores_a=[2, 0], scores_b=[0, 0], raw_a=[2, 0], raw_b=[1, 1], reference_std=1.0,
+                     bootstrap_samples=400, seed=0)
+    assert (out["difference_ci_low"], out["difference_ci_high"]) == (0.0, 2.0) and out["difference"] == 1.0
+    one = ri.compute(scores_a=[1], scores_b=[0], raw_a=[1], raw_b=[1], reference_std=1.0, bootstrap_samples=200)
+    assert one["difference_ci_low"] is None and one["sd_units_ci_high"] is None  # one prompt: no interval
+    none = ri.compute(scores_a=[1, 2], scores_b=[0, 1], raw_a=[1, 2], raw_b=[1, 1], bootstrap_samples=0)
+    assert none["difference_ci_low"] is None  # no resamples: no interval
+    assert "difference_ci_low" not in ri.compute(scores_a=[1, 2], scores_b=[0, 1], raw_a=[1, 2], raw_b=[1, 1])
+
+
 def test_reward_improvement_needs_a_positive_unit(metric):
     with pytest.raises(ValueError, match="reference_std"):
         metric("reward_improvement").compute(scores_a=[1, 2], scores_b=[1, 1], raw_a=[1, 2], raw_b=[1, 1])

@@ -123,8 +123,10 @@ def test_an_edited_card_fails_the_command(carded, monkeypatch, capsys):
     path.write_text(card.replace(line, line.replace(number, alter(number), 1)))
     assert main(["reproduce", str(carded)]) == 1
     out = capsys.readouterr().out
-    assert f"reported {number}, reproduced {alter(number)}" in out and "| Distinct-2 |" in out
-    assert "1 MISMATCH" in out
+    n = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.startswith("| Distinct-2 |"))
+    assert f"card says {alter(number)}, report says {number}" in out  # the edit is the card's, not a rerun's
+    assert f"README.md line {n}: | Distinct-2 |" in out  # the line of the file, front matter counted
+    assert "1 MISMATCH" in out and "was not rerun" in out
 
 
 def test_a_number_in_the_prose_or_the_metadata_differs(carded):
@@ -135,9 +137,13 @@ def test_a_number_in_the_prose_or_the_metadata_differs(carded):
     path.write_text(card.replace(f"value: {value!r}", "value: 0.999", 1))
     failed = [c for c in rep.reproduce(str(carded), evaluate=same).failed]
     assert [c.name for c in failed] == ["model-index mean normalised reward"]
+    assert failed[0].reported == 0.999 and failed[0].reproduced == value  # the card's claim, the report's value
+    assert failed[0].labels == ("card says", "report says")
+    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip() == "value: 0.999")
+    assert failed[0].detail.startswith(f"README.md line {line}:")
     path.write_text(card.replace("on 24 held-out prompts", "on 240 held-out prompts", 1))
     failed = rep.reproduce(str(carded), evaluate=same).failed
-    assert len(failed) == 1 and failed[0].reported == "24" and failed[0].reproduced == "240"
+    assert len(failed) == 1 and failed[0].reported == "240" and failed[0].reproduced == "24"
 
 
 def test_a_stale_card_fails_after_the_report_changes(carded):
