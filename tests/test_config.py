@@ -85,7 +85,7 @@ def test_recipe_file_errors_name_the_file(tmp_path):
     bad.write_text("sfft: {}\n")
     with pytest.raises(ConfigError, match=r"unknown key 'sfft' \(did you mean 'sft'\?\)"):
         load_recipe(bad)
-    bad.write_text("stages: [base, dpo]\n")
+    bad.write_text("stages: [base, kto]\n")
     with pytest.raises(ConfigError, match=r"unknown stage"):
         load_recipe(bad)
     bad.write_text("- just\n- a list\n")

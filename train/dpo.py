@@ -188,7 +188,7 @@ def sequence_logprobs(model, tokenizer, prompts: Sequence[str], responses: Seque
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def evaluate_pairs(policy, ref, tokenizer, rows: Sequence[dict], beta: float, batch_size: int) -> dict[str, Any]:
+def heldout_margins(policy, ref, tokenizer, rows: Sequence[dict], beta: float, batch_size: int) -> dict[str, Any]:
     """DPO's implicit-reward accuracy and margins of `policy` against `ref` on preference rows (our code)."""
     prompts = [r["prompt"] for r in rows]
     sides = {}
@@ -304,10 +304,10 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             policy = trainer.accelerator.unwrap_model(trainer.model)
             device = next(policy.parameters()).device
             ref.to(device)
-            metrics["heldout"] = evaluate_pairs(policy, ref, tokenizer, test_rows, cfg.beta,
+            metrics["heldout"] = heldout_margins(policy, ref, tokenizer, test_rows, cfg.beta,
                                                 cfg.per_device_eval_batch_size)
             if on_policy_rows:
-                metrics["on_policy"] = {**evaluate_pairs(policy, ref, tokenizer, on_policy_rows, cfg.beta,
+                metrics["on_policy"] = {**heldout_margins(policy, ref, tokenizer, on_policy_rows, cfg.beta,
                                                          cfg.per_device_eval_batch_size), "source": str(label_dir)}
             tokenizer.save_pretrained(str(writer.path))
             metrics["seconds"] = time.time() - t_start
