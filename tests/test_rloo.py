@@ -86,6 +86,17 @@ def test_cut_prompt_keeps_the_last_tokens(tiny_tokenizer):
     assert len(cut_ids) <= 8 and text.endswith(cut) and cut.endswith("\n\nAssistant:")
 
 
+def test_history_rows_give_the_kl_per_response_by_hand():
+    from gpt2_rlhf.train.rloo import history_rows
+
+    log = [{"step": 2, "reward": 0.5, "kl": 0.1, "completions/mean_length": 12.0, "loss": 0.0},
+           {"step": 2, "train_runtime": 3.0}, {"step": 4, "reward": 0.7, "completions/mean_length": 10.0}]
+    rows = history_rows(log)
+    assert [r["step"] for r in rows] == [2, 4]  # the trainer's summary row is not an update
+    assert rows[0]["kl"] == pytest.approx(1.2) and rows[0]["kl_per_token"] == 0.1 and rows[0]["length"] == 12.0
+    assert rows[1]["kl"] is None  # beta 0: TRL logs no KL
+
+
 def test_the_reward_adds_ppos_missing_eos_penalty():
     eos = 0
     score = function_scores(lambda ps, rs: [float(len(r)) for r in rs])
@@ -161,6 +172,7 @@ def test_micro_rloo_trains_resumes_and_writes_a_complete_stage(micro_run, tmp_pa
     assert m["resumed_from_step"] == 4 and m["global_step"] == 8
     assert (m["updates"], m["episodes"], m["num_generations"], m["kl_coef"]) == (4, 32, 4, 0.1)
     assert [r["step"] for r in m["history"]] == [2, 4, 6, 8]  # one row per update, across the restart
+    assert all(r["kl"] == pytest.approx(r["kl_per_token"] * r["length"]) for r in m["history"])
     assert m["reward"] == {"kind": "reward_model", "path": str(run / "reward")}
     assert m["episodes_per_second"] > 0 and m["inputs"]["policy"] == str(run / "sft")
     cmp = m["comparison"]

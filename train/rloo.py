@@ -354,10 +354,17 @@ def resolve_inputs(cfg: RLOOStageConfig, output_dir: Path) -> dict[str, str | No
 
 
 def history_rows(log_history: Sequence[dict]) -> list[dict[str, Any]]:
-    """One row per update from TRL's log: step, reward (with the penalty, before KL), per-token KL, length."""
-    keys = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "completions/mean_length": "length",
+    """One row per update from TRL's log: step, reward (with the penalty, before KL), KL, length, ...
+
+    TRL logs the KL per token (summed KL / completion tokens of the generation batch) and the mean
+    completion length (tokens, EOS included): their product is the mean KL summed over a response,
+    PPO's `kl` (one generation per log row, logging_steps = steps_per_update)."""
+    keys = {"reward": "reward", "reward_std": "reward_std", "kl": "kl_per_token", "completions/mean_length": "length",
             "completions/clipped_ratio": "clipped_ratio", "loss": "loss", "learning_rate": "learning_rate"}
-    return [{"step": h["step"], **{out: h.get(k) for k, out in keys.items()}} for h in log_history if "reward" in h]
+    rows = [{"step": h["step"], **{out: h.get(k) for k, out in keys.items()}} for h in log_history if "reward" in h]
+    for r in rows:
+        r["kl"] = r["kl_per_token"] * r["length"] if None not in (r["kl_per_token"], r["length"]) else None
+    return rows
 
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None) -> Path:
