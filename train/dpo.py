@@ -204,15 +204,14 @@ def heldout_margins(policy, ref, tokenizer, rows: Sequence[dict], beta: float, b
 
 def resolve_policy(cfg: DPOStageConfig, output_dir: Path) -> Path | str:
     """The model DPO starts from (and its reference): dpo.policy_path, else OUTPUT/sft, else OUTPUT/base."""
-    from .rundir import is_complete, require_stage
+    from .rundir import starting_policy
 
     if cfg.policy_path:
         return cfg.policy_path
-    sft, base = output_dir / "sft", output_dir / "base"
-    if not is_complete(sft) and is_complete(base):
-        logger.warning("no finished %s: DPO starts from (and is regularised toward) the base model", sft)
-        return base
-    return require_stage(sft, "dpo needs the sft model")
+    path = starting_policy(output_dir, "dpo needs the sft model")
+    if path.name == "base":
+        logger.warning("no finished %s: DPO starts from (and is regularised toward) the base model", output_dir / "sft")
+    return path
 
 
 def training_rows(recipe, cfg: DPOStageConfig, tokenizer, max_length: int) -> tuple[list[dict], dict[str, Any]]:

@@ -335,15 +335,10 @@ def function_scores(fn: Callable[[list[str], list[str]], list[float]]) -> Callab
 
 def resolve_inputs(cfg: RLOOStageConfig, output_dir: Path) -> dict[str, str | None]:
     """The policy (also the KL reference) and the reward model; StageError names a missing one."""
-    from .rundir import is_complete, require_stage
+    from .rundir import is_complete, require_stage, starting_policy
 
     out: dict[str, str | None] = {}
-    if cfg.policy_path:
-        out["policy"] = cfg.policy_path
-    else:
-        sft, base = output_dir / "sft", output_dir / "base"
-        out["policy"] = str(require_stage(sft if is_complete(sft) or not is_complete(base) else base,
-                                          "rloo policy (sft, else base)"))
+    out["policy"] = cfg.policy_path or str(starting_policy(output_dir, "rloo policy"))
     if cfg.reward_model_path:
         out["reward"] = cfg.reward_model_path
     elif cfg.reward_spec is None:

@@ -101,6 +101,13 @@ def require_stage(path: str | Path, what: str) -> Path:
     return p
 
 
+def starting_policy(output_dir: str | Path, what: str) -> Path:
+    """The model a policy stage starts from: OUTPUT/sft when finished, else a finished OUTPUT/base, else the
+    StageError for the missing sft (the normal case)."""
+    sft, base = Path(output_dir) / "sft", Path(output_dir) / "base"
+    return require_stage(sft if is_complete(sft) or not is_complete(base) else base, f"{what} (sft, else base)")
+
+
 class StageWriter:
     """Atomic output of one stage.
 

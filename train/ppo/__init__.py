@@ -53,15 +53,10 @@ __all__ = ["CRITIC", "main", "compare_policies", "resolve_inputs", "score_datase
 
 def resolve_inputs(cfg, output_dir: Path) -> dict[str, str | None]:
     """The model paths PPO reads, from the config or the run directory; StageError names a missing one."""
-    from ..rundir import is_complete, require_stage
+    from ..rundir import is_complete, require_stage, starting_policy
 
     out: dict[str, str | None] = {}
-    if cfg.policy_path:
-        out["policy"] = cfg.policy_path
-    else:
-        sft, base = output_dir / "sft", output_dir / "base"
-        out["policy"] = str(require_stage(sft if is_complete(sft) or not is_complete(base) else base,
-                                          "ppo policy (sft, else base)"))
+    out["policy"] = cfg.policy_path or str(starting_policy(output_dir, "ppo policy"))
     out["ref"] = cfg.ref_path or out["policy"]
     if cfg.reward_model_path:
         out["reward"] = cfg.reward_model_path
