@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -36,25 +37,11 @@ MUST_GOLD = 0.03  # the judges' pick within 0.03 gold of the best point
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
-    """Rank correlation (average ranks for ties) of two equal-length lists; None when either is constant."""
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
+    """train.feedback's rank correlation, None (JSON null) instead of nan when either side is constant."""
+    from gpt2_rlhf.train.feedback import spearman as rank_correlation
 
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+    r = rank_correlation(x, y)
+    return None if math.isnan(r) else r
 
 
 def assess(monitor: dict) -> dict:
