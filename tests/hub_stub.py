@@ -238,24 +238,18 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "tree":
                 return self._send(200, [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
                                         for p, b in sorted(files.items())])
-        m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/variables", path)
-        if m and method == "POST":
+        m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/(variables|hardware)", path)
+        if m and method == "POST":  # Space settings: the repo must exist, then the token must be valid
             repo = hub.repos.get(("space", m.group(1)))
             if repo is None:
                 return self._error(404, f"Repository not found: {m.group(1)}")
             if not self._authorised():
                 return self._error(401, "Invalid credentials in Authorization header")
-            req = json.loads(body)
-            repo.variables[req["key"]] = req["value"]
-            return self._send(200, {k: {"value": v, "updatedAt": "2030-01-01T00:00:00.000Z"}
-                                    for k, v in repo.variables.items()})
-        m = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/hardware", path)
-        if m and method == "POST":
-            repo = hub.repos.get(("space", m.group(1)))
-            if repo is None:
-                return self._error(404, f"Repository not found: {m.group(1)}")
-            if not self._authorised():
-                return self._error(401, "Invalid credentials in Authorization header")
+            if m.group(2) == "variables":
+                req = json.loads(body)
+                repo.variables[req["key"]] = req["value"]
+                return self._send(200, {k: {"value": v, "updatedAt": "2030-01-01T00:00:00.000Z"}
+                                        for k, v in repo.variables.items()})
             repo.hardware = json.loads(body)["flavor"]
             return self._send(200, {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware}})
         m = re.fullmatch(r"/(?:(spaces|datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from gpt2_rlhf.cli import main as cli
 from gpt2_rlhf.pipeline import plan
@@ -18,6 +17,7 @@ from gpt2_rlhf.train.config import ConfigError
 from gpt2_rlhf.train.dpo import implicit_rewards, logged_mean, reward_margins, sequence_logprobs, split_completion
 
 from conftest import copy_run
+from trainer_callbacks import CountSteps, CrashAt
 
 ROWS = [
     {"prompt": "\n\nHuman: How do I grow tomatoes?\n\nAssistant:", "chosen": " Water them deeply twice a week.",
@@ -125,31 +125,15 @@ def test_micro_dpo_moves_the_sft_model_and_writes_a_complete_stage(micro_run, tm
     assert recorded["dpo"]["max_steps"] == 4 and recorded["dpo"]["labelled_repeats"] == 1  # resolved, not null
 
 
-class _CrashAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise RuntimeError("simulated crash")
-
-
-class _CountSteps(TrainerCallback):
-    def __init__(self):
-        self.steps = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
-
 
 def test_interrupted_dpo_resumes_from_its_checkpoint(micro_run, tmp_path):
     from gpt2_rlhf.train import dpo
 
     run = copy_run(micro_run, tmp_path / "run", stages=("base", "sft"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        dpo.main(load_recipe("micro", MICRO), run, callbacks=[_CrashAt(3)])
+        dpo.main(load_recipe("micro", MICRO), run, callbacks=[CrashAt(3)])
     assert not (run / "dpo").exists() and (run / "dpo.partial/checkpoints/checkpoint-2").is_dir()
-    counter = _CountSteps()
+    counter = CountSteps()
     final = dpo.main(load_recipe("micro", MICRO), run, resume=True, callbacks=[counter])
     m = json.loads((final / "metrics.json").read_text())
     assert counter.steps == [3, 4], "the resumed run continues at step 3"

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from gpt2_rlhf.cli import main as cli
 from gpt2_rlhf.pipeline import plan
@@ -19,6 +18,7 @@ from gpt2_rlhf.train.config import ConfigError
 from gpt2_rlhf.train.rloo import FROM_PPO, TRLReward, cut_prompt, function_scores, has_eos, trl_arguments
 
 from conftest import copy_run
+from trainer_callbacks import CountSteps, CrashAt
 
 # the micro recipe's RLOO: ppo's 32 episodes in batches of 8 = 2 prompts x 4, 2 passes each, checkpoints every update
 MICRO = {"stages": "base,sft,reward,rloo", "ppo.save_every": "1", "ppo.eval_prompts": "4"}
@@ -132,22 +132,6 @@ def test_reward_model_scores_are_ppos_normalised_scores(micro_run):
 # ----------------------------------------------------------------------------- the stage
 
 
-class _CrashAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise RuntimeError("simulated crash")
-
-
-class _CountSteps(TrainerCallback):
-    def __init__(self):
-        self.steps = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
-
 
 def test_micro_rloo_trains_resumes_and_writes_a_complete_stage(micro_run, tmp_path):
     """Killed mid-run, resumed from its last checkpoint: the stage finishes, moves the SFT weights and looks
@@ -158,9 +142,9 @@ def test_micro_rloo_trains_resumes_and_writes_a_complete_stage(micro_run, tmp_pa
 
     run = copy_run(micro_run, tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        rloo.main(load_recipe("micro", MICRO), run, callbacks=[_CrashAt(5)])
+        rloo.main(load_recipe("micro", MICRO), run, callbacks=[CrashAt(5)])
     assert not (run / "rloo").exists() and (run / "rloo.partial/checkpoints/checkpoint-4").is_dir()
-    counter = _CountSteps()
+    counter = CountSteps()
     final = rloo.main(load_recipe("micro", MICRO), run, resume=True, callbacks=[counter])
     assert counter.steps == [5, 6, 7, 8], "the resumed run continues after its checkpoint at update 2"
     assert final == run / "rloo" and not (run / "rloo.partial").exists() and not (final / "checkpoints").exists()

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from gpt2_rlhf.train.hf_training import device_settings
 from gpt2_rlhf.train.sft import token_nll
 
 from conftest import copy_run
+from trainer_callbacks import CountSteps, CrashAt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,22 +103,6 @@ def test_micro_sft_learns_and_records_metrics(micro_run):
     assert not (micro_run / "sft.partial").exists()
 
 
-class _CrashAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise RuntimeError("simulated crash")
-
-
-class _CountSteps(TrainerCallback):
-    def __init__(self):
-        self.steps = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
-
 
 def test_interrupted_sft_resumes_from_its_checkpoint(micro_run, micro_recipe, tmp_path):
     from gpt2_rlhf.train import sft
@@ -126,11 +110,11 @@ def test_interrupted_sft_resumes_from_its_checkpoint(micro_run, micro_recipe, tm
     run = copy_run(micro_run, tmp_path / "run", stages=("base",))
     micro_recipe.sft.max_steps, micro_recipe.sft.save_steps = 4, 2
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sft.main(micro_recipe, run, callbacks=[_CrashAt(3)])
+        sft.main(micro_recipe, run, callbacks=[CrashAt(3)])
     assert not (run / "sft").exists()
     assert (run / "sft.partial/checkpoints/checkpoint-2").is_dir()
 
-    counter = _CountSteps()
+    counter = CountSteps()
     final = sft.main(micro_recipe, run, resume=True, callbacks=[counter])
     m = json.loads((final / "metrics.json").read_text())
     assert counter.steps == [3, 4], "the resumed run continues at step 3, it does not start over"
