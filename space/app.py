@@ -125,8 +125,12 @@ def header_markdown(title: str, engine: Engine, info: Mapping[str, Any]) -> str:
     card = info.get("card_url")
     headline = [str(h) for h in info.get("headline") or []]
     if card or headline:
-        link = f"[Model card]({card})" if card and str(card).startswith("http") else (
-            f"Model card: `{card}`" if card else "Model card")
+        if card and str(card).startswith("http"):
+            link = f"[Model card]({card})"
+        elif card:  # a local run's rendered card: shown as <run>/card/README.md, not its full path
+            link = f"Model card: `{display_id(str(Path(card).parent))}/{Path(card).name}`"
+        else:
+            link = "Model card"
         lines.append(f"{link}: {' '.join(headline)}" if headline else link)
     return "\n\n".join(lines)
 
