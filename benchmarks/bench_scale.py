@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 STAGES = ("base", "sft", "reward", "ppo", "eval")
 # Runs `python -m MODULE ARGS...` and, at exit, writes the process's peak CUDA memory (null on CPU)
 # to $BENCH_PEAK_FILE: what a stage allocated on the GPU, measured by torch's allocator.
@@ -77,13 +79,18 @@ def run_child(cmd: list[str], env: dict, log: Path) -> tuple[int, float, float]:
 
 
 def precision(stage: str, run: Path) -> dict:
-    """What the stage trained in: TRL stages' TrainingArguments.bf16, and the saved model's dtype."""
+    """What the stage trained in: the bf16 decision the trainer's own rule (hf_training.device_settings) makes for
+    the stage's resolved `precision` on this machine, and the saved model's dtype. Read from the stage's
+    config.yaml, not by unpickling its training_args.bin (no pickle is ever loaded; see test_safe_loading)."""
     out = {}
-    args = run / stage / "training_args.bin"
-    if args.is_file():
-        import torch
+    resolved = run / stage / "config.yaml"
+    if resolved.is_file():
+        asked = ((yaml.safe_load(resolved.read_text()) or {}).get(stage) or {}).get("precision")
+        if asked is not None:
+            from gpt2_rlhf.train.hf_training import device_settings
 
-        out["bf16"] = bool(getattr(torch.load(args, weights_only=False), "bf16", False))
+            out["precision"] = asked
+            out["bf16"] = bool(device_settings(asked)["bf16"])
     config = run / stage / "config.json"
     if config.is_file():
         out["saved_dtype"] = json.loads(config.read_text()).get("dtype")

@@ -44,7 +44,7 @@ def main() -> int:
         return 2
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     dataset = recipe["data"]["dataset"]
-    tok = AutoTokenizer.from_pretrained(run / "sft")
+    tok = AutoTokenizer.from_pretrained(run / "sft", trust_remote_code=False)
     counts = {}
     (out / "data").mkdir(parents=True)
     for split, limit in (("train", args.max_train), ("test", args.max_test)):
