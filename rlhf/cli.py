@@ -43,17 +43,24 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _recipe_args(p: argparse.ArgumentParser, config_required: bool) -> None:
-    from .stages import SECTIONS
-    from gpt2_rlhf.train.config import add_override_flags
-
+def _recipe_args(p: argparse.ArgumentParser, config_required: bool, flags: bool = True) -> None:
     p.add_argument("--config", required=config_required, default=None if config_required else "tiny",
                    help="recipe YAML file, or a shipped recipe name (tiny, micro, gpt2-hh); default: tiny")
     p.add_argument("--output-dir", required=config_required, default=None if config_required else "outputs/tiny",
                    help="run directory (default: outputs/tiny)")
     p.add_argument("--dataset", default=None, help="preference data: a local file/folder or a Hub dataset id")
     p.add_argument("--seed", default=None, help="override the recipe's seed")
-    add_override_flags(p, SECTIONS)
+    if flags:
+        _override_flags(p)
+
+
+def _override_flags(p: argparse.ArgumentParser, sections: list[str] | None = None) -> None:
+    """The `--<section>.<field>` flags. They import every stage's config class (and so torch, seconds), so
+    build_parser adds them only to the subcommand being run: `rlhf card` or `reproduce` starts at once."""
+    from .stages import SECTIONS
+    from gpt2_rlhf.train.config import add_override_flags
+
+    add_override_flags(p, SECTIONS, sections)
 
 
 def _load(args: argparse.Namespace):
@@ -68,13 +75,21 @@ def _load(args: argparse.Namespace):
     return load_recipe(args.config, overrides)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand argv names (its first word that is not an option), None for `rlhf -h`."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI. `command`: the subcommand about to run; only it gets the recipe override flags (all do
+    when None, as for the docs)."""
+    flags = lambda name: command is None or command == name  # noqa: E731
     parser = argparse.ArgumentParser(prog="rlhf", description="Train, measure and publish GPT-2 with RLHF.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage of a recipe in order (default: the embedded tiny recipe)")
-    _recipe_args(p, config_required=False)
+    _recipe_args(p, config_required=False, flags=flags("run"))
     p.add_argument("--force", action="store_true", help="rerun stages even when a finished one matches the recipe")
     p.add_argument("--resume", action="store_true", help="continue unfinished stages from their checkpoints")
 
@@ -101,17 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
                         ("dpo", "DPO (TRL) from SFT on the preference pairs, beside PPO"),
                         ("rloo", "RLOO (TRL) from SFT against PPO's reward, beside PPO")):
         p = sub.add_parser(stage, help=text)
-        _recipe_args(p, config_required=True)
+        _recipe_args(p, config_required=True, flags=flags(stage))
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
 
-    p = sub.add_parser("evaluate", help="compare base, SFT and PPO on held-out prompts; writes eval/report.json")
+    p = sub.add_parser("evaluate", help="compare base, SFT and every trained policy (PPO, DPO, RLOO) on held-out "
+                                        "prompts; writes eval/report.json")
     p.add_argument("run_dir")
     p.add_argument("--config", default=None, help="recipe (default: RUN_DIR/recipe.yaml)")
     p.add_argument("--prompts", default=None, help="a file of prompts (JSONL with 'prompt', or HH pairs) instead of the test split")
-    from .stages import SECTIONS
-    from gpt2_rlhf.train.config import add_override_flags
-
-    add_override_flags(p, SECTIONS, ["eval"])
+    if flags("evaluate"):
+        _override_flags(p, ["eval"])
 
     p = sub.add_parser("card", help="render the model card from eval/report.json")
     p.add_argument("run_dir")
@@ -185,7 +199,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     from gpt2_rlhf.train.config import ConfigError

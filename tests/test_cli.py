@@ -37,6 +37,24 @@ def test_stage_flags_override_recipe_fields(capsys):
     assert "--ppo.learning_rate" in out and "--sft.learning_rate" in out and "--data.dataset" in out
 
 
+def test_only_the_command_being_run_builds_the_recipe_flags():
+    """The override flags import every stage's config (and torch): `rlhf card`/`reproduce` must not pay for them."""
+    def flags_of(parser, command):
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        return {o for a in sub._actions for o in a.option_strings if "." in o}
+
+    assert "--ppo.learning_rate" in flags_of(build_parser("run"), "run")
+    assert not flags_of(build_parser("card"), "run")
+    assert "--eval.n_prompts" in flags_of(build_parser("evaluate"), "evaluate")
+    probe = ("import sys; from gpt2_rlhf.cli import main\n"
+             "for c in ('card', 'reproduce', 'push', 'votes'):\n"
+             "    try: main([c, '--help'])\n"
+             "    except SystemExit: pass\n"
+             "print('torch' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "False", out.stderr[-500:]
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [(["run", "--config", "no-such-recipe"], "no such file, and not a shipped recipe"),
