@@ -156,6 +156,27 @@ def test_the_sft_and_reward_stages_read_through_the_recipe_setting(measured, lon
     assert sum(k["prompt"] != r["prompt"] for k, r in zip(kept, source)) > 30  # most prompts were cut
 
 
+def test_labelled_pairs_follow_the_recipe_setting_too(tmp_path: Path, measured, long_tokenizer):
+    """The reward model and DPO read `rlhf label`'s comparisons (train.reward.labelled_rows) as they read the
+    dataset pairs: `keep_end` cuts their prompts instead of dropping the long ones."""
+    from gpt2_rlhf.train.reward import labelled_rows
+    from gpt2_rlhf.train.rundir import StageWriter
+
+    source = measured["source"][:40]
+    with StageWriter(tmp_path, "label") as w:
+        (w.path / "train.jsonl").write_text("".join(json.dumps({"chosen": r["prompt"] + r["chosen"],
+                                                                "rejected": r["prompt"] + r["rejected"]}) + "\n"
+                                                    for r in source))
+        w.finish(metrics={})
+    label_dir = [str(tmp_path / "label")]
+    dropped = labelled_rows(label_dir, long_tokenizer, MAX + 1)
+    kept = labelled_rows(label_dir, long_tokenizer, MAX + 1, truncation="keep_end")
+    fits = [n <= MAX for n in measured["full"][:40]]
+    assert 0 < len(dropped) == sum(fits) < len(source)
+    assert [r["chosen"] for r in kept] == [r["chosen"] for r, n in zip(source, measured["alone"][:40]) if n <= MAX]
+    assert len(kept) > len(dropped)
+
+
 def test_rlhf_data_says_how_many_rows_each_setting_keeps(tmp_path: Path, long_rows, long_tokenizer, capsys):
     long_tokenizer.save_pretrained(tmp_path / "tok")
     path = tmp_path / "long.jsonl"

@@ -221,7 +221,7 @@ def training_rows(recipe, cfg: DPOStageConfig, tokenizer, max_length: int) -> tu
     from .reward import labelled_rows
 
     rows = load_rows(recipe, "train", tokenizer, max_length, cfg.max_train_samples)
-    labelled = labelled_rows(cfg.labels, tokenizer, max_length) if cfg.labels else []
+    labelled = labelled_rows(cfg.labels, tokenizer, max_length, recipe.data.truncation) if cfg.labels else []
     repeats = cfg.labelled_repeats or 1
     info = {"dataset_pairs": len(rows), "labelled_pairs": len(labelled), "labelled_repeats": repeats,
             "labels": list(cfg.labels)}

@@ -271,14 +271,17 @@ def format_health(h: dict) -> str:
 # ----------------------------------------------------------------------------- stage
 
 
-def labelled_rows(label_dirs: Sequence[str], tokenizer, max_length: int) -> list[dict]:
-    """Every label directory's train comparisons that fit the context (the rest are counted and dropped)."""
+def labelled_rows(label_dirs: Sequence[str], tokenizer, max_length: int, truncation: str = "drop") -> list[dict]:
+    """Every label directory's train comparisons within the context, by the recipe's `data.truncation`: the
+    rest are dropped and counted (`drop`), or their prompts cut from the left at a turn (`keep_end`), as the
+    dataset pairs beside them are."""
     from .data import DataConfig, load_preferences
     from .rundir import require_stage
 
     rows: list[dict] = []
     for d in label_dirs:
-        got, _ = load_preferences(DataConfig(dataset=str(require_stage(Path(d), "reward.labels"))), "train",
+        got, _ = load_preferences(DataConfig(dataset=str(require_stage(Path(d), "reward.labels")),
+                                             truncation=truncation), "train",
                                        tokenizer=tokenizer, max_length=max_length - 1)
         rows += got
     return rows
@@ -455,10 +458,10 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     dataset_rows, held_dataset = holdout_split(all_dataset, cfg.judge_holdout, recipe.seed)
     dataset_pairs = len(dataset_rows)
     warm = cfg.warm_start and len(cfg.labels) > 1
-    all_labelled = labelled_rows(cfg.labels[-1:] if warm else cfg.labels, tokenizer, max_length)
+    all_labelled = labelled_rows(cfg.labels[-1:] if warm else cfg.labels, tokenizer, max_length, recipe.data.truncation)
     labelled, held_labelled = holdout_split(all_labelled, cfg.judge_holdout, recipe.seed + 1)
     if warm:
-        earlier = dataset_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length)
+        earlier = dataset_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length, recipe.data.truncation)
         replayed = replay_sample(earlier, round(cfg.replay * len(labelled)), recipe.seed)
         train_rows = replayed + labelled * cfg.labelled_repeats
     else:
@@ -540,7 +543,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         # 6. The judges (judge_holdout, judges): reward models PPO never sees, for its monitor.
         if judges:
             del trainer
-            every_label = all_labelled if not warm else labelled_rows(cfg.labels, tokenizer, max_length)
+            every_label = all_labelled if not warm else labelled_rows(cfg.labels, tokenizer, max_length, recipe.data.truncation)
             data = {"holdout": held_dataset + held_labelled * cfg.labelled_repeats,
                     "all": all_dataset + every_label * cfg.labelled_repeats}
             judge_dir, judge_init = resolve_judge_init(cfg, output_dir)
