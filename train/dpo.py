@@ -43,7 +43,7 @@ import torch
 import yaml
 
 from .config import check, to_plain
-from .hf_training import check_scheduler
+from .hf_training import TrainerFields, trainer_field
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,13 @@ LossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", 
 
 
 @dataclass
-class DPOStageConfig:
-    """Offline alignment: DPO on the preference pairs from the SFT model (section ``dpo``).
+class DPOStageConfig(TrainerFields):
+    """Offline alignment: DPO on the preference pairs from the SFT model (section ``dpo``): the
+    TrainingArguments fields of ``TrainerFields`` (learning rate 1e-6, TRL's default), then its own.
 
     The budget of DPO is passes over the pairs (``num_train_epochs``), not sampled episodes."""
+
+    learning_rate: float = trainer_field("learning_rate", default=1e-6)
 
     policy_path: str | None = field(default=None, metadata={
         "help": "Model to start from and reference of the KL-style regulariser (default OUTPUT/sft, else OUTPUT/base)."})
@@ -67,51 +70,22 @@ class DPOStageConfig:
         "help": "TRL's DPO loss: sigmoid (the paper's), ipo, hinge, robust, ... (trl DPOConfig.loss_type)."})
     label_smoothing: float = field(default=0.0, metadata={
         "help": "Robust/conservative DPO: the assumed share of flipped labels (0 = off)."})
-    learning_rate: float = field(default=1e-6, metadata={"help": "Peak AdamW learning rate (TRL's default 1e-6)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train pairs (ignored when max_steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairs per device per micro-batch."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Pairs per batch when measuring held-out pairs."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, constant, ...)."})
-    warmup_steps: float = field(default=0.0, metadata={"help": "Warmup steps (a value < 1 is a fraction of all steps)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_length: int | None = field(default=None, metadata={"help": "Token cap per prompt + response + EOS (default: n_positions)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many dataset train pairs (default: all)."})
-    max_eval_samples: int | None = field(default=256, metadata={"help": "Held-out test pairs for the implicit-reward accuracy (null: all)."})
     labels: list[str] = field(default_factory=list, metadata={"help": (
         "Label directories (written by `rlhf label`) whose train comparisons are added to the dataset pairs; "
         "`rlhf run` fills in every feedback round's, the pairs the final reward model saw.")})
     labelled_repeats: int | None = field(default=None, metadata={"help": (
         "Each labelled comparison appears this many times per epoch (null: reward.labelled_repeats, as the "
         "final reward model's mix).")})
-    logging_steps: int = field(default=10, metadata={"help": "Log the train loss every this many steps."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint (into dpo.partial/checkpoints) every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
-        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations to save GPU memory (always off on CPU)."})
 
     def __post_init__(self):
         check(self.beta > 0, f"beta: must be positive, got {self.beta}")
         check(0 <= self.label_smoothing < 0.5, f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
         check(self.loss_type != "exo_pair" or self.label_smoothing > 0,
               "loss_type exo_pair needs label_smoothing > 0 (the EXO paper suggests 1e-3)")
-        check(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
-        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs or max_steps must be positive")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "save_steps", "save_total_limit"):
-            check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
-        check(self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}")
-        check(self.max_length is None or self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
+        super().__post_init__()
         check(self.labelled_repeats is None or self.labelled_repeats >= 1,
               f"labelled_repeats: must be >= 1 or null, got {self.labelled_repeats}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
         check(self.policy_path is None or bool(self.policy_path.strip()), "policy_path: empty; use null for OUTPUT/sft")
-        check_scheduler(self.lr_scheduler_type)
 
     def resolve(self, reward) -> "DPOStageConfig":
         """A copy whose empty labels / null labelled_repeats are the reward section's: DPO trains on the pairs

@@ -34,12 +34,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 import yaml
 
 from .config import check, to_plain
+from .hf_training import TrainerFields, trainer_field
 from .modeling import saved_context_length
 from .sampling import DECODING
 
@@ -50,31 +51,18 @@ QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
 @dataclass
-class RewardStageConfig:
-    """Stage 2: the reward model (section ``reward``)."""
+class RewardStageConfig(TrainerFields):
+    """Stage 2: the reward model (section ``reward``): the TrainingArguments fields of ``TrainerFields``
+    (learning rate 1e-5, the seed card's; every held-out pair measured), then its own."""
+
+    learning_rate: float = trainer_field("learning_rate", default=1e-5)
+    per_device_eval_batch_size: int = trainer_field("per_device_eval_batch_size", default=32)
+    max_eval_samples: int | None = trainer_field("max_eval_samples", default=None)
 
     init_from: str = field(default="auto", metadata={
         "help": "auto: OUTPUT/sft when finished, else OUTPUT/base; or 'sft', 'base', or a model path/Hub id."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate (seed card: 1e-5)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train pairs (ignored when max_steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairs per device per micro-batch."})
-    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Texts per batch when scoring."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
-    warmup_steps: float = field(default=0.0, metadata={"help": "Warmup steps (a value < 1 is a fraction of all steps)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     center_rewards_coefficient: float | None = field(default=None, metadata={
         "help": "Adds coef * mean((r_c + r_r)^2) to keep raw scores near 0 (Eisenstein et al. 2023); null: off."})
-    max_length: int | None = field(default=None, metadata={"help": "Token cap per prompt + response + EOS (default: n_positions)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many train pairs."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Held-out test pairs for accuracy (null: all)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log the train loss every this many steps."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint (into reward.partial/checkpoints) every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
-        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations (always off on CPU)."})
     stats_prompts: int = field(default=64, metadata={
         "help": "Train prompts whose SFT-policy samples give the normalisation mean/std."})
     stats_max_new_tokens: int = field(default=DECODING.max_new_tokens, metadata={"help": "Sampled response length for the statistics."})
@@ -112,30 +100,16 @@ class RewardStageConfig:
 
     def __post_init__(self):
         check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
-        check(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
-        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs or max_steps must be positive")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "save_steps", "save_total_limit", "histogram_bins"):
-            check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
+        super().__post_init__()
+        check(self.histogram_bins > 0, f"histogram_bins: must be positive, got {self.histogram_bins}")
         check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
         check(self.replay >= 0, f"replay: must be >= 0, got {self.replay}")
-        check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
-        check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
-        check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
         check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
         check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
         check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
         check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
         check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
         check(self.stats_temperature >= 0, f"stats_temperature: must be >= 0, got {self.stats_temperature}")
-        check(self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}")
-        check(self.max_length is None or self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
-        from .hf_training import check_scheduler
-
-        check_scheduler(self.lr_scheduler_type)
 
 
 # ----------------------------------------------------------------------------- maths (pure, unit-tested)

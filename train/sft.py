@@ -32,56 +32,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 
-from .config import check, to_plain
-from .hf_training import check_scheduler, resumable_checkpoints_callback, trainer_arguments
+from .config import to_plain
+from .hf_training import TrainerFields, resumable_checkpoints_callback, trainer_arguments
 from .modeling import saved_context_length
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTStageConfig:
-    """Stage 1: supervised fine-tuning (section ``sft``)."""
-
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate (seed card: 5e-5)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (ignored when max_steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per device per micro-batch."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per device when evaluating."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, constant, ...)."})
-    warmup_steps: float = field(default=0.0, metadata={"help": "Warmup steps (a value < 1 is a fraction of all steps)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_length: int | None = field(default=None, metadata={"help": "Token cap on prompt + completion (default: the model's n_positions)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many train rows (default: all)."})
-    max_eval_samples: int | None = field(default=256, metadata={"help": "Held-out test rows for eval loss/perplexity (None: all)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log the train loss every this many steps."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint (into sft.partial/checkpoints) every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
-        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations to save GPU memory (always off on CPU)."})
-
-    def __post_init__(self):
-        check(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
-        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs or max_steps must be positive")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "save_steps", "save_total_limit"):
-            check(getattr(self, name) > 0, f"{name}: must be positive, got {getattr(self, name)}")
-        check(self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}")
-        check(self.max_length is None or self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            check(v is None or v > 0, f"{name}: must be positive or null, got {v}")
-        check_scheduler(self.lr_scheduler_type)
+class SFTStageConfig(TrainerFields):
+    """Stage 1: supervised fine-tuning (section ``sft``): the TrainingArguments fields of ``TrainerFields``,
+    with its defaults (learning rate 5e-5, the seed card's)."""
 
 
 # ----------------------------------------------------------------------------- maths
