@@ -60,6 +60,7 @@ import torch
 import yaml
 
 from .config import check, to_plain
+from .hf_training import Precision, trainer_field
 from .rewards import check_reward_fields
 from .sampling import GenerationSettings
 
@@ -89,7 +90,8 @@ def _ppo(name: str, what: str) -> dict[str, Any]:
 class RLOOStageConfig:
     """Online alignment: TRL's RLOO from the SFT model against PPO's reward (section ``rloo``).
 
-    Every null field takes the ppo section's value (module docstring: the mapping onto TRL)."""
+    Every null field takes the ppo section's value (module docstring: the mapping onto TRL). Its checkpoint and
+    device fields are the SFT/reward/DPO ones (``hf_training.TrainerFields``); the optimiser's follow PPO's."""
 
     # --- inputs and the reward
     policy_path: str | None = field(default=None, metadata={
@@ -134,13 +136,11 @@ class RLOOStageConfig:
     # --- bookkeeping
     seed_offset: int | None = field(**_ppo("seed_offset", "Added to the recipe seed for this stage"))
     save_every: int | None = field(**_ppo("save_every", "Checkpoint every N updates (0 = never)"))
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept for --resume."})
+    save_total_limit: int = trainer_field("save_total_limit")
     eval_prompts: int | None = field(**_ppo("eval_prompts", "Held-out prompts for the SFT vs RLOO comparison (0 = skip)"))
     eval_batch_size: int | None = field(**_ppo("eval_batch_size", "Batch size of the held-out comparison"))
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
-        "help": "auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 is never used on CPU)."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations to save GPU memory (always off on CPU)."})
+    precision: Precision = trainer_field("precision")
+    gradient_checkpointing: bool = trainer_field("gradient_checkpointing")
 
     def __post_init__(self):
         positive = ("total_episodes", "batch_size", "num_mini_batches", "num_iterations", "max_prompt_tokens",
