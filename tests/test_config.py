@@ -124,3 +124,73 @@ def test_a_section_set_by_hand_is_read_whatever_the_table():
     assert recipe.to_dict()["eval"]["n_prompts"] == 7
     with pytest.raises(AttributeError):
         recipe.hub  # neither set nor in the training table
+
+
+# The TrainingArguments fields of the SFT, reward and DPO sections, with each stage's defaults as they were
+# when every stage declared its own (hand-listed: a change to a default must show here).
+TRAINER_DEFAULTS = dict(num_train_epochs=1.0, max_steps=-1, per_device_train_batch_size=8,
+                        gradient_accumulation_steps=1, lr_scheduler_type="linear", warmup_steps=0.0, weight_decay=0.0,
+                        max_length=None, max_train_samples=None, logging_steps=10, save_steps=200, save_total_limit=2,
+                        precision="auto", gradient_checkpointing=False)
+STAGE_DEFAULTS = {
+    "sft": dict(TRAINER_DEFAULTS, learning_rate=5e-5, per_device_eval_batch_size=16, max_eval_samples=256),
+    "reward": dict(TRAINER_DEFAULTS, learning_rate=1e-5, per_device_eval_batch_size=32, max_eval_samples=None),
+    "dpo": dict(TRAINER_DEFAULTS, learning_rate=1e-6, per_device_eval_batch_size=16, max_eval_samples=256),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_DEFAULTS))
+def test_sft_reward_and_dpo_share_the_trainer_fields_with_their_own_defaults(stage):
+    import dataclasses
+
+    from gpt2_rlhf.train.config import section_class
+    from gpt2_rlhf.train.hf_training import TrainerFields
+
+    cls = section_class(stage)
+    assert issubclass(cls, TrainerFields)
+    base = {f.name: f for f in dataclasses.fields(TrainerFields)}
+    assert set(base) == set(STAGE_DEFAULTS[stage])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, f in base.items():
+        assert fields[name].metadata["help"] == f.metadata["help"], f"{stage}.{name}: its own help text"
+        assert fields[name].type == f.type, f"{stage}.{name}"
+    made = cls()
+    for name, expected in STAGE_DEFAULTS[stage].items():
+        assert getattr(made, name) == expected, f"{stage}.{name}"
+    # the shared checks run for every stage, its own checks still after them
+    with pytest.raises(ConfigError, match=rf"{stage}: learning_rate: must be positive"):
+        build(cls, {"learning_rate": "-1"}, stage)
+    with pytest.raises(ConfigError, match=r"lr_scheduler_type: 'nope' is not one of"):
+        build(cls, {"lr_scheduler_type": "nope"}, stage)
+    own = {"sft": None, "reward": ("histogram_bins", 0), "dpo": ("beta", 0)}[stage]
+    if own:
+        with pytest.raises(ConfigError, match=rf"{own[0]}: must be positive"):
+            build(cls, {own[0]: own[1]}, stage)
+
+
+def test_rloo_shares_the_checkpoint_and_device_fields():
+    import dataclasses
+
+    from gpt2_rlhf.train.hf_training import TrainerFields
+    from gpt2_rlhf.train.rloo import RLOOStageConfig
+
+    base = {f.name: f for f in dataclasses.fields(TrainerFields)}
+    rloo = {f.name: f for f in dataclasses.fields(RLOOStageConfig)}
+    for name in ("save_total_limit", "precision", "gradient_checkpointing"):
+        assert rloo[name].metadata["help"] == base[name].metadata["help"]
+        assert rloo[name].default == base[name].default == TRAINER_DEFAULTS[name]
+    # its optimiser fields follow the ppo section (null: ppo's value), so they are not TrainerFields'
+    assert RLOOStageConfig().learning_rate is None and RLOOStageConfig().weight_decay is None
+
+
+def test_each_stage_flag_has_the_one_help_text():
+    import dataclasses
+
+    from gpt2_rlhf.cli import build_parser
+    from gpt2_rlhf.train.hf_training import TrainerFields
+
+    for stage in STAGE_DEFAULTS:
+        sub = next(a for a in build_parser(stage)._actions if a.dest == "command").choices[stage]
+        helps = {o: a.help for a in sub._actions for o in a.option_strings}
+        for f in dataclasses.fields(TrainerFields):
+            assert helps[f"--{stage}.{f.name}"] == f.metadata["help"].replace("%", "%%")
