@@ -30,8 +30,9 @@ FINDING_IDS = (
     *(f"{p}_beats_{u}_reward" for p in POLICY_KEYS for u in ("sft", "base")), "sft_beats_base_reward",
     *(f"{p}_beats_{u}_gold" for p in POLICY_KEYS for u in ("sft", "base")),
     *(f"{p}_reward_hacking" for p in POLICY_KEYS if MODELS[p].optimises_reward),
+    *(f"{p}_judge_hacking" for p in POLICY_KEYS if MODELS[p].optimises_reward),
     *(f"{p}_gold_win_rate" for p in POLICY_KEYS),
-    "ppo_overoptimisation", "rm_beats_length_baseline", "rm_on_policy_accuracy")
+    "ppo_overoptimisation", "ppo_monitor", "rm_beats_length_baseline", "rm_on_policy_accuracy")
 PLOT_NAMES = ("reward_distribution", "win_rates", "ppo_training", "overoptimisation", "policies")
 
 NUM = {"type": "number"}
@@ -113,7 +114,8 @@ REPORT_SCHEMA: dict[str, Any] = {
             "metrics": _obj({"reward": PER_MODEL_AND_REFERENCE, "kl_to_reference": PER_MODEL,
                              "distinct_1": PER_MODEL, "distinct_2": PER_MODEL, "unique_responses": PER_MODEL,
                              "response_length": PER_MODEL, "eos_rate": PER_MODEL},
-                            {"reward_raw": PER_MODEL, "reward_positive": PER_MODEL, "gold": PER_MODEL_AND_REFERENCE, "proxy_gold_correlation": PER_MODEL,
+                            {"reward_raw": PER_MODEL, "reward_positive": PER_MODEL, "judges": PER_MODEL,
+                             "gold": PER_MODEL_AND_REFERENCE, "proxy_gold_correlation": PER_MODEL,
                              "perplexity_chosen": PER_MODEL, "perplexity_rejected": PER_MODEL, "classifier": PER_MODEL}),
             "win_rates": WIN_RATES,
             "reward_improvement": _keyed(PAIR_NAMES, _obj(
@@ -160,6 +162,9 @@ REPORT_SCHEMA: dict[str, Any] = {
                 {"gold_peak": _obj({"index": INT, "label": STR, "kl": NUM, "sqrt_kl": NUM, "gold": NUM}),
                  "proxy_rises_past_gold_peak": BOOL, "gold_falls_after_peak": BOOL}),
             "classifier": _obj({"path": STR, "revision": STR, "label": STR}),
+            # the held-out judges that scored metrics.judges (reward/judges/<name>/ of the reward model)
+            "judges": _obj({"names": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                            "path": STR}),
             "comparison": COMPARISON,
             "reference_metrics": {"type": "object", "additionalProperties": _keyed(
                 MODEL_KEYS, {"type": "object", "additionalProperties": NUM}, min_properties=0)},
@@ -286,6 +291,12 @@ def _cross_checks(report: dict[str, Any]) -> None:
             raise SchemaError(section, f"expected the pairs {present}, got {list(report[section])}")
     if "gold_win_rates" in report and "gold" not in report["metrics"]:
         raise SchemaError("gold_win_rates", "present without metrics.gold")
+    if ("judges" in report) != ("judges" in report["metrics"]):  # the judges' block names what scored the row
+        raise SchemaError("judges" if "judges" in report["metrics"] else "metrics.judges",
+                          "required with " + ("metrics.judges" if "judges" in report["metrics"] else "the judges block")
+                          + ", missing")
+    if "judges" in report and report["reward"]["kind"] != "reward_model":
+        raise SchemaError("judges", "present without a reward model (the judges belong to a reward stage)")
     curve = report.get("overoptimisation")
     if curve is not None:
         peak = curve.get("gold_peak")
