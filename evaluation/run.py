@@ -10,8 +10,9 @@ Steps (`main`):
     pass j with seeds `pass_seed(seed, j) + batch index` (pass 0 is the one-sample
     evaluation exactly);
  3. score every distinct (prompt, response) once with the reward model (identical
-    responses get identical scores, so they tie exactly), and with the gold judge
-    on the embedded dataset;
+    responses get identical scores, so they tie exactly), with the held-out judges
+    when the reward stage trained them (`<reward dir>/judges/<name>/`: their mean
+    normalised score, `metrics.judges`), and with the gold judge on the embedded dataset;
  4. perplexity of every model on the held-out chosen and rejected responses, and
     the reward model's accuracy on those pairs;
  5. the metrics, each an `evaluate` module (evaluation/metrics/), with seeded
@@ -162,6 +163,71 @@ def load_judge(rm_spec: ModelSpec | None, reward_spec, cfg: EvalConfig, device) 
                  lambda p, r: rm.score(list(p), list(r), batch_size=cfg.batch_size, max_length=ctx).numpy(),
                  lambda raw: rm.normalise(torch.as_tensor(raw)).numpy().astype(np.float64),
                  {"kind": "reward_model"}, rm)  # where it is and what it measured: the report's reward_model
+
+
+def held_out_judge_dirs(rm_spec: ModelSpec | None) -> list[Path]:
+    """The finished held-out judges of the evaluated reward model: `<reward dir>/judges/<name>/` (reward
+    models PPO never saw, `reward.judges` and `reward.judge_holdout`), in name order; [] when there are none.
+
+    Only a local, finished reward stage has them (its COMPLETE marker is written after the judges); a judge
+    is finished when it holds its metrics.json (train.reward.train_judge writes it last, after its weights
+    and its normalisation statistics). An unfinished judge is left out with a warning."""
+    from gpt2_rlhf.train.modeling import REWARD_STATS
+    from gpt2_rlhf.train.reward import JUDGES
+    from gpt2_rlhf.train.rundir import is_complete
+
+    if rm_spec is None or rm_spec.source != "local":
+        return []
+    root = Path(rm_spec.path) / JUDGES
+    if not root.is_dir():
+        return []
+    if not is_complete(rm_spec.path):
+        logger.warning("%s: the reward model has no COMPLETE marker; its judges are not evaluated", root)
+        return []
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (d / "metrics.json").is_file() and (d / REWARD_STATS).is_file():
+            out.append(d)
+        else:
+            logger.warning("%s: an unfinished judge (no metrics.json or %s); left out", d, REWARD_STATS)
+    return out
+
+
+def load_held_out_judges(rm_spec: ModelSpec | None, cfg: EvalConfig, device):
+    """(scorer, report block) of the held-out judges, or (None, None) without any: the scorer maps
+    (prompts, responses) to each response's mean over the judges of their normalised scores (each judge
+    normalised with its own statistics, on the proxy's SFT samples: one scale, 0 at SFT's level)."""
+    from gpt2_rlhf.train.modeling import RewardModel, context_length
+
+    dirs = held_out_judge_dirs(rm_spec)
+    if not dirs:
+        return None, None
+    judges = []
+    for d in dirs:
+        j = RewardModel.load(d)
+        j.model.to(device)
+        judges.append(j)
+
+    def scorer(prompts: list[str], responses: list[str]) -> np.ndarray:
+        per_judge = [j.score(list(prompts), list(responses), batch_size=cfg.batch_size, normalised=True,
+                             max_length=context_length(j.model)).numpy().astype(np.float64) for j in judges]
+        return np.mean(np.stack(per_judge), axis=0)  # (N,) the judges' mean per response
+
+    return scorer, {"names": [d.name for d in dirs], "path": str(dirs[0].parent)}
+
+
+def ppo_monitor(specs: dict[str, ModelSpec]) -> dict[str, Any] | None:
+    """The evaluated PPO stage's reward-hacking monitor file (`<ppo dir>/monitor.json`), or None."""
+    from gpt2_rlhf.train.ppo.monitor import MONITOR_FILE
+
+    spec = specs.get("ppo")
+    if spec is None or spec.source != "local" or not (Path(spec.path) / MONITOR_FILE).is_file():
+        return None
+    monitor = _json_or_empty(Path(spec.path) / MONITOR_FILE)
+    if monitor.get("verdict") not in ("warning", "no warning", "no judges"):
+        logger.warning("%s: no monitor verdict; the ppo_monitor finding is left out", Path(spec.path) / MONITOR_FILE)
+        return None
+    return monitor
 
 
 def read_prompts_file(path: str | Path, plain: bool = False) -> list[dict[str, str]]:
@@ -597,6 +663,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     # the judges first: a bad reward model or classifier fails before minutes of generation
     judge = load_judge(rm_spec, reward_spec, cfg, device)
     rm = judge.rm  # None when a reward function or classifier scores
+    held_out, judges_block = load_held_out_judges(rm_spec, cfg, device)  # reward models PPO never saw
     extra = {name: load_metric(name) for name in cfg.reference_metrics}  # a Hub id fails here when offline
     if extra and not pairs:
         raise ValueError("eval.reference_metrics need held-out chosen responses, and these prompts have no pairs")
@@ -643,6 +710,11 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         from gpt2_rlhf.train.synthetic.gold import gold_score
 
         gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses, groups)
+    # the held-out judges' mean normalised score, each distinct response scored once, as the proxy's
+    held_out_scores = None
+    if held_out is not None:
+        held_out_scores = score_unique(held_out, prompts, responses, groups)
+        del held_out
     # per prompt: the mean over its k responses (k = 1: the response's own score, exactly)
     norm_p, raw_p = {k: by_prompt(v) for k, v in norm.items()}, {k: by_prompt(v) for k, v in raw.items()}
     gold_p = None if gold is None else {k: by_prompt(v) for k, v in gold.items()}
@@ -695,6 +767,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     function_reward = rm_block is None  # a function's or classifier's value: nothing to normalise
     metrics: dict[str, dict[str, Any]] = {name: {} for name in (
         ("reward", "reward_positive") if function_reward else ("reward", "reward_raw"))}
+    if held_out_scores is not None:
+        metrics["judges"] = {}
     if gold is not None:
         metrics["gold"], metrics["proxy_gold_correlation"] = {}, {}
     metrics["kl_to_reference"] = {}
@@ -711,6 +785,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
                                                                **boot)
         else:
             metrics["reward_raw"][key] = m_reward.compute(scores=raw_p[key], **boot)
+        if held_out_scores is not None:  # as metrics.reward: per-prompt means, bootstrap over prompts
+            metrics["judges"][key] = m_reward.compute(scores=by_prompt(held_out_scores[key]), **boot)
         if gold is not None:  # gold: per-prompt means; the correlation: over all responses (cluster bootstrap)
             pg = load_metric("proxy_gold").compute(proxy=norm[key], gold=gold[key], **grouped, **boot)
             metrics["gold"][key] = pg["gold"]
@@ -784,7 +860,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
     body = {
         "models": models_info, "reference": ref_key, "reward": reward_block, "metrics": metrics,
         "win_rates": win_rates, "reward_improvement": improvement,
-        "findings": findings(metrics, rm_block or {}, gold_win_rates, curve, cfg.confidence, reward=reward_block),
+        "findings": findings(metrics, rm_block or {}, gold_win_rates, curve, cfg.confidence, reward=reward_block,
+                             monitor=ppo_monitor(specs)),
     }
     seconds = {p: policy_training_seconds(specs[p]) for p in policies_of(keys)}
     comparison = comparison_summary(metrics, seconds, ref_key, cfg.confidence, reward_block)
@@ -800,6 +877,8 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         body["classifier"] = classifier_block
     if reference_metrics:
         body["reference_metrics"] = reference_metrics
+    if judges_block is not None:
+        body["judges"] = judges_block
     return {"body": body, "samples": samples, "scores": {k: norm[k].tolist() for k in keys}}
 
 
@@ -876,7 +955,7 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
             "samples": "samples.jsonl",
             "config": to_plain(config),
         }
-        for optional in ("gold_win_rates", "overoptimisation", "classifier", "reference_metrics"):
+        for optional in ("gold_win_rates", "overoptimisation", "classifier", "reference_metrics", "judges"):
             if optional in body:
                 report[optional] = body[optional]
         report["wall_time_s"] = round(time.time() - t0, 3)
@@ -886,6 +965,8 @@ def main(recipe, output_dir: Path, resume: bool = False) -> Path:
                    "reward": {k: v["value"] for k, v in body["metrics"]["reward"].items()},
                    "win_rates": {p: v["win"] for p, v in body["win_rates"].items()},
                    "findings": {f["id"]: f["holds"] for f in body["findings"]}}
+        if "judges" in body["metrics"]:
+            summary["judges"] = {k: v["value"] for k, v in body["metrics"]["judges"].items()}
         out = w.finish(metrics=summary, config=config)
     print(table(report))
     logger.info("report: %s (%.1f s)", out / "report.json", report["wall_time_s"])
