@@ -2,7 +2,8 @@
 
 A real HTTP server on 127.0.0.1 (a thread): the real `huggingface_hub.HfApi` talks
 to it through `endpoint=stub.url`, so the requests are exactly those the Hub would
-get. It implements the endpoints our code uses and keeps repos in memory:
+get. It implements the endpoints our code uses, for model, dataset and Space repos
+alike (`{type}`: models, datasets, spaces), and keeps repos in memory:
 
     POST /api/repos/create                          create_repo (409 + url when it exists)
     POST /api/validate-yaml                         README metadata check (create_commit)
@@ -52,6 +53,9 @@ class Repo:
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})
     variables: dict[str, str] = field(default_factory=dict)
     hardware: str | None = None  # the flavor asked for (create_repo's `hardware`, then request_space_hardware)
+
+
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}  # a repo's page: {hub}/{prefix}{repo_id}
 
 
 class HubStub:
@@ -193,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             req = json.loads(body)
             repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
             repo_type = req.get("type") or "model"
-            url = f"{hub.url}/{'spaces/' if repo_type == 'space' else ''}{repo_id}"
+            url = f"{hub.url}/{URL_PREFIX[repo_type]}{repo_id}"
             with hub._lock:
                 if (repo_type, repo_id) in hub.repos:
                     return self._send(409, {"error": "You already created this repo", "url": url})
@@ -218,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
                     commit = hub._commit(repo_type, repo_id, rest, lines)
                 except KeyError:
                     return self._error(404, f"Revision not found: {rest}")
-                return self._send(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{commit.oid}",
+                return self._send(200, {"commitUrl": f"{hub.url}/{URL_PREFIX[repo_type]}{repo_id}/commit/{commit.oid}",
                                         "commitOid": commit.oid, "success": True})
             if action == "branch":
                 with hub._lock:
