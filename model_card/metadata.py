@@ -1,6 +1,8 @@
 """A card's YAML metadata on the Hub's terms: `ModelCardData` with license, tags,
 `base_model`, `datasets` and a `model-index` holding an `EvalResult` per headline
-metric (values cast to plain floats), each pointing at the report in the repo."""
+metric (values cast to plain floats), each pointing at where its evidence is: the
+evaluation's samples dataset when one is pushed (`CardOptions.samples_repo_id`: the
+per-sample details and the report), else the report in the repo."""
 
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ from .sources import CardSources, get_path, is_number
 
 def hub_url(repo_id: str | None) -> str | None:
     return f"https://huggingface.co/{repo_id}" if repo_id else None
+
+
+def dataset_url(repo_id: str | None) -> str | None:
+    """The page of a Hub dataset repo."""
+    return f"https://huggingface.co/datasets/{repo_id}" if repo_id else None
 
 
 def hub_base_model(src: CardSources, opts: CardOptions) -> str | None:
@@ -46,18 +53,21 @@ def _dataset_meta(src: CardSources) -> dict:
             "dataset_config": str(ds["data_dir"]) if ds.get("data_dir") else None}
 
 
-def _source(repo_id: str | None) -> dict:
-    """Where a model-index value comes from: the report in the repo (the Hub wants a URL with a source name)."""
+def _source(repo_id: str | None, samples_repo_id: str | None = None) -> dict:
+    """Where a model-index value comes from (the Hub wants a URL with a source name): the samples dataset, which
+    holds every scored response and the report, when one is pushed; else the report in the repo."""
+    if samples_repo_id:
+        return {"source_name": "gpt2-rlhf evaluation samples and report", "source_url": dataset_url(samples_repo_id)}
     if not repo_id:
         return {}
     return {"source_name": "gpt2-rlhf evaluation report", "source_url": f"{hub_url(repo_id)}/blob/main/eval/report.json"}
 
 
-def eval_results(src: CardSources, policy: str, repo_id: str | None) -> list:
+def eval_results(src: CardSources, policy: str, repo_id: str | None, samples_repo_id: str | None = None) -> list:
     from huggingface_hub import EvalResult
 
     return [EvalResult(task_type="text-generation", metric_type=mtype, metric_name=name, metric_value=float(value),
-                       **_source(repo_id), **_dataset_meta(src))
+                       **_source(repo_id, samples_repo_id), **_dataset_meta(src))
             for mtype, name, _, value in headline_values(src.report, policy)]
 
 
@@ -74,17 +84,19 @@ def card_data(src: CardSources, opts: CardOptions, kind: str, model_name: str):
                      else "reinforcement-learning"]
         else:
             tags += ["sft"]
-        results = eval_results(src, policy_of(src.report), opts.repo_id)
+        results = eval_results(src, policy_of(src.report), opts.repo_id, opts.samples_repo_id)
         pipeline_tag = "text-generation"
     elif kind == "sft":
         tags += ["sft"]
-        results = eval_results(src, "sft", opts.sft_repo_id) if "sft" in src.report.get("models", {}) else []
+        results = (eval_results(src, "sft", opts.sft_repo_id, opts.samples_repo_id)
+                   if "sft" in src.report.get("models", {}) else [])
         pipeline_tag = "text-generation"
     else:
         tags += ["reward-model"]
         rm = src.report.get("reward_model") or {}
         results = [EvalResult(task_type="text-classification", metric_type=k, metric_name=n,
-                              metric_value=float(rm[k]), **_source(opts.repo_id), **_dataset_meta(src))
+                              metric_value=float(rm[k]), **_source(opts.repo_id, opts.samples_repo_id),
+                              **_dataset_meta(src))
                    for k, n in (("accuracy", "pairwise accuracy"), ("mean_margin", "mean raw score margin"))
                    if is_number(rm.get(k))]
         pipeline_tag = "text-classification"

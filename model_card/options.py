@@ -39,6 +39,9 @@ class HubConfig:
         "help": "Also push the base model here; needed for `rlhf reproduce REPO` when the base was built locally."})
     space_id: str | None = field(default=None, metadata={
         "help": "Also push space/ as a Gradio Space with this id (`--space` overrides)."})
+    samples_repo_id: str | None = field(default=None, metadata={
+        "help": "Hub dataset repo for the evaluation's samples and report, linked from the cards (default: "
+                "`<repo_id>-eval-samples`; `--samples-repo-id` overrides, `--no-samples` pushes none)."})
     private: bool = field(default=False, metadata={"help": "Create new repos as private (`--private`)."})
     license: str = field(default="mit", metadata={"help": "License in the cards' metadata (a Hub license id)."})
     language: list[str] = field(default_factory=lambda: ["en"], metadata={
@@ -52,7 +55,7 @@ class HubConfig:
         "help": "Seconds before the first retry; doubled after each."})
 
     def __post_init__(self):
-        for name in ("repo_id", "sft_repo_id", "reward_repo_id", "base_repo_id", "space_id"):
+        for name in ("repo_id", "sft_repo_id", "reward_repo_id", "base_repo_id", "space_id", "samples_repo_id"):
             value = getattr(self, name)
             check(value is None or valid_repo_id(value), f"{name}: {value!r} is not a Hub repo id (namespace/name)")
         check(bool(self.license.strip()), "license: must not be empty")
@@ -79,6 +82,7 @@ class CardOptions:
     sft_repo_id: str | None = None
     reward_repo_id: str | None = None
     base_repo_id: str | None = None
+    samples_repo_id: str | None = None  # the Hub dataset of the evaluation's samples and report
     license: str = "mit"
     language: list[str] = field(default_factory=lambda: ["en"])
     examples: int = 3
@@ -86,7 +90,7 @@ class CardOptions:
     @classmethod
     def from_hub_config(cls, hub: Any, **overrides: Any) -> "CardOptions":
         opts = cls(repo_id=hub.repo_id, sft_repo_id=hub.sft_repo_id, reward_repo_id=hub.reward_repo_id,
-                   base_repo_id=hub.base_repo_id, license=hub.license, language=list(hub.language),
+                   base_repo_id=hub.base_repo_id, samples_repo_id=hub.samples_repo_id, license=hub.license, language=list(hub.language),
                    examples=hub.card_examples)
         return dataclasses.replace(opts, **{k: v for k, v in overrides.items() if v is not None})
 
