@@ -8,6 +8,12 @@ What goes where (one commit per repository, through `huggingface_hub.HfApi`):
   logs (`training/ppo/`). `rlhf reproduce ID` needs nothing else from it.
 * ``--sft-repo-id`` / ``--reward-repo-id`` / hub ``base_repo_id``: those models,
   each with its own card (the reward model's carries `reward_stats.json`).
+* ``--samples-repo-id`` (default `<repo id>-eval-samples`; ``--no-samples``: none): a
+  dataset repo with the run's `eval/samples.jsonl` and `eval/report.json` as the
+  evaluation wrote them, and a dataset card (`samples_card`) whose `configs:` map the
+  `test` split to the samples, so the Hub's viewer and `datasets.load_dataset(ID)` read
+  them. The cards' `model-index` sources point to it. It is pushed first (the cards
+  link it) and to `main` whatever `--revision` says (the viewer reads `main`).
 * ``--space SPACE_ID``: the `space/` folder as a Gradio Space, with the model ids
   set as Space variables (`SPACE_VARIABLES`), `run_info.json` (the card's headline
   result, the card's URL and held-out example prompts: `space_info`), and its hardware
@@ -40,6 +46,7 @@ internal files (`COMPLETE`, checkpoints) never leave the machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -48,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .metadata import hub_base_model
+from .metadata import hub_base_model, hub_url
 from .options import CardOptions, HubConfig, hub_config_of, valid_repo_id
 from .render import write_bundle
 from .sources import CardSources, get_path
@@ -81,6 +88,10 @@ RUN_FILES = {"COMPLETE", "config.yaml", "metrics.json", "metrics.jsonl", "snapsh
 # home with the checkpoints: each is a full model, and the repo's model is the final policy. So does its
 # critic (the next feedback round's value model, not part of the published policy).
 SKIP_DIRS = {"checkpoints", "snapshots", "critic", "__pycache__", ".ipynb_checkpoints"}
+# The samples dataset: its default id (<repo id> + the suffix), its tags, and its one config's split.
+SAMPLES_SUFFIX = "-eval-samples"
+SAMPLES_TAGS = ["gpt2-rlhf", "rlhf", "evaluation"]
+SAMPLES_SPLIT = "test"
 # Pickles (e.g. Trainer's training_args.bin) stay home: unpickling runs code, the Hub flags them, and our
 # weights are safetensors.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
@@ -98,8 +109,8 @@ class Upload:
     """One repository to create (if needed) and commit to."""
 
     repo_id: str
-    repo_type: str  # "model" or "space"
-    what: str  # "policy", "sft", "reward", "base", "dpo", "rloo", "space"
+    repo_type: str  # "model", "dataset" or "space"
+    what: str  # "policy", "sft", "reward", "base", "dpo", "rloo", "samples", "space"
     files: dict[str, Path] = field(default_factory=dict)  # path in repo -> local file
     variables: dict[str, str] = field(default_factory=dict)  # Space variables
     hardware: str | None = None  # a Space's hardware flavor (huggingface_hub.SpaceHardware values)
@@ -235,6 +246,100 @@ def stand_in_card(what: str, repo_id: str, policy_repo_id: str, base_model: str 
     return out / "README.md"
 
 
+def samples_summary(rows: list[dict]) -> dict:
+    """What a samples file holds, counted from its rows: rows, distinct prompts, the models (in order of first
+    appearance), the sampled responses per prompt (each distinct count) and per model, and the fields of a row
+    and of one pass (`samples`)."""
+    per_row = [len(r["samples"]) if isinstance(r.get("samples"), list) else 1 for r in rows]
+    return {"rows": len(rows), "prompts": len({r["prompt"] for r in rows}),
+            "models": list(dict.fromkeys(m for r in rows for m in r["responses"])),
+            "per_prompt": sorted(set(per_row)), "responses": sum(per_row),
+            "fields": list(dict.fromkeys(k for r in rows for k in r)),
+            "pass_fields": list(dict.fromkeys(k for r in rows for one in r.get("samples") or []
+                                              if isinstance(one, dict) for k in one))}
+
+
+def _field_texts(report: dict) -> dict[str, str]:
+    """What each field of a samples row holds (evaluation/run.py writes them), in the report's terms."""
+    from .context import reward_context
+
+    rc = reward_context(report)
+    if rc["kind"] == "function":
+        score = f"the reward function `{rc['function']}`'s reward of that response, as it is (not normalised)"
+    elif rc["kind"] == "classifier":
+        of_label = f" of label '{rc['label']}'" if rc["label"] else ""
+        score = f"the classifier `{rc['classifier']}`'s {rc['score'] or 'score'}{of_label} on {rc['reads']}"
+    else:
+        score = ("the reward model's normalised score of that response (the raw score less the mean, over the "
+                 "standard deviation, of the reward model's `reward_stats.json`)")
+    prompt = ("the prompt: plain text, which the models continue" if rc["continuation"] else
+              "the prompt: the dialogue so far in the HH format, ending with `\\n\\nAssistant:`, which the models answer")
+    return {
+        "index": "the prompt's position in the evaluation's prompts",
+        "prompt": prompt,
+        "responses": "each model's response (its first sample), by model key",
+        "scores": f"for each model, {score}",
+        "gold": ("for each model, the gold judge's score of that response: the hidden rule of the embedded synthetic "
+                 "data that made its preferences"),
+        "samples": "every sampled response: one object per sampling pass over the prompts, the first being the "
+                   "row's own `responses`, `scores` (and `gold`)",
+    }
+
+
+def samples_card(report: dict, rows: list[dict], samples_path: str, repo_id: str, policy_repo_id: str,
+                 hub: HubConfig, out: Path) -> Path:
+    """The samples dataset's README.md: front matter (`configs:` maps the test split to `samples_path`, license,
+    tags, pretty_name) and what the dataset is. Every number in it is counted from `rows` or read from `report`."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from .context import label, policy_of
+    from .markdown import md_cell
+
+    n = samples_summary(rows)
+    texts = _field_texts(report)
+    data = DatasetCardData(license=hub.license, language=list(hub.language) or None, tags=list(SAMPLES_TAGS),
+                           pretty_name=f"{policy_repo_id} evaluation samples",
+                           configs=[{"config_name": "default",
+                                     "data_files": [{"split": SAMPLES_SPLIT, "path": samples_path}]}])
+    ds = report.get("dataset") or {}
+    where = f" of `{md_cell(ds['name'])}`" if ds.get("name") else ""
+    where += f" (split `{md_cell(ds['split'])}`)" if ds.get("split") else ""
+    version = get_path(report, "versions", "gpt2_rlhf")
+    per = n["per_prompt"]
+    k = (f"{per[0]} sampled response{'' if per[0] == 1 else 's'}" if len(per) == 1
+         else f"between {per[0]} and {per[-1]} sampled responses")
+    models = ", ".join(f"`{m}` for {label(m)}" for m in n["models"])
+    table = "\n".join(f"| `{f}` | {texts.get(f, 'a field this card does not describe')} |" for f in n["fields"])
+    passes = f"A pass holds {', '.join(f'`{f}`' for f in n['pass_fields'])}." if n["pass_fields"] else ""
+    own_rm = ("The scores are this run's own reward model's: they compare the run's models with each other, not with "
+              "models scored by another judge." if report.get("reward_model") is not None or "reward" not in report
+              else "")
+    policy = policy_of(report)
+    model = policy if policy in n["models"] else (n["models"] or [policy])[-1]
+    paragraphs = [
+        f"# {policy_repo_id}: evaluation samples",
+        f"The evaluation of [{policy_repo_id}]({hub_url(policy_repo_id)}), a "
+        f"[gpt2-rlhf](https://github.com/gpt2-rlhf/gpt2-rlhf) run: the held-out prompts{where}, each model's sampled "
+        f"responses and their scores, as `rlhf evaluate`{f' (gpt2-rlhf {version})' if version else ''} wrote them "
+        f"(`{samples_path}`), and the evaluation report that the model card's numbers are read from "
+        f"(`eval/report.json`). `rlhf reproduce {policy_repo_id}` reruns that evaluation.",
+        f"{n['rows']} rows, one per prompt ({n['prompts']} distinct prompts). {len(n['models'])} models, by key: "
+        f"{models}; {k} per prompt and model ({n['responses']} per model).",
+        "## A row",
+        f"| field | what it holds |\n|---|---|\n{table}",
+        passes, own_rm,
+        "## Load it",
+        f"```python\nfrom datasets import load_dataset\n\nsamples = load_dataset(\"{repo_id}\", "
+        f"split=\"{SAMPLES_SPLIT}\")\nrow = next(iter(samples))\n"
+        f"print(row[\"prompt\"], row[\"responses\"][\"{model}\"], row[\"scores\"][\"{model}\"])\n```",
+        f"The report: `huggingface_hub.hf_hub_download(\"{repo_id}\", \"eval/report.json\", repo_type=\"dataset\")`.",
+    ]
+    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(p for p in paragraphs if p) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    DatasetCard(text).save(out / "README.md")
+    return out / "README.md"
+
+
 def space_folder() -> Path:
     from gpt2_rlhf import space
 
@@ -244,14 +349,24 @@ def space_folder() -> Path:
 def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft_repo_id: str | None = None,
               reward_repo_id: str | None = None, base_repo_id: str | None = None, space_id: str | None = None,
               revision: str | None = None, space_dir: Path | None = None,
-              space_hardware: str | None = None) -> list[Upload]:
-    """Checks the run, renders the cards into `staging` and lists every upload. Sends nothing."""
+              space_hardware: str | None = None, samples: bool = True,
+              samples_repo_id: str | None = None) -> list[Upload]:
+    """Checks the run, renders the cards into `staging` and lists every upload. Sends nothing. `samples`: also
+    push the samples dataset, to `samples_repo_id` (default: the repo id + SAMPLES_SUFFIX)."""
     from gpt2_rlhf.train.rundir import is_complete, require_stage
 
     for name, rid in (("--repo-id", repo_id), ("--sft-repo-id", sft_repo_id), ("--reward-repo-id", reward_repo_id),
-                      ("hub.base_repo_id", base_repo_id), ("--space", space_id)):
+                      ("hub.base_repo_id", base_repo_id), ("--space", space_id),
+                      ("--samples-repo-id", samples_repo_id if samples else None)):
         if rid is not None and not valid_repo_id(rid):
             raise PushError(f"{name}: {rid!r} is not a Hub repo id (namespace/name)")
+    if not samples:
+        samples_repo_id = None
+    elif not samples_repo_id:
+        samples_repo_id = f"{repo_id}{SAMPLES_SUFFIX}"
+        if not valid_repo_id(samples_repo_id):
+            raise PushError(f"--repo-id: the derived samples dataset id {samples_repo_id!r} is not a Hub repo id; "
+                            f"pass --samples-repo-id (or --no-samples)")
     ppo_dir = require_stage(run_dir / "ppo", "PPO model")
     src = CardSources.from_run_dir(run_dir)
     extra: dict[str, str] = {}  # dpo/rloo -> repo id, pushed for the Space
@@ -284,17 +399,31 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
             require_stage(run_dir / stage, f"{stage} model (asked for by its repo id)")
     opts = CardOptions.from_hub_config(hub, repo_id=repo_id, sft_repo_id=sft_repo_id, reward_repo_id=reward_repo_id,
                                        base_repo_id=base_repo_id)
-    write_bundle(src, opts, staging)
+    opts = dataclasses.replace(opts, samples_repo_id=samples_repo_id)  # None with --no-samples, whatever hub says
+    cards = staging / "cards"
+    cards.mkdir()
+    write_bundle(src, opts, cards)
 
+    uploads = []
+    if samples_repo_id:  # first: the cards link it
+        if not src.samples:
+            raise PushError(f"{run_dir / 'eval'}: the evaluation wrote no samples to push as a dataset "
+                            f"(rerun `rlhf evaluate`, or pass --no-samples)")
+        # the run's own files, byte for byte as the evaluation wrote them (the cards' bundle re-serialises them)
+        name = Path(str(src.report.get("samples", "samples.jsonl"))).as_posix()
+        files = {f"eval/{name}": run_dir / "eval" / name, "eval/report.json": run_dir / "eval" / "report.json"}
+        files["README.md"] = samples_card(src.report, src.samples, f"eval/{name}", samples_repo_id, repo_id, hub,
+                                          staging / "samples-card")
+        uploads.append(Upload(samples_repo_id, "dataset", "samples", files))
     policy = Upload(repo_id, "model", "policy")
     policy.files.update(model_files(ppo_dir, logs_prefix="training/ppo"))
-    policy.files.update(bundle_files(staging, exclude=("reward/", "sft/")))
-    uploads = [policy]
+    policy.files.update(bundle_files(cards, exclude=("reward/", "sft/")))
+    uploads.append(policy)
     base_model = hub_base_model(src, opts)
     for stage, rid in stage_dirs.items():
         if rid:
             up = Upload(rid, "model", stage, model_files(run_dir / stage, logs_prefix=f"training/{stage}"))
-            card = staging / stage / "README.md"
+            card = cards / stage / "README.md"
             # Every pushed model gets a card: the run renders the SFT and reward models' own; the others point
             # to the policy card, which evaluates them all.
             up.files["README.md"] = card if card.is_file() else stand_in_card(
@@ -332,11 +461,11 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
     return uploads
 
 
-def card_metadata(readme: Path) -> str:
+def card_metadata(readme: Path, repo_type: str = "model") -> str:
     """The YAML front matter of a card, as the Hub will read it."""
-    from huggingface_hub import ModelCard
+    from huggingface_hub import DatasetCard, ModelCard
 
-    return ModelCard.load(readme).data.to_yaml()
+    return (DatasetCard if repo_type == "dataset" else ModelCard).load(readme).data.to_yaml()
 
 
 def describe(uploads: list[Upload], private: bool, revision: str | None) -> str:
@@ -352,9 +481,9 @@ def describe(uploads: list[Upload], private: bool, revision: str | None) -> str:
             lines.append(f"  variable {k}={v}")
         if up.hardware:
             lines.append(f"  hardware {up.hardware}")
-        if "README.md" in up.files and up.repo_type == "model":
+        if "README.md" in up.files and up.repo_type in ("model", "dataset"):
             lines.append("  card metadata:")
-            lines += [f"    {ln}" for ln in card_metadata(up.files["README.md"]).splitlines()]
+            lines += [f"    {ln}" for ln in card_metadata(up.files["README.md"], up.repo_type).splitlines()]
     return "\n".join(lines)
 
 
@@ -455,7 +584,7 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
          revision: str | None = None, sft_repo_id: str | None = None, reward_repo_id: str | None = None,
          base_repo_id: str | None = None, space_id: str | None = None, hub: HubConfig | None = None,
          space_dir: Path | None = None, endpoint: str | None = None, token: str | None = None,
-         space_hardware: str | None = None,
+         space_hardware: str | None = None, samples: bool = True, samples_repo_id: str | None = None,
          out: Callable[[str], None] = print,
          sleep: Callable[[float], None] = time.sleep) -> PushResult:
     """Publishes a run; arguments left None come from `hub` (default: the run's recipe.yaml `hub` section)."""
@@ -474,7 +603,8 @@ def push(run_dir: str | Path, repo_id: str | None = None, *, dry_run: bool = Fal
         uploads = plan_push(run_dir, repo_id, hub, Path(tmp), sft_repo_id=sft_repo_id or hub.sft_repo_id,
                             reward_repo_id=reward_repo_id or hub.reward_repo_id,
                             base_repo_id=base_repo_id or hub.base_repo_id, space_id=space_id or hub.space_id,
-                            revision=revision, space_dir=space_dir, space_hardware=space_hardware)
+                            revision=revision, space_dir=space_dir, space_hardware=space_hardware, samples=samples,
+                            samples_repo_id=samples_repo_id or hub.samples_repo_id)
         if dry_run:
             out(describe(uploads, private, revision))
             out("dry run: nothing was sent")
@@ -502,5 +632,6 @@ def cli(args) -> int:
     push(Path(args.run_dir), args.repo_id, dry_run=args.dry_run, private=True if args.private else None,
          revision=args.revision, sft_repo_id=args.sft_repo_id, reward_repo_id=args.reward_repo_id,
          base_repo_id=getattr(args, "base_repo_id", None), space_id=args.space,
-         space_hardware=getattr(args, "space_hardware", None))
+         space_hardware=getattr(args, "space_hardware", None), samples=not getattr(args, "no_samples", False),
+         samples_repo_id=getattr(args, "samples_repo_id", None))
     return 0

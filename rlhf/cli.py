@@ -134,7 +134,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("run_dir_or_repo")
     p.add_argument("--tolerance", type=float, default=None, help="relative tolerance (default: the report's)")
 
-    p = sub.add_parser("push", help="upload the PPO model, card and report to the Hub")
+    p = sub.add_parser("push", help="upload the PPO model, card and report, and the evaluation samples as a "
+                                    "dataset, to the Hub")
     p.add_argument("run_dir")
     p.add_argument("--repo-id", required=True)
     p.add_argument("--dry-run", action="store_true", help="print every file and the card metadata; send nothing")
@@ -147,6 +148,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--space", default=None, metavar="SPACE_ID", help="also push space/ as a Gradio Space")
     p.add_argument("--space-hardware", default=None, metavar="FLAVOR",
                    help="the Space's hardware (default: the front matter's suggested_hardware, zero-a10g: ZeroGPU)")
+    samples = p.add_mutually_exclusive_group()
+    samples.add_argument("--samples-repo-id", default=None, metavar="ID",
+                         help="the dataset repo of the evaluation's samples and report (default: REPO_ID-eval-samples)")
+    samples.add_argument("--no-samples", action="store_true", help="push no samples dataset")
 
     p = sub.add_parser("space", help="serve the Gradio Space on a run directory")
     p.add_argument("run_dir")

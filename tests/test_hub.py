@@ -117,8 +117,8 @@ def test_push_uploads_everything_and_the_token_never_leaks(run, hub_env, space_d
     space_meta = SpaceCard.load(space_card).data
     assert space_meta.models == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-base"]
     assert space_meta.sdk == "gradio" and space_meta.app_file == "app.py"
-    assert [c.repo_id for c in hub_env.commits] == ["alice/tiny", "alice/tiny-sft", "alice/tiny-rm", "alice/tiny-base",
-                                                     "alice/tiny-space"]
+    assert [c.repo_id for c in hub_env.commits] == ["alice/tiny-eval-samples", "alice/tiny", "alice/tiny-sft",
+                                                     "alice/tiny-rm", "alice/tiny-base", "alice/tiny-space"]
 
     # the card metadata round-trips through ModelCard.load
     card_path = tmp_path / "pushed_README.md"
@@ -179,10 +179,10 @@ def test_push_space_derives_the_repo_ids_and_runs_on_zero_gpu(tmp_path, hub_env,
     lines = []
     push(run, "alice/tiny", space_id="alice/arena", endpoint=hub_env.url, token=TOKEN, out=lines.append)
     pushed = sorted(key for key in hub_env.repos)
-    assert pushed == [("model", "alice/tiny"), ("model", "alice/tiny-dpo"), ("model", "alice/tiny-reward"),
-                      ("model", "alice/tiny-sft"), ("space", "alice/arena")]
-    for _, rid in pushed[:-1]:
-        assert "README.md" in hub_env.files(rid), rid
+    assert pushed == [("dataset", "alice/tiny-eval-samples"), ("model", "alice/tiny"), ("model", "alice/tiny-dpo"),
+                      ("model", "alice/tiny-reward"), ("model", "alice/tiny-sft"), ("space", "alice/arena")]
+    for repo_type, rid in pushed[:-1]:
+        assert "README.md" in hub_env.files(rid, repo_type), rid
     dpo_card = hub_env.files("alice/tiny-dpo")["README.md"].decode()
     assert "https://huggingface.co/alice/tiny" in dpo_card and "base_model: alice/tiny-sft" in dpo_card
     space = hub_env.repos[("space", "alice/arena")]
@@ -231,14 +231,14 @@ def test_transient_errors_are_retried(run, hub_env):
     waits = []
     push(run, "alice/tiny", endpoint=hub_env.url, token=TOKEN, out=lambda s: None, sleep=waits.append,
          hub=HubConfig(retry_backoff_s=0.5))
-    assert waits == [0.5, 0.5, 1.0]
-    assert len(hub_env.commits) == 1 and "README.md" in hub_env.files("alice/tiny")
+    assert waits == [0.5, 0.5, 1.0]  # the first repo's (the samples dataset's) create and commit were retried
+    assert len(hub_env.commits) == 2 and "README.md" in hub_env.files("alice/tiny")
 
 
 def test_failed_push_leaves_the_run_untouched(run, hub_env, capsys):
     before = tree_digest(run)
     hub_env.fail("POST", r"/commit/", status=500, times=99)
-    with pytest.raises(PushError, match=r"alice/tiny: commit of \d+ files: .*500"):
+    with pytest.raises(PushError, match=r"alice/tiny-eval-samples: commit of 3 files: .*500"):
         push(run, "alice/tiny", endpoint=hub_env.url, token=TOKEN, out=lambda s: None, sleep=lambda s: None,
              hub=HubConfig(max_retries=2))
     assert sum(1 for m, p in hub_env.requests if p.endswith("/commit/main")) == 3
