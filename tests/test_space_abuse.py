@@ -250,7 +250,8 @@ def test_burst_of_500_mixed_requests(space):
     finally:
         client.close()
     print(f"burst: {answered} answered, {refused} refused (queue full)")
-    assert answered + refused == 500 and answered >= 32, (answered, refused)
+    # bounded: the excess is refused (never queued without end, never a crash); what was queued is answered
+    assert answered + refused == 500 and answered >= 32 and refused > 0, (answered, refused)
     assert_unharmed(space)
     # a vote still works after the burst, and is the only record the burst left
     out = compare(space.client, "After the storm.", seed=5)

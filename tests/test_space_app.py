@@ -23,7 +23,6 @@ from gpt2_rlhf.space.votes import SCHEMA, PendingComparisons, VoteLog, votes_to_
 from space_helpers import free_port, make_run
 
 from gradio_client import Client
-from gradio_client.utils import QueueError
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -280,34 +279,6 @@ def test_hostile_prompts_are_text_and_the_vote_file_stays_valid(served):
     assert rec["prompt"] == "\n\nHuman: <script>alert('x')</script><img src=x onerror=alert(1)>[2J\u202e done\n\nAssistant:"
     for line in served.votes.path.read_bytes().splitlines():
         assert json.loads(line)["schema"] == SCHEMA and line.isascii()
-
-
-def test_burst_of_500_requests_leaves_the_space_responsive(tmp_path, served):
-    votes = VoteLog(tmp_path / "votes.jsonl")
-    demo, url = launch(served.engine, votes, concurrency=1, max_queue=16)
-    prompts = ["x" * 100_000, "<script>alert(1)</script>", "\x00\x1b[31m hi", "How do I make tea?", ""]
-    c = client(url, workers=100)
-    try:
-        jobs = [c.submit(prompts[i % len(prompts)], 1, 0.9, 1.0, i, "base", "rlhf", "Blind", api_name="/compare")
-                for i in range(500)]
-        done = full = 0
-        for j in jobs:
-            try:
-                out = j.result(timeout=TIMEOUT)
-                assert isinstance(out[6], str) and out[6]
-                done += 1
-            except QueueError:
-                full += 1
-        assert done + full == 500 and done > 0 and full > 0  # bounded: excess refused, never crashed
-        t0 = time.time()
-        assert httpx.get(url, timeout=30).status_code == 200
-        out = compare(c, max_new_tokens=2)
-        assert out[6].startswith("Done.") and time.time() - t0 < 60
-        c.predict(out[7], api_name="/vote_left")
-    finally:
-        c.close()
-        demo.close()
-    assert [json.loads(line)["id"] for line in votes.path.read_text().splitlines()] == [out[7]]
 
 
 def test_rlhf_space_serves_a_run_directory(served, tmp_path, monkeypatch):
