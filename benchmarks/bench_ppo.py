@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value_lr", type=float, default=3e-4,
                    help="critic learning rate: 10x the policy's (OpenRLHF's PPO examples use 18x, 5e-7 / 9e-6); "
                         "pass the --lr value for the peer's single learning rate")
+    p.add_argument("--max_prompt_tokens", type=int, default=256,
+                   help="prompts are cut from the left to this many tokens (the peers feed whole prompts: set it "
+                        "to at least the longest prompt of ART, e.g. make_scale_art.py's --max-prompt-tokens)")
     p.add_argument("--missing_eos_penalty", type=float, default=None)
     p.add_argument("--adam_eps", type=float, default=1e-5)
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="0 = no clipping (the peer clips nothing)")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature, top_k=0,
         top_p=1.0, kl_coef=args.kl_coef, kl_estimator="k1", cliprange=args.cliprange, cliprange_value=0.2,
         vf_coef=0.1, gamma=1.0, lam=0.95, learning_rate=args.lr, value_learning_rate=args.value_lr, lr_schedule="linear",
-        missing_eos_penalty=args.missing_eos_penalty, normalise_reward=False, max_prompt_tokens=256,
+        missing_eos_penalty=args.missing_eos_penalty, normalise_reward=False, max_prompt_tokens=args.max_prompt_tokens,
         adam_eps=args.adam_eps, max_grad_norm=args.max_grad_norm, shared_value_head=args.shared_value_head,
         save_every=0, eval_prompts=0, policy_path=str(art / "policy"), reward_model_path=str(art / "rm"),
         value_model_path=str(art / "rm"),

@@ -8,6 +8,11 @@ reward steps) and writes what `trl_ppo_baseline.py`, `trl_rloo_baseline.py`, our
 full texts), `tokenizer/`, `policy/` (the run's SFT model) and `rm/` (its reward model,
 without `reward_stats.json`: the peers score with the raw head, so ours does too).
 
+`--from-base` takes the run's base/ instead (a run that only built the base stage): the policy
+is the base model and the reward model the same backbone with a fresh scalar head (seeded,
+`GPT2ForSequenceClassification`). The weights are untrained, so this measures speed and
+memory only: score and KL after a few updates mean nothing there.
+
 The rows come from the run's data (`data.dataset` in its recipe). The peers feed whole
 prompts to the model, so rows whose prompt exceeds `--max-prompt-tokens` are left out
 (the count is printed): the rest keep the dataset's lengths, hundreds of tokens for
@@ -32,6 +37,9 @@ def main() -> int:
     ap.add_argument("--max-prompt-tokens", type=int, default=384)
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--max-test", type=int, default=400)
+    ap.add_argument("--from-base", action="store_true",
+                    help="policy = base/, reward model = base/ with a fresh seeded head (speed and memory only)")
+    ap.add_argument("--seed", type=int, default=0, help="with --from-base: the scalar head's seed")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -44,7 +52,8 @@ def main() -> int:
         return 2
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     dataset = recipe["data"]["dataset"]
-    tok = AutoTokenizer.from_pretrained(run / "sft", trust_remote_code=False)
+    policy_dir = run / ("base" if args.from_base else "sft")
+    tok = AutoTokenizer.from_pretrained(policy_dir, trust_remote_code=False)
     counts = {}
     (out / "data").mkdir(parents=True)
     for split, limit in (("train", args.max_train), ("test", args.max_test)):
@@ -55,9 +64,20 @@ def main() -> int:
             for r in kept:
                 f.write(json.dumps({"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}) + "\n")
     tok.save_pretrained(out / "tokenizer")
-    shutil.copytree(run / "sft", out / "policy")
-    shutil.copytree(run / "reward", out / "rm", ignore=shutil.ignore_patterns("reward_stats.json", "health.json"))
-    print(json.dumps({"art": str(out), "dataset": dataset, "max_prompt_tokens": args.max_prompt_tokens, **counts}))
+    shutil.copytree(policy_dir, out / "policy")
+    if args.from_base:
+        import torch
+        from transformers import GPT2ForSequenceClassification
+
+        torch.manual_seed(args.seed)
+        rm = GPT2ForSequenceClassification.from_pretrained(policy_dir, num_labels=1, trust_remote_code=False)
+        rm.config.pad_token_id = tok.pad_token_id
+        rm.save_pretrained(out / "rm")
+        tok.save_pretrained(out / "rm")
+    else:
+        shutil.copytree(run / "reward", out / "rm", ignore=shutil.ignore_patterns("reward_stats.json", "health.json"))
+    print(json.dumps({"art": str(out), "dataset": dataset, "max_prompt_tokens": args.max_prompt_tokens,
+                      "policy": "base (untrained)" if args.from_base else "sft", **counts}))
     return 0
 
 
