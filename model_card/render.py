@@ -67,7 +67,7 @@ from .context import (
 from gpt2_rlhf.evaluation.policies import POLICY_KEYS
 
 from .markdown import fmt, md_cell
-from .metadata import card_data, hub_base_model, hub_url
+from .metadata import card_data, dataset_url, hub_base_model, hub_url
 from .options import CARD_META, CardOptions, hub_config_of
 from .sources import CardSources, get_path, is_number
 
@@ -122,6 +122,7 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         gpt2=gpt2,
         warnings=[f["text"] for f in findings(r) if f["warned"]],
         report_path=src.where, reproduce_target=opts.repo_id or "RUN_DIR", data=data_context(src),
+        samples_repo_id=opts.samples_repo_id, samples_url=dataset_url(opts.samples_repo_id),
         stages=[c for s in ("sft", "reward", *POLICY_KEYS) if (c := stage_context(src, s))],
         feedback=feedback_context(r), comparison=comparison_context(r),
         model_labels=[label(m) for m in models], results=results_table(r), ci=ci_context(r),

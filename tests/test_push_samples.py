@@ -104,6 +104,8 @@ def test_every_card_points_its_model_index_at_the_dataset(run, hub_env, tmp_path
         assert results, rid
         assert {(r.source_name, r.source_url) for r in results} == {
             ("gpt2-rlhf evaluation samples and report", f"https://huggingface.co/datasets/{SAMPLES_ID}")}, rid
+    # the policy card's text links it too
+    assert f"https://huggingface.co/datasets/{SAMPLES_ID}" in hub_env.files("alice/tiny")["README.md"].decode()
     # the card's options say so, for `rlhf reproduce` to render the same card again
     assert json.loads(hub_env.files("alice/tiny")["card.json"])["options"]["samples_repo_id"] == SAMPLES_ID
 

@@ -79,7 +79,7 @@ def test_the_token_appears_nowhere(tmp_path):
         assert (out / stage).is_dir(), stage
     pushed = {c.repo_id: c.files for c in hub.commits}
     assert set(pushed) == {"alice/gpt2-rlhf", "alice/gpt2-rlhf-sft", "alice/gpt2-rlhf-rm", "alice/gpt2-rlhf-base",
-                           "alice/gpt2-rlhf-demo"}
+                           "alice/gpt2-rlhf-demo", "alice/gpt2-rlhf-eval-samples"}
     assert "model.safetensors" in pushed["alice/gpt2-rlhf"] and "README.md" in pushed["alice/gpt2-rlhf"]
     lines = [ln for log in logs for ln in log.splitlines()]
     assert len(lines) > 50 and any(" DEBUG " in ln for ln in lines), "debug logging was on"
