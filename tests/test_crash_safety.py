@@ -211,6 +211,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(stage, when, micro_r
         assert resumed is not None, f"{stage} did not resume from its checkpoint"
     if stage == "ppo":
         assert "resumed from" in proc.stderr, "ppo did not resume from its checkpoint"
+        import torch
+        from safetensors.torch import load_file
+
+        resumed, uninterrupted = (load_file(d / "ppo" / "model.safetensors") for d in (run, reference))
+        assert resumed.keys() == uninterrupted.keys()
+        assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed), "ppo weights differ after the resume"
 
 
 # ----------------------------------------------------------------------------- a kill inside finish()
