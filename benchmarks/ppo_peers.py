@@ -60,8 +60,33 @@ def peak_rss_runner(cmd: list[str]) -> list[str]:
     return [sys.executable, "-c", code, *cmd]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def commands(args, out: Path, lr: float | None = None) -> dict[str, list[str]]:
+    """Each trainer's command line on args.art with the shared settings; its policy saved under out/<name>."""
+    lr = args.lr if lr is None else lr
+    common = ["--art", args.art, "--seed", "0", "--total_episodes", str(args.episodes), "--batch_size", str(args.batch),
+              "--response_length", str(args.response_length), "--lr", str(lr)]
+    return {
+        "ours": [sys.executable, str(ROOT / "benchmarks" / "bench_ppo.py"), *common, "--out", str(out / "ours"),
+                 "--ppo_epochs", str(args.epochs), "--value_lr", str(lr),
+                 "--max_prompt_tokens", str(args.max_prompt_tokens), "--threads", str(args.threads)],
+        "trl_ppo": [args.peer_python, str(BENCH / "trl_ppo_baseline.py"), *common, "--out", str(out / "trl_ppo"),
+                    "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
+        "trl_rloo": [args.rloo_python, str(BENCH / "trl_rloo_baseline.py"), *common, "--out", str(out / "trl_rloo"),
+                     "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
+    }
+
+
+def measured(name: str, cmd: list[str], log: Path, threads: int) -> dict:
+    """One trainer run: run()'s record plus the process's own peak RSS (MB)."""
+    r = run(peak_rss_runner(cmd), log, threads)
+    tail = [json.loads(s) for s in log.read_text().splitlines() if s.startswith("{\"process_peak_rss_mb\"")]
+    r["peak_rss_mb"] = tail[-1]["process_peak_rss_mb"] if tail else None
+    print(f"ppo_peers: {name}: rc {r['rc']}, {r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr,
+          flush=True)
+    return r
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--art", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--peer-python", default="/tmp/venv-peer/bin/python", help="TRL 1.12 venv (setup_peer_venv.sh)")
@@ -74,32 +99,21 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-eval", type=int, default=8, help="the peers' before/after scoring prompts")
     ap.add_argument("--max-prompt-tokens", type=int, default=384, help="ours: at least ART's longest prompt")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
     ap.add_argument("--only", default="ours,trl_ppo,trl_rloo")
     args = ap.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--art", args.art, "--seed", "0", "--total_episodes", str(args.episodes), "--batch_size", str(args.batch),
-              "--response_length", str(args.response_length), "--lr", str(args.lr)]
-    commands = {
-        "ours": [sys.executable, str(ROOT / "benchmarks" / "bench_ppo.py"), *common, "--out", str(out / "ours"),
-                 "--ppo_epochs", str(args.epochs), "--value_lr", str(args.lr),
-                 "--max_prompt_tokens", str(args.max_prompt_tokens), "--threads", str(args.threads)],
-        "trl_ppo": [args.peer_python, str(BENCH / "trl_ppo_baseline.py"), *common, "--out", str(out / "trl_ppo"),
-                    "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
-        "trl_rloo": [args.rloo_python, str(BENCH / "trl_rloo_baseline.py"), *common, "--out", str(out / "trl_rloo"),
-                     "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
-    }
+    cmds = commands(args, out)
     results = {}
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         print(f"ppo_peers: {name} ...", file=sys.stderr, flush=True)
-        log = out / f"{name}.log"
-        r = run(peak_rss_runner(commands[name]), log, args.threads)
-        tail = [json.loads(s) for s in log.read_text().splitlines() if s.startswith("{\"process_peak_rss_mb\"")]
-        r["peak_rss_mb"] = tail[-1]["process_peak_rss_mb"] if tail else None
-        results[name] = r
-        print(f"ppo_peers: {name}: rc {r['rc']}, {r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr,
-              flush=True)
+        results[name] = measured(name, cmds[name], out / f"{name}.log", args.threads)
 
     def get(name, *keys):
         res = (results.get(name) or {}).get("result") or {}
