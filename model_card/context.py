@@ -22,8 +22,11 @@ from .sources import CardSources, get_path, is_number
 MODEL_ORDER = MODEL_KEYS  # base, sft, then the trained policies (evaluation/policies.py): the order of every table
 # Headings of the report's reference rows (`metrics.<name>.chosen`): scored like a model, not a model.
 REFERENCE_LABELS = {"chosen": "Dataset's chosen responses"}
-# Findings whose bad outcome is stated first, under "Read this first"; the Findings list then refers to it.
-WARNING_IDS = (*(f"{p}_reward_hacking" for p in POLICY_KEYS), "ppo_overoptimisation")
+# Findings whose bad outcome is stated first, under "Read this first"; the Findings list then refers to it:
+# reward hacking by the gold judge and by the held-out judges, overoptimisation, and a warning of PPO's
+# reward-hacking monitor.
+WARNING_IDS = (*(f"{p}_reward_hacking" for p in POLICY_KEYS), *(f"{p}_judge_hacking" for p in POLICY_KEYS),
+               "ppo_overoptimisation", "ppo_monitor")
 # Findings about the reward model: the reward card shows these.
 RM_FINDING_IDS = ("rm_beats_length_baseline", "rm_on_policy_accuracy")
 
@@ -36,6 +39,11 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "reward_positive": ("Share of positive rewards", "per prompt, the fraction of its responses the reward scores "
                         "above 0, averaged over prompts; for a +1/-1 keyword reward, the share of responses with the "
                         "keyword."),
+    "judges": ("Held-out judges (mean normalised score)", "the mean score of reward models trained beside the "
+               "reward model (other seeds, or on preference pairs withheld from it) that no policy was optimised "
+               "against, each normalised with its own statistics on the SFT model's samples, so that zero is "
+               "SFT's level on every judge's scale, as on the reward model's; a reward gain the judges do not "
+               "share is reward hacking."),
     "gold": ("Gold judge score", "the hidden rule that generated the synthetic preferences; it is what the reward "
              "model tries to learn, so reward up with gold flat means reward hacking."),
     "kl_to_reference": ("KL to the reference (nats per response)", "how far the model's own responses moved from "
@@ -145,6 +153,16 @@ def results_table(report: dict, names: Iterable[str] | None = None, models: list
         rows.append({"name": name, "label": md_cell(lbl), "note": note,
                      "cells": [c if c is not None else "not measured" for c in cells], "ns": ns})
     return {"columns": [label(m) for m in models], "rows": rows}
+
+
+def judges_context(report: dict) -> dict | None:
+    """The held-out judges that scored `metrics.judges` (the report's `judges` block): their names, as code;
+    None for a run without them."""
+    block = report.get("judges")
+    if not isinstance(block, dict) or not isinstance((report.get("metrics") or {}).get("judges"), dict):
+        return None
+    names = [f"`{md_cell(n)}`" for n in block.get("names") or [] if isinstance(n, str) and n]
+    return {"names": names} if names else None
 
 
 def reference_metric_table(report: dict) -> dict:
@@ -548,13 +566,14 @@ def claims_context(report: dict, policy: str) -> dict:
 
 
 def compact_table(report: dict, policy: str) -> dict:
-    """The first screen's results table: gold, reward, win rates against SFT (or base) and KL, one column per
-    model; a cell that does not apply (a model against itself) is a dash."""
+    """The first screen's results table: gold, reward, the held-out judges (when the reward stage trained
+    them), win rates against SFT (or base) and KL, one column per model; a cell that does not apply (a model
+    against itself) is a dash."""
     models = models_of(report)
     vs = versus(report, policy)
     rows = []
     lbl = lambda name: reward_label(report)[0] if name == "reward" else METRIC_INFO[name][0]
-    for name in ("gold", "reward"):
+    for name in ("gold", "reward", "judges"):  # the held-out judges beside the reward model, when it had them
         if isinstance(get_path(report, "metrics", name), dict):
             rows.append({"label": md_cell(lbl(name)),
                          "cells": [value_cell(get_path(report, "metrics", name, m)) or "not measured" for m in models]})

@@ -47,6 +47,7 @@ from .context import (
     findings,
     headline_rows,
     improvement_rows,
+    judges_context,
     label,
     limitation_context,
     model_context,
@@ -114,6 +115,9 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
     policy_id = opts.repo_id or f"RUN_DIR/{policy}"
     title = opts.repo_id or f"gpt2-rlhf {label(policy)} model"
     gpt2 = hub_base_model(src, CardOptions()) is not None
+    judges = judges_context(r)  # the held-out judges, pushed with the reward model (`judges/<name>/`)
+    if judges is not None and opts.reward_repo_id:
+        judges = {**judges, "reward_id": opts.reward_repo_id, "reward_url": hub_url(opts.reward_repo_id)}
     texts = {}
     texts["README.md"] = _render(
         POLICY_TEMPLATE, card_data(src, opts, "policy", title),
@@ -125,7 +129,7 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
         samples_repo_id=opts.samples_repo_id, samples_url=dataset_url(opts.samples_repo_id),
         stages=[c for s in ("sft", "reward", *POLICY_KEYS) if (c := stage_context(src, s))],
         feedback=feedback_context(r), comparison=comparison_context(r),
-        model_labels=[label(m) for m in models], results=results_table(r), ci=ci_context(r),
+        model_labels=[label(m) for m in models], results=results_table(r), ci=ci_context(r), judges=judges,
         reference_metrics=reference_metric_table(r), win_rates=win_rate_rows(r), improvements=improvement_rows(r),
         chosen=reference_rows(r), gold_win_rates=win_rate_rows(r, "gold_win_rates"), curve=curve_context(r),
         rm=rm_rows(r), findings=findings(r), plots=plot_context(src), examples=example_context(src, opts.examples),
@@ -143,7 +147,7 @@ def render_texts(src: CardSources, opts: CardOptions) -> dict[str, str]:
             title=opts.reward_repo_id or "gpt2-rlhf reward model",
             policy_id=opts.repo_id, policy_url=hub_url(opts.repo_id), data=data_context(src),
             rm=rm_rows(r), margin=fmt(rm["mean_margin"]) if is_number(rm.get("mean_margin")) else None,
-            findings=findings(r, RM_FINDING_IDS),
+            findings=findings(r, RM_FINDING_IDS), judges=judges,
             stats=[{"name": k, "value": fmt(v) if is_number(v) else f"`{md_cell(v)}`"} for k, v in stats.items()],
             stage=stage_context(src, "reward"), model_id=reward_id, limitations=limitation_context(r, "reward", gpt2),
         )
