@@ -30,7 +30,8 @@ class HubConfig:
     """Publishing (section ``hub``): where `rlhf push` sends a run and what the cards say."""
 
     repo_id: str | None = field(default=None, metadata={
-        "help": "Hub repo for the PPO policy, e.g. user/gpt2-rlhf (`rlhf push --repo-id` overrides)."})
+        "help": "Hub repo for the run's policy (PPO, else DPO, else RLOO: the one the card is about), e.g. "
+                "user/gpt2-rlhf (`rlhf push --repo-id` overrides)."})
     sft_repo_id: str | None = field(default=None, metadata={
         "help": "Also push the SFT model here (`--sft-repo-id` overrides)."})
     reward_repo_id: str | None = field(default=None, metadata={

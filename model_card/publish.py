@@ -2,12 +2,16 @@
 
 What goes where (one commit per repository, through `huggingface_hub.HfApi`):
 
-* ``--repo-id``: the PPO policy (weights, tokenizer) with its card (`README.md`),
-  the evaluation (`eval/report.json`, `eval/samples.jsonl`, `eval/plots/`), the
-  resolved configs (`configs/`, `recipe.yaml`), `card.json`, and PPO's training
-  logs (`training/ppo/`). `rlhf reproduce ID` needs nothing else from it.
+* ``--repo-id``: the run's policy, the one its card is about (`context.policy_of`:
+  PPO, else DPO, else RLOO, as the evaluation compared them), weights and tokenizer,
+  with its card (`README.md`), the evaluation (`eval/report.json`, `eval/samples.jsonl`,
+  `eval/plots/`), the resolved configs (`configs/`, `recipe.yaml`), `card.json`, and
+  the stage's training logs (`training/<stage>/`; PPO's `monitor.json`, which the
+  evaluation reads, stays at the root). `rlhf reproduce ID` needs nothing else from it.
 * ``--sft-repo-id`` / ``--reward-repo-id`` / hub ``base_repo_id``: those models,
-  each with its own card (the reward model's carries `reward_stats.json`).
+  each with its own card (the reward model's carries `reward_stats.json`, and its
+  held-out judges under `judges/<name>/` when the reward stage trained them: each a
+  whole reward model, so the repo grows by one reward model per judge).
 * ``--samples-repo-id`` (default `<repo id>-eval-samples`; ``--no-samples``: none): a
   dataset repo with the run's `eval/samples.jsonl` and `eval/report.json` as the
   evaluation wrote them, and a dataset card (`samples_card`) whose `configs:` map the
@@ -21,13 +25,15 @@ What goes where (one commit per repository, through `huggingface_hub.HfApi`):
   hardware a new Gradio Space can run on). A Space needs its models on the Hub, so
   with ``--space`` the ids left out are derived from ``--repo-id``: the reward model
   `<id>-reward`, SFT `<id>-sft`, DPO `<id>-dpo`, RLOO `<id>-rloo` (each when the run
-  has it); the base is its Hub id (gpt2) or ``--base-repo-id``, and a locally built
+  has it and it is not the card's policy, which is `<id>` itself, under its own role's
+  variable); the base is its Hub id (gpt2) or ``--base-repo-id``, and a locally built
   base without one is left out of the Space. What cannot be derived is asked for in
   one message. Every pushed model repo gets a card.
 
-1. Check the run (finished `ppo/` and `eval/`, and every stage asked for) and
-   render the cards into a temporary folder with the target repo ids; nothing is
-   ever written into the run directory, so a failed push leaves it as it was.
+1. Check the run (a finished policy stage, `ppo/`, `dpo/` or `rloo/`, the one the
+   report's card is about; `eval/`; every stage asked for) and render the cards
+   into a temporary folder with the target repo ids; nothing is ever written into
+   the run directory, so a failed push leaves it as it was.
 2. Plan the uploads: (repo, files, variables). `--dry-run` prints the plan and the
    card metadata and stops: no token needed, no request sent.
 3. Find the token where huggingface_hub looks (`HF_TOKEN`, then the token saved by
@@ -54,6 +60,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+from gpt2_rlhf.evaluation.policies import NAMES, POLICY_KEYS
 
 from .metadata import hub_base_model, hub_url
 from .options import CardOptions, HubConfig, hub_config_of, valid_repo_id
@@ -346,6 +354,37 @@ def space_folder() -> Path:
     return Path(space.__file__).resolve().parent
 
 
+def require_a_policy(run_dir: Path) -> None:
+    """A one-line error, before the evaluation is read, when the run has no trained policy at all (no ppo/,
+    dpo/ or rloo/), or only unfinished ones (naming the first)."""
+    from gpt2_rlhf.train.rundir import is_complete, require_stage
+
+    if any(is_complete(run_dir / key) for key in POLICY_KEYS):
+        return
+    for key in POLICY_KEYS:
+        if (run_dir / key).exists():
+            require_stage(run_dir / key, f"{NAMES[key]} model")
+    names = [f"{key}/" for key in POLICY_KEYS]
+    raise PushError(f"no trained policy to push: {run_dir} has no {', '.join(names[:-1])} or {names[-1]} (train one "
+                    f"with {', '.join(f'`rlhf {k}`' for k in POLICY_KEYS[:-1])} or `rlhf {POLICY_KEYS[-1]}`, then "
+                    f"`rlhf evaluate`)")
+
+
+def policy_stage(run_dir: Path, report: dict) -> tuple[str, Path]:
+    """(key, finished stage directory) of the policy the card is about (`context.policy_of`: PPO, else DPO,
+    else RLOO, as the report evaluated them): what `--repo-id` holds."""
+    from gpt2_rlhf.train.rundir import require_stage
+
+    from .context import policy_of
+
+    key = policy_of(report)
+    if key not in POLICY_KEYS:
+        raise PushError(f"{run_dir / 'eval' / 'report.json'}: the evaluation has no trained policy "
+                        f"({', '.join(POLICY_KEYS)}), only {', '.join(report.get('models') or {})}: rerun "
+                        f"`rlhf evaluate` with the policy to push")
+    return key, require_stage(run_dir / key, f"{NAMES[key]} model")
+
+
 def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft_repo_id: str | None = None,
               reward_repo_id: str | None = None, base_repo_id: str | None = None, space_id: str | None = None,
               revision: str | None = None, space_dir: Path | None = None,
@@ -367,9 +406,10 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
         if not valid_repo_id(samples_repo_id):
             raise PushError(f"--repo-id: the derived samples dataset id {samples_repo_id!r} is not a Hub repo id; "
                             f"pass --samples-repo-id (or --no-samples)")
-    ppo_dir = require_stage(run_dir / "ppo", "PPO model")
+    require_a_policy(run_dir)
     src = CardSources.from_run_dir(run_dir)
-    extra: dict[str, str] = {}  # dpo/rloo -> repo id, pushed for the Space
+    policy_key, policy_dir = policy_stage(run_dir, src.report)
+    extra: dict[str, str] = {}  # dpo/rloo besides the card's policy -> repo id, pushed for the Space
     scored_by_model = src.report.get("reward_model") is not None or "reward" not in src.report
     if space_id:
         # The Space loads every model it shows from the Hub: derive the ids left out, ask for the rest at once.
@@ -378,7 +418,7 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
             reward_repo_id = f"{repo_id}-reward"
         if not sft_repo_id and finished["sft"]:
             sft_repo_id = f"{repo_id}-sft"
-        extra = {stage: f"{repo_id}-{stage}" for stage in EXTRA_POLICIES if finished[stage]}
+        extra = {stage: f"{repo_id}-{stage}" for stage in EXTRA_POLICIES if finished[stage] and stage != policy_key}
         for name, rid in (("the derived reward model id", reward_repo_id), ("the derived SFT id", sft_repo_id),
                           *((f"the derived {s.upper()} id", r) for s, r in extra.items())):
             if rid is not None and not valid_repo_id(rid):
@@ -389,8 +429,8 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
             problems.append("the reward model that scores the responses (reward/ is unfinished; pass --reward-repo-id)")
         shown = 1 + bool(sft_repo_id) + bool(hub_base) + len(extra)
         if shown < 2:
-            problems.append("a second model to compare PPO with (the base was built locally: pass --base-repo-id, "
-                            "or finish sft/)")
+            problems.append(f"a second model to compare {NAMES[policy_key]} with (the base was built locally: pass "
+                            "--base-repo-id, or finish sft/)")
         if problems:
             raise PushError(f"--space {space_id}: the Space needs {'; and '.join(problems)}")
     stage_dirs = {"sft": sft_repo_id, "reward": reward_repo_id, "base": base_repo_id, **extra}
@@ -416,7 +456,7 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
                                           staging / "samples-card")
         uploads.append(Upload(samples_repo_id, "dataset", "samples", files))
     policy = Upload(repo_id, "model", "policy")
-    policy.files.update(model_files(ppo_dir, logs_prefix="training/ppo"))
+    policy.files.update(model_files(policy_dir, logs_prefix=f"training/{policy_key}"))
     policy.files.update(bundle_files(cards, exclude=("reward/", "sft/")))
     uploads.append(policy)
     base_model = hub_base_model(src, opts)
@@ -437,7 +477,8 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
         if "README.md" not in files or "app.py" not in files:
             raise PushError(f"--space: {folder} has no app.py and README.md (the Space front matter)")
         hardware = check_hardware(space_hardware or suggested_hardware(files["README.md"]) or DEFAULT_HARDWARE)
-        variables = {SPACE_VARIABLES["policy"]: repo_id}
+        # the card's policy under its own role: PPO is the Space's "policy", DPO and RLOO have theirs
+        variables = {SPACE_VARIABLES["policy" if policy_key == "ppo" else policy_key]: repo_id}
         for key, rid in (("sft", sft_repo_id), ("reward", reward_repo_id), ("base", base_repo_id or base_model),
                          *extra.items()):
             if rid:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,84 @@ def test_push_needs_finished_stages(run, hub_env, capsys):
     assert main(["push", str(run), "--repo-id", "alice/tiny", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "PPO model" in err and "COMPLETE" in err
+
+
+# ----------------------------------------------------------------------------- a run whose only policy is DPO or RLOO
+
+
+@pytest.mark.parametrize("policy", ["dpo", "rloo"])
+def test_a_run_whose_only_policy_is_dpo_or_rloo_pushes_it_with_its_card(tmp_path, hub_env, policy):
+    """No ppo/: `--repo-id` holds the report's policy (the card's), its logs under training/<stage>/; the Space
+    shows it under its own role, and no `<id>-<stage>` copy of it is pushed."""
+    run = make_run(tmp_path / "run", hub={"retry_backoff_s": 0.0}, models=("base", "sft", policy))
+    before = tree_digest(run)
+    push(run, "alice/tiny", space_id="alice/arena", endpoint=hub_env.url, token=TOKEN, out=lambda s: None)
+    assert sorted(hub_env.repos) == [("dataset", "alice/tiny-eval-samples"), ("model", "alice/tiny"),
+                                     ("model", "alice/tiny-reward"), ("model", "alice/tiny-sft"),
+                                     ("space", "alice/arena")]
+    repo = hub_env.files("alice/tiny")
+    for rel in ("model.safetensors", "config.json", "tokenizer.json", f"training/{policy}/metrics.json",
+                "README.md", "eval/report.json", "eval/samples.jsonl", "card.json", "recipe.yaml",
+                f"configs/{policy}.yaml"):
+        assert rel in repo, rel
+    assert repo["model.safetensors"] == (run / policy / "model.safetensors").read_bytes()
+    assert not any(k.startswith(("training/ppo", "reward/", "sft/")) for k in repo)
+    (tmp_path / "card.md").write_bytes(repo["README.md"])
+    card = ModelCard.load(tmp_path / "card.md")
+    name = {"dpo": "DPO", "rloo": "RLOO"}[policy]
+    assert card.text.lstrip().startswith("# alice/tiny") and f"{name} is a" in card.text
+    assert policy in card.data.tags and card.data.eval_results
+    assert card.text == render_card_text(run, "alice/tiny")  # the card `rlhf card` renders for that repo
+    space = hub_env.repos[("space", "alice/arena")]
+    assert space.variables == {f"RLHF_{policy.upper()}_ID": "alice/tiny", "RLHF_SFT_ID": "alice/tiny-sft",
+                               "RLHF_REWARD_ID": "alice/tiny-reward"}
+    info = json.loads(hub_env.files("alice/arena", "space")[SPACE_INFO])
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert info["headline"] == [next(f["text"] for f in report["findings"] if f["id"] == f"{policy}_beats_sft_gold")]
+    assert tree_digest(run) == before
+
+
+def render_card_text(run: Path, repo_id: str) -> str:
+    from gpt2_rlhf.model_card.render import render_texts
+    from gpt2_rlhf.model_card.options import CardOptions
+    from gpt2_rlhf.model_card.sources import CardSources
+
+    src = CardSources.from_run_dir(run)
+    text = render_texts(src, CardOptions(repo_id=repo_id, sft_repo_id=f"{repo_id}-sft",
+                                         reward_repo_id=f"{repo_id}-reward",
+                                         samples_repo_id=f"{repo_id}-eval-samples", examples=3))["README.md"]
+    return ModelCard(text).text
+
+
+def test_a_run_without_any_trained_policy_names_what_is_missing(tmp_path, hub_env, capsys):
+    run = make_run(tmp_path / "run", models=("base", "sft", "dpo"))
+    shutil.rmtree(run / "dpo")
+    assert main(["push", str(run), "--repo-id", "alice/tiny", "--dry-run"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == [f"rlhf push: error: no trained policy to push: {run} has no ppo/, dpo/ or rloo/ (train one with "
+                   f"`rlhf ppo`, `rlhf dpo` or `rlhf rloo`, then `rlhf evaluate`)"]
+    assert hub_env.requests == []
+
+
+def test_a_dpo_only_run_pushed_to_the_hub_reproduces(tmp_path, hub_env, monkeypatch):
+    """Real tiny models: base, SFT, a reward model and DPO (a copy of SFT), evaluated; pushed with every model it
+    needs, then `rlhf reproduce alice/dpo` reruns the evaluation from the downloaded repos and passes."""
+    import torch
+
+    from gpt2_rlhf.evaluation.run import main as evaluate
+    from gpt2_rlhf.model_card import reproduce as rep
+    from tests.test_compare_eval import add_policy
+    from tests.test_evaluation import eval_recipe, make_tiny_run
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))  # downloads stay in tmp_path
+    torch.set_num_threads(1)
+    run = make_tiny_run(tmp_path / "run")
+    add_policy(run, "dpo", "sft", {"train_loss": 0.69, "train_seconds": 1.5})
+    shutil.rmtree(run / "ppo")
+    evaluate(eval_recipe(**{"eval.n_prompts": 4, "eval.bootstrap_samples": 20}), run)
+    push(run, "alice/dpo", sft_repo_id="alice/dpo-sft", reward_repo_id="alice/dpo-rm", base_repo_id="alice/dpo-base",
+         endpoint=hub_env.url, token=TOKEN, out=lambda s: None)
+    assert hub_env.files("alice/dpo")["model.safetensors"] == (run / "dpo" / "model.safetensors").read_bytes()
+    outcome = rep.reproduce("alice/dpo", endpoint=hub_env.url)
+    assert outcome.passed, rep.format_outcome("alice/dpo", outcome)
+    assert any(c.name == "dpo.revision" for c in outcome.checks)
