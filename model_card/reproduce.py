@@ -24,8 +24,12 @@
 Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `versions`
 (printed when they differ: a different torch can change sampled text), the
 `training` block and `reward_model.on_policy` (copied from the stages' files, not
-measured by the evaluation), and the overoptimisation curve when the rerun could
-not measure the same points (a Hub repo holds no PPO snapshots; a note says so).
+measured by the evaluation), the overoptimisation curve when the rerun could
+not measure the same points (a Hub repo holds no PPO snapshots; a note says so), and
+the held-out judges (`metrics.judges`, `<policy>_judge_hacking`) of a Hub repo whose
+reward model repo holds no `judges/` (pushed before `rlhf push` uploaded them; a note
+says so). A reward model repo with its `judges/` is staged as a finished reward stage
+by the rerun (`stage_repos`), so the judges are rerun and compared like the rest.
 
 Several samples per prompt (`decoding.samples_per_prompt`, `eval.samples_per_prompt`)
 need nothing of their own: the rerun gets the recorded config, so it samples the same
@@ -392,6 +396,7 @@ class Target:
     sources: CardSources
     options: CardOptions
     model_paths: dict[str, str]  # model key (base/sft/ppo/reward) -> local dir or Hub id
+    hub: bool = False  # downloaded from the Hub: the model folders are repo snapshots, not stage directories
 
 
 def local_target(run_dir: Path) -> Target:
@@ -446,7 +451,7 @@ def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = No
                             f"the Hub; push it with `rlhf push --{key}-repo-id` (hub.base_repo_id for the base) "
                             "or reproduce from the run directory")
     cards = {"README.md": (folder / "README.md").read_text()}
-    return Target(repo_id, cards, sources, options, paths)
+    return Target(repo_id, cards, sources, options, paths, hub=True)
 
 
 def find_target(arg: str, endpoint: str | None = None, token: str | None = None) -> Target:
@@ -464,11 +469,104 @@ def find_target(arg: str, endpoint: str | None = None, token: str | None = None)
 # ----------------------------------------------------------------------------- rerun
 
 
+def judge_finding_ids(report: dict) -> list[str]:
+    """The report's findings read from the held-out judges (`<policy>_judge_hacking`)."""
+    return [str(f.get("id")) for f in report.get("findings") or []
+            if isinstance(f, dict) and str(f.get("id", "")).endswith("_judge_hacking")]
+
+
+def without_judges(report: dict) -> dict:
+    """The report less what the held-out judges measured: `metrics.judges`, the `judges` block and the judge
+    findings (what a rerun without the judges cannot compare)."""
+    out = copy.deepcopy(report)
+    out.pop("judges", None)
+    (out.get("metrics") or {}).pop("judges", None)
+    ids = set(judge_finding_ids(report))
+    out["findings"] = [f for f in out.get("findings") or [] if not (isinstance(f, dict) and f.get("id") in ids)]
+    return out
+
+
+def _link(src: Path, dest: Path) -> None:
+    """`dest` a link to `src` (a copy where links cannot be made)."""
+    import shutil
+
+    try:
+        dest.symlink_to(src.resolve(), target_is_directory=src.is_dir())
+    except OSError:  # no symbolic links here
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dest)
+
+
+def _link_tree(folder: Path, staged: Path) -> None:
+    """`staged/` with a link to each entry of `folder`."""
+    staged.mkdir(parents=True)
+    for child in sorted(folder.iterdir()):
+        if not child.name.startswith("."):
+            _link(child, staged / child.name)
+
+
+def judges_note(target: Target) -> str | None:
+    """Why the held-out judges of a Hub repo's report cannot be rerun (its reward model repo holds no
+    `judges/`: pushed before `rlhf push` uploaded them), or None when they can (or there are none)."""
+    from gpt2_rlhf.train.reward import JUDGES
+
+    report = target.sources.report
+    reward = target.model_paths.get("reward")
+    if not target.hub or "judges" not in (report.get("metrics") or {}) or reward is None:
+        return None
+    if (Path(reward) / JUDGES).is_dir():
+        return None
+    ids = judge_finding_ids(report)
+    return (f"held-out judges not rerun: the reward model repo {target.options.reward_repo_id or reward} holds no "
+            f"{JUDGES}/ folder (pushed without them; push the run again to add them): metrics.judges"
+            f"{' and the finding ' + ', '.join(ids) if ids else ''} not compared")
+
+
+def stage_repos(model_paths: dict[str, str], staging: Path) -> dict[str, str]:
+    """The model paths with each pushed policy or reward repo unpacked into a stage directory `staging/<key>/`.
+
+    A Hub repo is a stage directory as `rlhf push` packed it (`publish.model_files`): no COMPLETE marker, and
+    its `metrics.json` moved to `training/<stage>/`. The rerun reads the files the evaluation read the first
+    time: a downloaded policy repo gets its `metrics.json` back at the root (the policy's training seconds,
+    the comparison's `per_second`), and a reward model repo holding the held-out judges (`judges/<name>/`) a
+    COMPLETE marker naming the folder it came from (the evaluation scores with the judges of a finished reward
+    stage only, and a pushed repo is one, committed at once). Links to the repo's files, nothing copied where
+    links can be made; a stage directory of a run (with COMPLETE) is used as it is, and nothing is written
+    into the download cache."""
+    from gpt2_rlhf.evaluation.policies import POLICY_KEYS
+    from gpt2_rlhf.train.reward import JUDGES
+    from gpt2_rlhf.train.rundir import COMPLETE, write_json
+
+    paths = dict(model_paths)
+    for key in (*POLICY_KEYS, "reward"):
+        folder = Path(paths[key]) if key in paths else None
+        if folder is None or not folder.is_dir() or (folder / COMPLETE).exists():
+            continue  # not evaluated, a Hub id the evaluation loads itself, or a run's stage directory
+        logs = folder / "training" / key / "metrics.json"
+        if key == "reward":
+            if not (folder / JUDGES).is_dir():
+                continue  # the evaluation reads a reward repo's training/reward/ itself
+        elif not logs.is_file() or (folder / "metrics.json").exists():
+            continue
+        staged = staging / key
+        _link_tree(folder, staged)
+        if logs.is_file() and not (staged / "metrics.json").exists():
+            _link(logs, staged / "metrics.json")
+        if key == "reward":
+            write_json(staged / COMPLETE, {"stage": key, "source": str(folder),
+                                           "staged_by": "rlhf reproduce: a pushed reward model repo with its "
+                                                        "held-out judges"})
+        paths[key] = str(staged)
+    return paths
+
+
 def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
     """Runs the evaluation again with the report's recorded config and seed on `model_paths`; returns its report.
 
-    It works in a temporary run directory, so the run's own eval/ is never touched.
+    It works in a temporary run directory, so the run's own eval/ is never touched; pushed repos among
+    `model_paths` are read as the stage directories they were (`stage_repos`).
     """
+    import json
+
     from gpt2_rlhf.evaluation.config import EvalConfig
     from gpt2_rlhf.evaluation.run import main as evaluate
     from gpt2_rlhf.train.config import Recipe, build, section_class
@@ -476,27 +574,28 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
     cfg = report.get("config") or {}
     if not isinstance(cfg.get("eval"), dict) or "seed" not in cfg:
         raise CardError("report: no recorded `config` (seed, data, eval): cannot rerun the evaluation")
-    eval_cfg = dict(cfg["eval"])
-    eval_cfg.update({f"{k}_model": model_paths[k] for k in MODEL_KEYS if k in model_paths})
-    reward = report.get("reward") or {"kind": "reward_model"}
-    if reward.get("kind") == "function":
-        eval_cfg["reward_function"] = reward["function"]
-    elif reward.get("kind") == "classifier":
-        eval_cfg.update(reward_function=None, reward_classifier=reward["classifier"],
-                        reward_classifier_label=reward.get("label"),
-                        reward_classifier_score=reward.get("score", "log_odds"),
-                        reward_classifier_text=reward.get("text", "full"))
-    else:
-        eval_cfg["reward_model"] = model_paths["reward"]
-    recipe = Recipe(seed=int(cfg["seed"]), source="<recorded in the report>")
-    recipe.sections["data"] = build(section_class("data"), dict(cfg.get("data") or {}), "report config.data")
-    if isinstance(cfg.get("prompts"), dict):  # prompt-only data: the same held-out prompts
-        recipe.sections["prompts"] = build(section_class("prompts"), dict(cfg["prompts"]), "report config.prompts")
-    recipe.sections["eval"] = build(EvalConfig, eval_cfg, "report config.eval")
-    with tempfile.TemporaryDirectory(prefix="rlhf-reproduce-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rlhf-reproduce-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="rlhf-reproduce-stages-") as staging:
+        paths = stage_repos(model_paths, Path(staging))
+        eval_cfg = dict(cfg["eval"])
+        eval_cfg.update({f"{k}_model": paths[k] for k in MODEL_KEYS if k in paths})
+        reward = report.get("reward") or {"kind": "reward_model"}
+        if reward.get("kind") == "function":
+            eval_cfg["reward_function"] = reward["function"]
+        elif reward.get("kind") == "classifier":
+            eval_cfg.update(reward_function=None, reward_classifier=reward["classifier"],
+                            reward_classifier_label=reward.get("label"),
+                            reward_classifier_score=reward.get("score", "log_odds"),
+                            reward_classifier_text=reward.get("text", "full"))
+        else:
+            eval_cfg["reward_model"] = paths["reward"]
+        recipe = Recipe(seed=int(cfg["seed"]), source="<recorded in the report>")
+        recipe.sections["data"] = build(section_class("data"), dict(cfg.get("data") or {}), "report config.data")
+        if isinstance(cfg.get("prompts"), dict):  # prompt-only data: the same held-out prompts
+            recipe.sections["prompts"] = build(section_class("prompts"), dict(cfg["prompts"]),
+                                               "report config.prompts")
+        recipe.sections["eval"] = build(EvalConfig, eval_cfg, "report config.eval")
         out = evaluate(recipe, Path(tmp))
-        import json
-
         return json.loads((Path(out) / "report.json").read_text())
 
 
@@ -537,8 +636,12 @@ def reproduce(arg: str, tolerance: float | None = None, *, evaluate: Callable[[d
                              + (" (--tolerance)" if tolerance is not None else " (recorded in the report)"))
         logger.info("rerunning the evaluation of %s on %s", target.name, target.model_paths)
         new = (evaluate or rerun_evaluation)(report, target.model_paths)
+        note = judges_note(target)
+        if note:
+            outcome.notes.append(note)
+        compared = without_judges(report) if note else report
         outcome.checks += compare_settings(report, new)
-        outcome.checks += compare_reports(report, new, rel_tol, abs_tol)
+        outcome.checks += compare_reports(compared, new, rel_tol, abs_tol)
         for fid in sorted(redefined_findings(report)):
             outcome.notes.append(f"finding {fid} not compared: the report judged it on the plain win rate, the "
                                  "evaluation now judges it with ties counted half (win_rate_ties_half)")
