@@ -27,8 +27,8 @@ Not compared, on purpose: `created`, `wall_time_s` (non-deterministic), `version
 measured by the evaluation), the overoptimisation curve when the rerun could
 not measure the same points (a Hub repo holds no PPO snapshots; a note says so), and
 the held-out judges (`metrics.judges`, `<policy>_judge_hacking`) of a Hub repo whose
-reward model repo holds no `judges/` (pushed before `rlhf push` uploaded them; a note
-says so). A reward model repo with its `judges/` is staged as a finished reward stage
+reward model repo holds no `judges/` (`rlhf push` uploads them with the reward model; a
+note says so). A reward model repo with its `judges/` is staged as a finished reward stage
 by the rerun (`stage_repos`), so the judges are rerun and compared like the rest.
 
 Several samples per prompt (`decoding.samples_per_prompt`, `eval.samples_per_prompt`)
@@ -506,7 +506,8 @@ def _link_tree(folder: Path, staged: Path) -> None:
 
 def judges_note(target: Target) -> str | None:
     """Why the held-out judges of a Hub repo's report cannot be rerun (its reward model repo holds no
-    `judges/`: pushed before `rlhf push` uploaded them), or None when they can (or there are none)."""
+    `judges/`, which `rlhf push` uploads with the reward model: a repo trimmed or pushed otherwise), or None
+    when they can (or there are none)."""
     from gpt2_rlhf.train.reward import JUDGES
 
     report = target.sources.report
@@ -517,7 +518,7 @@ def judges_note(target: Target) -> str | None:
         return None
     ids = judge_finding_ids(report)
     return (f"held-out judges not rerun: the reward model repo {target.options.reward_repo_id or reward} holds no "
-            f"{JUDGES}/ folder (pushed without them; push the run again to add them): metrics.judges"
+            f"{JUDGES}/ folder (push the run's reward model again to add them): metrics.judges"
             f"{' and the finding ' + ', '.join(ids) if ids else ''} not compared")
 
 

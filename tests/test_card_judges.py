@@ -282,7 +282,7 @@ def test_reproduce_from_the_hub_reads_the_pushed_repos_as_their_stages(tmp_path,
 def test_a_reward_repo_pushed_without_judges_is_noted_not_a_mismatch(tmp_path, online):
     run = make_run(tmp_path / "run")
     report = add_judges(run)
-    shutil.rmtree(run / "reward" / "judges")  # as a reward repo pushed before the judges were uploaded
+    shutil.rmtree(run / "reward" / "judges")  # a reward repo without them (trimmed, or pushed otherwise)
 
     def rerun_without_judges(old, paths):
         assert not (Path(paths["reward"]) / "COMPLETE").exists()
@@ -295,8 +295,8 @@ def test_a_reward_repo_pushed_without_judges_is_noted_not_a_mismatch(tmp_path, o
         push_fake(run, hub)
         outcome = rep.reproduce("alice/tiny", evaluate=rerun_without_judges, endpoint=hub.url)
     assert outcome.passed, rep.format_outcome("alice/tiny", outcome)
-    assert ("held-out judges not rerun: the reward model repo alice/tiny-rm holds no judges/ folder (pushed without "
-            "them; push the run again to add them): metrics.judges and the finding ppo_judge_hacking not compared"
+    assert ("held-out judges not rerun: the reward model repo alice/tiny-rm holds no judges/ folder (push the run's "
+            "reward model again to add them): metrics.judges and the finding ppo_judge_hacking not compared"
             in outcome.notes)
     assert not any(c.name.startswith("judges.") or c.name.startswith("ppo_judge_hacking") for c in outcome.checks)
     assert any(c.name == "ppo_monitor" for c in outcome.checks)  # the monitor's file went with PPO
