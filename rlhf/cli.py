@@ -134,8 +134,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("run_dir_or_repo")
     p.add_argument("--tolerance", type=float, default=None, help="relative tolerance (default: the report's)")
 
-    p = sub.add_parser("push", help="upload the PPO model, card and report, and the evaluation samples as a "
-                                    "dataset, to the Hub")
+    p = sub.add_parser("push", help="upload the trained policy (PPO, else DPO or RLOO), its card and report, and "
+                                    "the evaluation samples as a dataset, to the Hub")
     p.add_argument("run_dir")
     p.add_argument("--repo-id", required=True)
     p.add_argument("--dry-run", action="store_true", help="print every file and the card metadata; send nothing")
