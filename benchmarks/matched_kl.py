@@ -10,6 +10,7 @@ model score and mean summed KL to the reference). Two trainers land at different
 learning rate, so their scores compare only at matched KL: the line reports every point, the
 closest pair whose KLs agree within --match (10%), and the score of each at that KL. A plot of
 score against KL, one line per trainer, goes to --out/score_vs_kl.png. Prints one JSON line.
+A point already measured under --out (its point.json) is reused, so a sweep can be extended.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def main() -> int:
         for lr in [float(x) for x in lrs.split(",") if x.strip()]:
             where = out / f"{name}-lr{lr:g}"
             where.mkdir(parents=True, exist_ok=True)
+            if (where / "point.json").is_file():  # measured by an earlier call with the same --out: reused
+                points[name].append(json.loads((where / "point.json").read_text()))
+                continue
             r = measured(f"{name} lr {lr:g}", commands(args, where, lr)[name], where / "train.log", args.threads)
             if r["rc"] != 0:
                 print(f"matched_kl: {name} lr {lr:g} failed; see {where / 'train.log'}", file=sys.stderr)
@@ -92,6 +96,7 @@ def main() -> int:
             points[name].append({"lr": lr, "score": s["score"], "kl": s["kl"], "resp_len": s.get("resp_len"),
                                  "episodes_per_s": res.get("episodes_per_s"), "train_s": res.get("train_s"),
                                  "peak_rss_mb": r["peak_rss_mb"], "load_avg_1m_before": r["load_avg_1m_before"]})
+            (where / "point.json").write_text(json.dumps(points[name][-1]))
             print(f"matched_kl: {name} lr {lr:g}: score {s['score']:.3f} KL {s['kl']:.3f} "
                   f"{res.get('episodes_per_s')} episodes/s", file=sys.stderr, flush=True)
     plot(points, out / "score_vs_kl.png")

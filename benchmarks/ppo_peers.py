@@ -70,9 +70,9 @@ def commands(args, out: Path, lr: float | None = None) -> dict[str, list[str]]:
                  "--ppo_epochs", str(args.epochs), "--value_lr", str(lr),
                  "--max_prompt_tokens", str(args.max_prompt_tokens), "--threads", str(args.threads)],
         "trl_ppo": [args.peer_python, str(BENCH / "trl_ppo_baseline.py"), *common, "--out", str(out / "trl_ppo"),
-                    "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
+                    "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval), "--save"],
         "trl_rloo": [args.rloo_python, str(BENCH / "trl_rloo_baseline.py"), *common, "--out", str(out / "trl_rloo"),
-                     "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval)],
+                     "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval), "--save"],
     }
 
 
