@@ -25,6 +25,7 @@ final reward model with PPO's settings where they apply (train/rloo.py).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import yaml
 
 from gpt2_rlhf.train.config import STAGE_ORDER, Recipe, stage_config, to_plain
 from gpt2_rlhf.train.ppo import CRITIC
-from gpt2_rlhf.train.rundir import is_complete, write_json
+from gpt2_rlhf.train.rundir import COMPLETE, is_complete, write_json
 
 from .stages import stage_main
 
@@ -123,14 +124,35 @@ def plan(recipe: Recipe, output_dir: Path) -> list[Step]:
     return steps
 
 
+def moved(value, old_root: str, new_root: str):
+    """A recorded config with the run directory it was written in (`old_root`) read as `new_root`: the
+    input stages it names by absolute path are the same stages of the moved or copied run."""
+    if isinstance(value, dict):
+        return {k: moved(v, old_root, new_root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [moved(v, old_root, new_root) for v in value]
+    if isinstance(value, str) and (value == old_root or value.startswith(old_root + "/")):
+        return new_root + value[len(old_root):]
+    return value
+
+
 def _up_to_date(recipe: Recipe, stage: str, stage_dir: Path) -> bool:
     cfg = stage_dir / "config.yaml"
     if not (is_complete(stage_dir) and cfg.exists()):
         return False
     try:
-        return yaml.safe_load(cfg.read_text()) == to_plain(stage_config(recipe, stage))
-    except yaml.YAMLError:
+        recorded = yaml.safe_load(cfg.read_text())
+        marker = json.loads((stage_dir / COMPLETE).read_text())
+    except (yaml.YAMLError, ValueError):
         return False
+    wanted = to_plain(stage_config(recipe, stage))
+    if recorded == wanted:
+        return True
+    # the same stage written under another run directory (the run was moved or copied since): its input
+    # stages' paths start with the directory it was written in (COMPLETE's run_dir, as the stage was given it)
+    old_root = marker.get("run_dir") if isinstance(marker, dict) else None
+    here = str(stage_dir.parent)
+    return isinstance(old_root, str) and old_root != here and moved(recorded, old_root, here) == wanted
 
 
 def run_stage(stage: str, recipe: Recipe, output_dir: Path, resume: bool = False, name: str | None = None,

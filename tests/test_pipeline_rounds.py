@@ -105,3 +105,20 @@ def test_two_feedback_rounds_end_to_end(micro_run, tmp_path, monkeypatch):
     # rerunning reuses every finished stage
     again = run_pipeline(recipe, run)
     assert all(v == 0.0 for k, v in again.items() if k != "card")
+    # so does a copy of the run elsewhere: its stages name their inputs by the old path, COMPLETE says which
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    copied = run_pipeline(recipe, moved)
+    assert all(v == 0.0 for k, v in copied.items() if k != "card"), copied
+
+
+def test_a_moved_runs_recorded_paths_are_read_under_its_new_directory():
+    from gpt2_rlhf.pipeline import moved
+
+    recorded = {"reward": {"labels": ["/a/run/label_round1", "/a/run/label"], "init_from": "auto"},
+                "ppo": {"policy_path": "/a/run/ppo_round1", "ref_path": "/a/run2/sft", "n": 3}}
+    assert moved(recorded, "/a/run", "/b/copy") == {
+        "reward": {"labels": ["/b/copy/label_round1", "/b/copy/label"], "init_from": "auto"},
+        "ppo": {"policy_path": "/b/copy/ppo_round1", "ref_path": "/a/run2/sft", "n": 3}}  # /a/run2 is another run

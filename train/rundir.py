@@ -162,8 +162,10 @@ class StageWriter:
             write_yaml(config, self.path / "config.yaml")
         if not keep_checkpoints and self.checkpoints.exists():
             shutil.rmtree(self.checkpoints)
+        # run_dir: the run directory as the stage was given it (the prefix of the input stage paths in its
+        # config.yaml), so that a run moved or copied elsewhere is still recognised as finished
         write_json(self.path / COMPLETE, {"stage": self.stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                          "gpt2_rlhf": package_version()})
+                                          "gpt2_rlhf": package_version(), "run_dir": str(self.run_dir)})
         old = self.run_dir / f".{self.stage}.old"
         if old.exists():
             shutil.rmtree(old)
