@@ -13,7 +13,7 @@ clip 0.2, temperature 0.7, lr 3e-5 and seed 0; ours with the peer's single learn
 least the longest prompt of ART; the peers never cut a prompt). RLOO samples
 `num_generations=2` completions per prompt, so its batch holds half as many prompts.
 
-Per trainer: wall seconds of the whole process, its peak RSS (`os.wait4`'s ru_maxrss: the
+Per trainer: wall seconds and CPU seconds (user + system) of the whole process, its peak RSS (`os.wait4`'s ru_maxrss: the
 process's own, not the machine's), its train seconds and episodes/s as it reports them, and
 (ours) the update's split into generation, scoring passes (reference, reward, values, old
 log-probs) and optimisation. The peers score the policy before and after on `--n-eval` test
@@ -53,9 +53,11 @@ def run(cmd: list[str], log: Path, threads: int) -> dict:
 
 
 def peak_rss_runner(cmd: list[str]) -> list[str]:
-    """cmd wrapped so that its own peak RSS is printed as the last JSON line's `process_peak_rss_mb`."""
+    """cmd wrapped so that its own peak RSS and CPU seconds (user + system: on a shared machine the fair
+    yardstick, as wall time depends on the load) are printed on stderr as one JSON line."""
     code = ("import json, os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, st, ru = os.wait4(p.pid, 0);"
-            "print(json.dumps({'process_peak_rss_mb': round(ru.ru_maxrss / 1024), 'rc': os.waitstatus_to_exitcode(st)}),"
+            "print(json.dumps({'process_peak_rss_mb': round(ru.ru_maxrss / 1024),"
+            " 'process_cpu_s': round(ru.ru_utime + ru.ru_stime, 2), 'rc': os.waitstatus_to_exitcode(st)}),"
             " file=sys.stderr); sys.exit(os.waitstatus_to_exitcode(st))")
     return [sys.executable, "-c", code, *cmd]
 
@@ -81,8 +83,9 @@ def measured(name: str, cmd: list[str], log: Path, threads: int) -> dict:
     r = run(peak_rss_runner(cmd), log, threads)
     tail = [json.loads(s) for s in log.read_text().splitlines() if s.startswith("{\"process_peak_rss_mb\"")]
     r["peak_rss_mb"] = tail[-1]["process_peak_rss_mb"] if tail else None
-    print(f"ppo_peers: {name}: rc {r['rc']}, {r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr,
-          flush=True)
+    r["cpu_s"] = tail[-1].get("process_cpu_s") if tail else None
+    print(f"ppo_peers: {name}: rc {r['rc']}, {r['wall_s']} s wall, {r['cpu_s']} s CPU, peak RSS {r['peak_rss_mb']} MB",
+          file=sys.stderr, flush=True)
     return r
 
 
@@ -123,10 +126,11 @@ def main() -> int:
                                                                       if k not in ("art", "out", "only")},
             "runs": results}
     (out / "ppo_peers.json").write_text(json.dumps(line, indent=1))
-    rows = ["| trainer | rc | wall s | train s | episodes/s | peak RSS MB | load before |", "|---|---|---|---|---|---|---|"]
+    rows = ["| trainer | rc | wall s | CPU s (process) | train s | episodes/s | peak RSS MB | load before |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['rc']} | {r['wall_s']} | {get(name, 'train_s')} | {get(name, 'episodes_per_s')} | "
-                    f"{r['peak_rss_mb']} | {r['load_avg_1m_before']} |")
+        rows.append(f"| {name} | {r['rc']} | {r['wall_s']} | {r['cpu_s']} | {get(name, 'train_s')} | "
+                    f"{get(name, 'episodes_per_s')} | {r['peak_rss_mb']} | {r['load_avg_1m_before']} |")
     print("\n".join(rows), file=sys.stderr)
     print(json.dumps(line))
     return 0 if all(r["rc"] == 0 for r in results.values()) else 1
