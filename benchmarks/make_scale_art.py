@@ -10,7 +10,7 @@ without `reward_stats.json`: the peers score with the raw head, so ours does too
 
 `--from-base` takes the run's base/ instead (a run that only built the base stage): the policy
 is the base model and the reward model the same backbone with a fresh scalar head (seeded,
-`GPT2ForSequenceClassification`). The weights are untrained, so this measures speed and
+`train.modeling.load_sequence_classifier`). The weights are untrained, so this measures speed and
 memory only: score and KL after a few updates mean nothing there.
 
 The rows come from the run's data (`data.dataset` in its recipe). The peers feed whole
@@ -67,10 +67,11 @@ def main() -> int:
     shutil.copytree(policy_dir, out / "policy")
     if args.from_base:
         import torch
-        from transformers import GPT2ForSequenceClassification
 
-        torch.manual_seed(args.seed)
-        rm = GPT2ForSequenceClassification.from_pretrained(policy_dir, num_labels=1, trust_remote_code=False)
+        from gpt2_rlhf.train.modeling import load_sequence_classifier
+
+        torch.manual_seed(args.seed)  # the fresh scalar head is random: seed it
+        rm = load_sequence_classifier(policy_dir)  # safetensors only, num_labels=1
         rm.config.pad_token_id = tok.pad_token_id
         rm.save_pretrained(out / "rm")
         tok.save_pretrained(out / "rm")
