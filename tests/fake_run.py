@@ -254,3 +254,29 @@ def all_strings(obj) -> list[str]:
     if isinstance(obj, list):
         return [s for v in obj for s in all_strings(v)]
     return [obj] if isinstance(obj, str) else []
+
+
+# ----------------------------------------------------------------------------- a PPO monitor's monitor.json
+
+MONITOR_JUDGES = ["holdout", "seed-101"]  # the names train/reward.py gives a held-out judge and one seed judge
+MONITOR_MESSAGE = ("the proxy rose +0.500 (noise band 0.100) since update 2, the judges' best, while the judges "
+                   "fell 0.200 and set no new best for 2 points")
+
+
+def make_monitor(verdict: str, gold: bool = False, **extra) -> dict:
+    """A hand-made ppo/monitor.json in the shape of train/ppo/monitor.py's Monitor.report: four points at updates
+    0, 2, 4, 6, the judges' pick at update 2; with `gold`, each point carries the embedded world's gold."""
+    points = [{"update": u, "proxy": 0.1 * u, "judge": j} for u, j in ((0, 0.0), (2, 0.3), (4, 0.2), (6, 0.1))]
+    if gold:
+        for p, g in zip(points, (0.50, 0.62, 0.70, 0.58)):
+            p["gold"] = g
+    judges = [] if verdict == "no judges" else list(MONITOR_JUDGES)
+    out = {"settings": {"every": 2, "prompts": 8, "judges": judges}, "verdict": verdict, "first_warning": None,
+           "warnings": 0, "updates_done": 6, "updates_planned": 6, "stopped_early_at": None, "points": points,
+           "policy_kept": "last"}
+    if verdict == "warning":
+        out.update(first_warning={"update": 6, "point": 3, "message": MONITOR_MESSAGE}, warnings=1)
+    if judges:
+        out["judges_pick"] = {"update": 2, "point": 1, "judge": 0.3, "proxy": 0.2, "path": "snapshots/update-000002",
+                              "initial_policy": False}
+    return {**out, **extra}

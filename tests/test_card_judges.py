@@ -28,34 +28,18 @@ from gpt2_rlhf.model_card.markdown import numbers_in
 from gpt2_rlhf.model_card.options import CardOptions
 from gpt2_rlhf.model_card.render import render_card, render_texts
 from gpt2_rlhf.model_card.sources import CardSources
-from tests.fake_run import model_bytes, make_run
+from tests.fake_run import MONITOR_JUDGES, make_monitor, make_run, model_bytes
 from tests.hub_stub import HubStub
 
 TOKEN = "hf_cardJudgesStubToken"
-JUDGE_NAMES = ["holdout", "seed-101"]
+JUDGE_NAMES = MONITOR_JUDGES
 JUDGES_LABEL = "Held-out judges (mean normalised score)"
-MESSAGE = ("the proxy rose +0.500 (noise band 0.100) since update 2, the judges' best, while the judges fell 0.200 "
-           "and set no new best for 2 points")
 
 
 def V(value, lo, hi, n=24):
     return {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
 
 
-def monitor(verdict: str) -> dict:
-    """A hand-made ppo/monitor.json (train/ppo/monitor.py), with gold in its points (the embedded world)."""
-    points = [{"update": u, "proxy": 0.1 * u, "judge": j, "gold": g}
-              for u, j, g in ((0, 0.0, 0.5), (2, 0.3, 0.62), (4, 0.2, 0.7), (6, 0.1, 0.58))]
-    judges = [] if verdict == "no judges" else JUDGE_NAMES
-    out = {"settings": {"every": 2, "prompts": 8, "judges": judges}, "verdict": verdict, "first_warning": None,
-           "warnings": 0, "updates_done": 6, "updates_planned": 6, "stopped_early_at": None, "points": points,
-           "policy_kept": "last"}
-    if verdict == "warning":
-        out.update(first_warning={"update": 6, "point": 3, "message": MESSAGE}, warnings=1)
-    if judges:
-        out["judges_pick"] = {"update": 2, "point": 1, "judge": 0.3, "proxy": 0.2, "path": "snapshots/update-000002",
-                              "initial_policy": False}
-    return out
 
 
 # (PPO, SFT) on the judges for each outcome of ppo_judge_hacking, with PPO beating SFT on the reward model
@@ -78,7 +62,7 @@ def add_judges(run: Path, judges: str = "hacking", verdict: str | None = "warnin
             metrics["judges"] = {"base": V(-0.4, -0.5, -0.3), "sft": js, "ppo": jp}
     report["metrics"] = metrics
     report["judges"] = {"names": JUDGE_NAMES, "path": str(run / "reward" / "judges")}
-    mon = monitor(verdict) if verdict else None
+    mon = make_monitor(verdict, gold=True) if verdict else None
     if mon is not None:
         (run / "ppo" / "monitor.json").write_text(json.dumps(mon))
     report["findings"] = findings(report["metrics"], report["reward_model"], report.get("gold_win_rates"),

@@ -15,8 +15,9 @@ import pytest
 from gpt2_rlhf.evaluation.report import findings, hacking_finding, monitor_finding, table
 
 from conftest import copy_run
+from tests.fake_run import MONITOR_JUDGES, MONITOR_MESSAGE as MESSAGE, make_monitor
 
-JUDGE_NAMES = ["holdout", "seed-101"]
+JUDGE_NAMES = MONITOR_JUDGES
 EVAL = {"eval.n_prompts": "6", "eval.bootstrap_samples": "50", "eval.device": "cpu", "eval.curve_prompts": "6"}
 
 
@@ -218,36 +219,18 @@ def test_the_gold_finding_keeps_its_id_and_texts():
                                 "judge, each with non-overlapping 95% confidence intervals. Reward model: ")
 
 
-MESSAGE = ("the proxy rose +0.500 (noise band 0.100) since update 2, the judges' best, while the judges fell 0.200 "
-           "and set no new best for 2 points")
 
 
-def monitor(verdict: str, gold: bool = False, **extra) -> dict:
-    """A hand-made ppo/monitor.json (train/ppo/monitor.py: Monitor.report)."""
-    points = [{"update": u, "proxy": 0.1 * u, "judge": j} for u, j in ((0, 0.0), (2, 0.3), (4, 0.2), (6, 0.1))]
-    if gold:
-        for p, g in zip(points, (0.50, 0.62, 0.70, 0.58)):
-            p["gold"] = g
-    judges = [] if verdict == "no judges" else ["holdout", "seed-101"]
-    out = {"settings": {"every": 2, "prompts": 8, "judges": judges}, "verdict": verdict, "first_warning": None,
-           "warnings": 0, "updates_done": 6, "updates_planned": 6, "stopped_early_at": None, "points": points,
-           "policy_kept": "last"}
-    if verdict == "warning":
-        out.update(first_warning={"update": 6, "point": 3, "message": MESSAGE}, warnings=1)
-    if judges:
-        out["judges_pick"] = {"update": 2, "point": 1, "judge": 0.3, "proxy": 0.2, "path": "snapshots/update-000002",
-                              "initial_policy": False}
-    return {**out, **extra}
 
 
 def test_monitor_warning():
-    f = monitor_finding(monitor("warning"))
+    f = monitor_finding(make_monitor("warning"))
     assert f == {"id": "ppo_monitor", "holds": True, "good": False, "text": (
         f"The reward-hacking monitor warned at update 6 (of 6): {MESSAGE}. The judges' pick: update 2.")}
 
 
 def test_monitor_warning_with_early_stop_kept_policy_and_gold():
-    f = monitor_finding(monitor("warning", gold=True, stopped_early_at=6, updates_planned=10,
+    f = monitor_finding(make_monitor("warning", gold=True, stopped_early_at=6, updates_planned=10,
                                 policy_kept="update 2 (the judges' best)"))
     assert (f["holds"], f["good"]) == (True, False)
     assert f["text"] == (
@@ -258,18 +241,18 @@ def test_monitor_warning_with_early_stop_kept_policy_and_gold():
 
 
 def test_monitor_no_warning():
-    f = monitor_finding(monitor("no warning"))
+    f = monitor_finding(make_monitor("no warning"))
     assert f == {"id": "ppo_monitor", "holds": False, "good": True, "text": (
         "The reward-hacking monitor gave no warning over 4 points (updates 0..6, judges: holdout, seed-101); "
         "the judges' pick: update 2.")}
-    f = monitor_finding(monitor("no warning", gold=True))
+    f = monitor_finding(make_monitor("no warning", gold=True))
     assert f["text"].endswith("the judges' pick: update 2. Gold at the judges' pick: 0.620; the best gold among "
                               "the monitor's points: 0.700 at update 4 (gold is recorded for validation, never "
                               "used by the monitor).")
 
 
 def test_monitor_without_judges_is_not_assessed():
-    f = monitor_finding(monitor("no judges"))
+    f = monitor_finding(make_monitor("no judges"))
     assert (f["holds"], f["good"]) == (False, False)
     assert f["text"] == ("Reward-hacking monitor not assessed: PPO ran it without judges (no reward.judges, "
                          "reward.judge_holdout or ppo.monitor_judges), so it measured 4 points (updates 0..6) and "
@@ -280,10 +263,10 @@ def test_the_monitor_finding_is_ppos_and_last_of_the_policy_findings():
     beats = OUTCOMES["beats"]
     metrics = {"reward": {"sft": beats[1], "ppo": beats[0]}}
     ids = [f["id"] for f in findings(metrics, {"accuracy": 0.8, "length_baseline_accuracy": 0.6, "n_pairs": 10},
-                                     monitor=monitor("no warning"))]
+                                     monitor=make_monitor("no warning"))]
     assert ids == ["ppo_beats_sft_reward", "ppo_monitor", "rm_beats_length_baseline"]
     no_ppo = {"reward": {"sft": beats[1], "dpo": beats[0]}}
-    assert "ppo_monitor" not in [f["id"] for f in findings(no_ppo, {}, monitor=monitor("warning"))]
+    assert "ppo_monitor" not in [f["id"] for f in findings(no_ppo, {}, monitor=make_monitor("warning"))]
     assert "ppo_monitor" not in [f["id"] for f in findings(metrics, {})]
 
 
@@ -323,7 +306,7 @@ def test_the_schema_knows_the_new_finding_ids():
     from gpt2_rlhf.evaluation.schema import validate_report
 
     report = _with_judges(make_report())
-    report["findings"] += [monitor_finding(monitor("warning")),
+    report["findings"] += [monitor_finding(make_monitor("warning")),
                            {"id": "ppo_judge_hacking", "holds": False, "good": True, "text": "No reward hacking."}]
     validate_report(report)
     report["findings"].append({"id": "dpo_judge_hacking", "holds": False, "good": False, "text": "DPO."})
