@@ -84,6 +84,9 @@ class CardOptions:
     reward_repo_id: str | None = None
     base_repo_id: str | None = None
     samples_repo_id: str | None = None  # the Hub dataset of the evaluation's samples and report
+    # The run's other evaluated policies (dpo/rloo besides the card's own) -> their Hub repos, so that
+    # `rlhf reproduce REPO` can download every model the report scores.
+    policy_repo_ids: dict[str, str] = field(default_factory=dict)
     license: str = "mit"
     language: list[str] = field(default_factory=lambda: ["en"])
     examples: int = 3

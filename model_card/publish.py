@@ -24,11 +24,14 @@ What goes where (one commit per repository, through `huggingface_hub.HfApi`):
   (`--space-hardware`, else the front matter's `suggested_hardware`: ZeroGPU, the free
   hardware a new Gradio Space can run on). A Space needs its models on the Hub, so
   with ``--space`` the ids left out are derived from ``--repo-id``: the reward model
-  `<id>-reward`, SFT `<id>-sft`, DPO `<id>-dpo`, RLOO `<id>-rloo` (each when the run
-  has it and it is not the card's policy, which is `<id>` itself, under its own role's
+  `<id>-reward`, SFT `<id>-sft` (the card's policy is `<id>` itself, under its own role's
   variable); the base is its Hub id (gpt2) or ``--base-repo-id``, and a locally built
   base without one is left out of the Space. What cannot be derived is asked for in
   one message. Every pushed model repo gets a card.
+* Every other policy the report evaluates (DPO, RLOO besides the card's own) is always
+  pushed, to `<id>-dpo` and `<id>-rloo`, and recorded in `card.json`
+  (`options.policy_repo_ids`): the card reports their numbers, so `rlhf reproduce <id>`
+  downloads and reruns them too.
 
 1. Check the run (a finished policy stage, `ppo/`, `dpo/` or `rloo/`, the one the
    report's card is about; `eval/`; every stage asked for) and render the cards
@@ -409,18 +412,23 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
     require_a_policy(run_dir)
     src = CardSources.from_run_dir(run_dir)
     policy_key, policy_dir = policy_stage(run_dir, src.report)
-    extra: dict[str, str] = {}  # dpo/rloo besides the card's policy -> repo id, pushed for the Space
     scored_by_model = src.report.get("reward_model") is not None or "reward" not in src.report
+    finished = {stage: is_complete(run_dir / stage) for stage in ("base", "sft", "reward", *EXTRA_POLICIES)}
+    # The other policies the report evaluates (dpo/rloo besides the card's own) go to <id>-<stage>: the card
+    # reports their numbers, so `rlhf reproduce REPO` needs them, and the Space shows them.
+    extra = {stage: f"{repo_id}-{stage}" for stage in EXTRA_POLICIES
+             if stage != policy_key and stage in src.report["models"] and finished[stage]}
+    for stage, rid in extra.items():
+        if not valid_repo_id(rid):
+            raise PushError(f"--repo-id: the derived {stage.upper()} id {rid!r} is not a Hub repo id; "
+                            "pass a shorter --repo-id")
     if space_id:
         # The Space loads every model it shows from the Hub: derive the ids left out, ask for the rest at once.
-        finished = {stage: is_complete(run_dir / stage) for stage in ("base", "sft", "reward", *EXTRA_POLICIES)}
         if scored_by_model and not reward_repo_id and finished["reward"]:
             reward_repo_id = f"{repo_id}-reward"
         if not sft_repo_id and finished["sft"]:
             sft_repo_id = f"{repo_id}-sft"
-        extra = {stage: f"{repo_id}-{stage}" for stage in EXTRA_POLICIES if finished[stage] and stage != policy_key}
-        for name, rid in (("the derived reward model id", reward_repo_id), ("the derived SFT id", sft_repo_id),
-                          *((f"the derived {s.upper()} id", r) for s, r in extra.items())):
+        for name, rid in (("the derived reward model id", reward_repo_id), ("the derived SFT id", sft_repo_id)):
             if rid is not None and not valid_repo_id(rid):
                 raise PushError(f"--space: {name} {rid!r} is not a Hub repo id; pass a shorter --repo-id")
         hub_base = base_repo_id or hub_base_model(src, CardOptions())
@@ -439,7 +447,8 @@ def plan_push(run_dir: Path, repo_id: str, hub: HubConfig, staging: Path, *, sft
             require_stage(run_dir / stage, f"{stage} model (asked for by its repo id)")
     opts = CardOptions.from_hub_config(hub, repo_id=repo_id, sft_repo_id=sft_repo_id, reward_repo_id=reward_repo_id,
                                        base_repo_id=base_repo_id)
-    opts = dataclasses.replace(opts, samples_repo_id=samples_repo_id)  # None with --no-samples, whatever hub says
+    # samples: None with --no-samples, whatever hub says
+    opts = dataclasses.replace(opts, samples_repo_id=samples_repo_id, policy_repo_ids=dict(extra))
     cards = staging / "cards"
     cards.mkdir()
     write_bundle(src, opts, cards)

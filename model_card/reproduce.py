@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gpt2_rlhf.evaluation.policies import MODEL_KEYS
+from gpt2_rlhf.evaluation.policies import MODEL_KEYS, POLICY_KEYS
 
 from .context import headline_values, policy_of
 from .markdown import numbers_in
@@ -438,7 +438,8 @@ def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = No
     report = sources.report
     policy = policy_of(report)  # the repo holds the card's policy; the other models live elsewhere
     paths = {policy: str(folder)}
-    wanted = {"sft": options.sft_repo_id, "reward": options.reward_repo_id, "base": options.base_repo_id}
+    wanted = {"sft": options.sft_repo_id, "reward": options.reward_repo_id, "base": options.base_repo_id,
+              **options.policy_repo_ids}
     scored_by_model = report.get("reward_model") is not None or "reward" not in report
     for key in [k for k in report["models"] if k != policy] + ["reward"] * scored_by_model:
         info = report["models"].get(key) if key != "reward" else report.get("reward_model") or {}
@@ -447,9 +448,11 @@ def hub_target(repo_id: str, endpoint: str | None = None, token: str | None = No
         elif info.get("source") == "hub":
             paths[key] = str(info["path"])
         else:
+            how = ("push the run again: `rlhf push` sends every evaluated policy to `<repo-id>-<stage>`"
+                   if key in POLICY_KEYS else
+                   f"push it with `rlhf push --{key}-repo-id` (hub.base_repo_id for the base)")
             raise CardError(f"{repo_id}: the {key} model was a local directory at evaluation time and is not on "
-                            f"the Hub; push it with `rlhf push --{key}-repo-id` (hub.base_repo_id for the base) "
-                            "or reproduce from the run directory")
+                            f"the Hub; {how} or reproduce from the run directory")
     cards = {"README.md": (folder / "README.md").read_text()}
     return Target(repo_id, cards, sources, options, paths, hub=True)
 

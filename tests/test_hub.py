@@ -351,3 +351,41 @@ def test_a_dpo_only_run_pushed_to_the_hub_reproduces(tmp_path, hub_env, monkeypa
     outcome = rep.reproduce("alice/dpo", endpoint=hub_env.url)
     assert outcome.passed, rep.format_outcome("alice/dpo", outcome)
     assert any(c.name == "dpo.revision" for c in outcome.checks)
+
+
+def test_a_run_with_ppo_dpo_and_rloo_pushed_to_the_hub_reproduces_every_policy(tmp_path, hub_env, monkeypatch):
+    """The card's policy is PPO; DPO and RLOO, which its report also scores, go to <id>-dpo and <id>-rloo
+    without --space, the card records them, and `rlhf reproduce alice/all` reruns all five models from the Hub."""
+    import torch
+
+    from gpt2_rlhf.evaluation.run import main as evaluate
+    from gpt2_rlhf.model_card import reproduce as rep
+    from tests.test_compare_eval import add_policy
+    from tests.test_evaluation import eval_recipe, make_tiny_run
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    torch.set_num_threads(1)
+    run = make_tiny_run(tmp_path / "run")
+    add_policy(run, "dpo", "sft", {"train_loss": 0.69, "train_seconds": 1.5})
+    add_policy(run, "rloo", "sft", {"train_seconds": 2.5})
+    evaluate(eval_recipe(**{"eval.n_prompts": 4, "eval.bootstrap_samples": 20}), run)
+    push(run, "alice/all", sft_repo_id="alice/all-sft", reward_repo_id="alice/all-rm", base_repo_id="alice/all-base",
+         endpoint=hub_env.url, token=TOKEN, out=lambda s: None)
+    for stage in ("dpo", "rloo"):
+        files = hub_env.files(f"alice/all-{stage}")
+        assert files["model.safetensors"] == (run / stage / "model.safetensors").read_bytes()
+    bundle = json.loads(hub_env.files("alice/all")["card.json"])
+    assert bundle["options"]["policy_repo_ids"] == {"dpo": "alice/all-dpo", "rloo": "alice/all-rloo"}
+
+    seen = {}
+    real = rep.rerun_evaluation
+
+    def spy(report, paths):
+        seen.update(paths)
+        return real(report, paths)
+
+    outcome = rep.reproduce("alice/all", evaluate=spy, endpoint=hub_env.url)
+    assert outcome.passed, rep.format_outcome("alice/all", outcome)
+    assert set(seen) >= {"base", "sft", "ppo", "dpo", "rloo", "reward"}
+    for stage in ("dpo", "rloo"):
+        assert (Path(seen[stage]) / "model.safetensors").read_bytes() == (run / stage / "model.safetensors").read_bytes()
