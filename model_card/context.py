@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from gpt2_rlhf.evaluation.policies import LABELS, MODEL_KEYS, MODELS, NAMES, POLICY_KEYS
 from gpt2_rlhf.evaluation.report import GOLD_WIN_RATE_TARGET, REFERENCE_ROWS, beats, has_ci
 
-from .markdown import ci_decimals, code_block, fmt, fmt_at, fmt_ci, md_cell
+from .markdown import ci_decimals, code_block, fmt, fmt_at, fmt_ci, fmt_count, md_cell
 from .sources import CardSources, get_path, is_number
 
 MODEL_ORDER = MODEL_KEYS  # base, sft, then the trained policies (evaluation/policies.py): the order of every table
@@ -605,7 +605,7 @@ def model_context(src: CardSources, policy: str) -> dict:
     training = r.get("training") or {}
     rows = next((training[s]["train_rows"] for s in ("sft", policy) if is_number(get_path(training, s, "train_rows"))),
                 None)
-    return {"label": label(policy), "key": policy, "parameters": fmt(params) if is_number(params) else None,
+    return {"label": label(policy), "key": policy, "parameters": fmt_count(int(params)) if is_number(params) else None,
             "base": md_cell(base) if isinstance(base, str) and base and base != "embedded" else None,
             "embedded_base": base == "embedded", "data": data_context(src),
             "train_rows": fmt(rows) if is_number(rows) else None,

@@ -29,6 +29,15 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
+def fmt_count(n: int) -> str:
+    """A count the way model sizes are written: three significant digits and K, M or B (1,113,856 ->
+    "1.11M", 124,439,808 -> "124M"); below 1,000 as it is."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
+
+
 def ci_decimals(lo: Any, hi: Any) -> int | None:
     """The decimals that show an interval's precision: two significant digits of its half-width (a value
     0.8312 in [0.7954, 0.8671] prints as 0.831; in [0.53, 1.13] as 0.83). None without a usable interval."""

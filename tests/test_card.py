@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from gpt2_rlhf.model_card.context import headline_values, value_cell
-from gpt2_rlhf.model_card.markdown import ci_decimals, code_block, fmt, fmt_at, numbers_in
+from gpt2_rlhf.model_card.markdown import ci_decimals, code_block, fmt, fmt_at, fmt_count, numbers_in
 from gpt2_rlhf.model_card.options import CardOptions
 from gpt2_rlhf.model_card.render import render_card, render_texts
 from gpt2_rlhf.model_card.sources import CardSources
@@ -32,6 +32,11 @@ def render(run: Path, **opts) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- helpers, hand-computed
+
+
+def test_fmt_count_writes_model_sizes_as_people_do():
+    assert [fmt_count(n) for n in (999, 1000, 1_113_856, 124_439_808, 354_823_168, 1_557_611_200)] == [
+        "999", "1K", "1.11M", "124M", "355M", "1.56B"]
 
 
 def test_fmt_prints_four_significant_digits():

@@ -17,7 +17,7 @@ from gpt2_rlhf.cli import main
 from gpt2_rlhf.evaluation.report import comparison_summary, findings, training_seconds
 from gpt2_rlhf.evaluation.schema import validate_report
 from gpt2_rlhf.model_card.context import claims_context
-from gpt2_rlhf.model_card.markdown import fmt_ci
+from gpt2_rlhf.model_card.markdown import fmt_ci, fmt_count
 from gpt2_rlhf.model_card.options import CardOptions
 from gpt2_rlhf.model_card.render import render_card, render_texts
 from gpt2_rlhf.model_card.sources import CardSources
@@ -76,7 +76,7 @@ def test_the_first_screen_says_what_the_model_is_and_every_headline_claim(tmp_pa
     top = first_screen(card)
     m = report["metrics"]
     # what the model is: its size, its base, the data and its size
-    assert f"{report['models'][policy]['parameters']}-parameter GPT-2" in top
+    assert f"{fmt_count(report['models'][policy]['parameters'])}-parameter GPT-2" in top
     assert "`embedded`" in top and f"{report['training']['sft']['train_rows']} training pairs" in top
     assert f"evaluated on {report['dataset']['n_prompts']} held-out prompts" in top
     # one claim per headline result, with its interval at the interval's precision
