@@ -9,10 +9,10 @@ loop rather than a new trainer): when the recipe has the `label` stage, label ->
 reward -> ppo runs `label.rounds` times. Round r < R writes `label_round<r>`,
 `reward_round<r>`, `ppo_round<r>`; the last round writes `label`, `reward`, `ppo`,
 so evaluation, the card and the Space read the final models where they always do.
-Round r labels the previous round's PPO samples (round 1: SFT's), with
-reward.warm_start (the default recipe's) continues the previous round's reward
-model on its new labels plus a replay of earlier pairs (without it: a fresh reward
-model from SFT on the dataset plus every label so far), and continues the
+Round r labels the previous round's PPO samples (round 1: SFT's), trains a fresh
+reward model from SFT on the dataset plus every label so far (or, with
+reward.warm_start, continues the previous round's on its new labels plus a replay
+of earlier pairs), and continues the
 previous round's PPO policy with the KL penalty still measured against SFT, and
 (ppo.continue_critic) the previous round's critic.
 
