@@ -9,8 +9,11 @@ scored by the neutral `../shared/bench/score_policy.py` (--n-score held-out prom
 model score and mean summed KL to the reference). Two trainers land at different KLs for the same
 learning rate, so their scores compare only at matched KL: the line reports every point, the
 closest pair whose KLs agree within --match (10%), and the score of each at that KL. A plot of
-score against KL, one line per trainer, goes to --out/score_vs_kl.png. Prints one JSON line.
+score against KL, one line per trainer (with any other trainer measured under --out), goes to
+--out/score_vs_kl.png. Prints one JSON line.
 A point already measured under --out (its point.json) is reused, so a sweep can be extended.
+With --shared-value-head ours trains its critic as a scalar head on the policy's backbone (one
+transformer instead of two: less compute per episode) and is reported as `ours_shared_head`.
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ def plot(points: dict[str, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def earlier_curves(out: Path, skip: set[str]) -> dict[str, list[dict]]:
+    """Points of other trainers measured under the same --out (e.g. ours with its separate critic beside
+    ours_shared_head): they join the plot, one line each, so one folder holds the whole comparison."""
+    curves: dict[str, list[dict]] = {}
+    for f in sorted(out.glob("*-lr*/point.json")):
+        name = f.parent.name.rsplit("-lr", 1)[0]
+        if name not in skip:
+            curves.setdefault(name, []).append(json.loads(f.read_text()))
+    return curves
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap)
@@ -79,30 +93,34 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    points: dict[str, list[dict]] = {"ours": [], args.peer: []}
-    for name, lrs in (("ours", args.ours_lrs), (args.peer, args.peer_lrs)):
+    ours = "ours_shared_head" if args.shared_value_head else "ours"  # a different critic is a different curve
+    points: dict[str, list[dict]] = {ours: [], args.peer: []}
+    for name, lrs in ((ours, args.ours_lrs), (args.peer, args.peer_lrs)):
         for lr in [float(x) for x in lrs.split(",") if x.strip()]:
             where = out / f"{name}-lr{lr:g}"
             where.mkdir(parents=True, exist_ok=True)
             if (where / "point.json").is_file():  # measured by an earlier call with the same --out: reused
                 points[name].append(json.loads((where / "point.json").read_text()))
                 continue
-            r = measured(f"{name} lr {lr:g}", commands(args, where, lr)[name], where / "train.log", args.threads)
+            cmd = commands(args, where, lr)["ours" if name == ours else name]
+            r = measured(f"{name} lr {lr:g}", cmd, where / "train.log", args.threads)
             if r["rc"] != 0:
                 print(f"matched_kl: {name} lr {lr:g} failed; see {where / 'train.log'}", file=sys.stderr)
                 return 1
-            s = score(sys.executable, args.art, where / name, args.n_score, args.response_length)
+            s = score(sys.executable, args.art, where / ("ours" if name == ours else name), args.n_score,
+                      args.response_length)
             res = r["result"] or {}
             points[name].append({"lr": lr, "score": s["score"], "kl": s["kl"], "resp_len": s.get("resp_len"),
                                  "episodes_per_s": res.get("episodes_per_s"), "train_s": res.get("train_s"),
-                                 "peak_rss_mb": r["peak_rss_mb"], "load_avg_1m_before": r["load_avg_1m_before"]})
+                                 "cpu_s": r["cpu_s"], "peak_rss_mb": r["peak_rss_mb"],
+                                 "load_avg_1m_before": r["load_avg_1m_before"]})
             (where / "point.json").write_text(json.dumps(points[name][-1]))
             print(f"matched_kl: {name} lr {lr:g}: score {s['score']:.3f} KL {s['kl']:.3f} "
                   f"{res.get('episodes_per_s')} episodes/s", file=sys.stderr, flush=True)
-    plot(points, out / "score_vs_kl.png")
+    plot(points | earlier_curves(out, set(points)), out / "score_vs_kl.png")
     line = {"benchmark": "matched_kl", "art": args.art, "peer": args.peer,
             "settings": {k: v for k, v in vars(args).items() if k not in ("art", "out")},
-            "points": points, "matched": closest_pair(points, "ours", args.peer, args.match),
+            "points": points, "matched": closest_pair(points, ours, args.peer, args.match),
             "plot": str(out / "score_vs_kl.png")}
     (out / "matched_kl.json").write_text(json.dumps(line, indent=1))
     print(json.dumps(line))

@@ -70,7 +70,8 @@ def commands(args, out: Path, lr: float | None = None) -> dict[str, list[str]]:
     return {
         "ours": [sys.executable, str(ROOT / "benchmarks" / "bench_ppo.py"), *common, "--out", str(out / "ours"),
                  "--ppo_epochs", str(args.epochs), "--value_lr", str(lr),
-                 "--max_prompt_tokens", str(args.max_prompt_tokens), "--threads", str(args.threads)],
+                 "--max_prompt_tokens", str(args.max_prompt_tokens), "--threads", str(args.threads),
+                 *(["--shared_value_head"] if getattr(args, "shared_value_head", False) else [])],
         "trl_ppo": [args.peer_python, str(BENCH / "trl_ppo_baseline.py"), *common, "--out", str(out / "trl_ppo"),
                     "--num_ppo_epochs", str(args.epochs), "--n_eval", str(args.n_eval), "--save"],
         "trl_rloo": [args.rloo_python, str(BENCH / "trl_rloo_baseline.py"), *common, "--out", str(out / "trl_rloo"),
@@ -102,6 +103,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-eval", type=int, default=8, help="the peers' before/after scoring prompts")
     ap.add_argument("--max-prompt-tokens", type=int, default=384, help="ours: at least ART's longest prompt")
+    ap.add_argument("--shared-value-head", action="store_true",
+                    help="ours: the critic is a scalar head on the policy's last hidden state (one backbone, not "
+                         "the peers' separate value model initialised from the reward model)")
 
 
 def main() -> int:
