@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -278,6 +279,7 @@ def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, m
     assert replay_sample(rows, 99, seed=3) == rows and replay_sample(rows, 0, seed=3) == []
 
     recipe, out, label_dir = label_run
+    recipe = copy.deepcopy(recipe)  # the fixture's recipe is shared: change a copy
     run = tmp_path / "run"
     for stage in ("base", "sft", "reward"):
         shutil.copytree(micro_run / stage, run / stage)
@@ -297,3 +299,41 @@ def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, m
     w0, w1 = load_file(prev / "model.safetensors"), load_file(run / "reward" / "model.safetensors")
     assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # it trained
     assert "sft samples" in json.loads((run / "reward" / "reward_stats.json").read_text())["source"]
+
+
+def test_capped_fresh_reward_round_trains_on_new_labels_plus_a_sample_of_the_rest(label_run, micro_run, tmp_path):
+    """reward.max_round_pairs: a fresh round (from SFT, not warm-started) keeps every newest label and fills the
+    cap with a seeded sample of the dataset pairs and earlier labels; round 1 and an uncapped round use all."""
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from gpt2_rlhf.train import reward
+
+    recipe, out, label_dir = label_run
+    recipe = copy.deepcopy(recipe)  # the fixture's recipe is shared: change a copy
+    run = tmp_path / "run"
+    for stage in ("base", "sft"):
+        shutil.copytree(micro_run / stage, run / stage)
+    shutil.copytree(label_dir, run / "label_round1")
+    shutil.copytree(label_dir, run / "label")
+    labels = [str(run / "label_round1"), str(run / "label")]
+    full = json.loads((micro_run / "reward" / "metrics.json").read_text())
+    cap = full["dataset_pairs"] // 2 + 40  # the 40 newest labels and half the dataset pairs' count on top
+    recipe.sections["reward"] = dataclasses.replace(recipe.reward, max_round_pairs=cap, labels=labels)
+    m = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
+    assert m["init_from"] == "sft"
+    assert m["labelled_pairs"] == 40 and m["replayed_pairs"] == cap - 40 and m["train_pairs"] == cap
+    # a fresh head on SFT: the untrained baseline is the uncapped stage's
+    assert m["initial_accuracy"] == full["initial_accuracy"]
+    w0 = load_file(run / "sft" / "model.safetensors")
+    w1 = load_file(run / "reward" / "model.safetensors")
+    shared = [k for k in w1 if k in w0 and w0[k].shape == w1[k].shape]
+    assert shared and any(not torch.equal(w1[k], w0[k]) for k in shared)  # it trained
+
+    # one label directory (round 1): the cap does not apply, every pair trains
+    shutil.rmtree(run / "reward")
+    recipe.sections["reward"] = dataclasses.replace(recipe.reward, max_round_pairs=cap, labels=labels[:1])
+    m1 = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
+    assert m1["replayed_pairs"] is None and m1["train_pairs"] == full["dataset_pairs"] + 40

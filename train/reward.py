@@ -82,6 +82,10 @@ class RewardStageConfig(TrainerFields):
     replay: float = field(default=1.0, metadata={"help": (
         "With warm_start, earlier pairs (dataset pairs and earlier labels, drawn with the recipe seed) per "
         "newest labelled comparison.")})
+    max_round_pairs: int | None = field(default=None, metadata={"help": (
+        "A fresh (not warm-started) feedback round trains on at most this many pairs: the newest label "
+        "directory's comparisons (x labelled_repeats) all, the rest a seeded sample of the dataset pairs and "
+        "earlier labels. It bounds a round's cost by the cap instead of the whole history. null: every pair.")})
     judges: int = field(default=0, metadata={"help": (
         "Judges PPO never sees, for its reward-hacking monitor (ppo.monitor_every): this many more reward models "
         "trained like the proxy on every train pair (held-out ones included) with seeds recipe seed + "
@@ -104,6 +108,8 @@ class RewardStageConfig(TrainerFields):
         check(self.histogram_bins > 0, f"histogram_bins: must be positive, got {self.histogram_bins}")
         check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
         check(self.replay >= 0, f"replay: must be >= 0, got {self.replay}")
+        check(self.max_round_pairs is None or self.max_round_pairs > 0,
+              f"max_round_pairs: must be positive or null, got {self.max_round_pairs}")
         check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
         check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
         check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
@@ -432,11 +438,16 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     dataset_rows, held_dataset = holdout_split(all_dataset, cfg.judge_holdout, recipe.seed)
     dataset_pairs = len(dataset_rows)
     warm = cfg.warm_start and len(cfg.labels) > 1
-    all_labelled = labelled_rows(cfg.labels[-1:] if warm else cfg.labels, tokenizer, max_length, recipe.data.truncation)
+    capped = not warm and cfg.max_round_pairs is not None and len(cfg.labels) > 1
+    # warm or capped: the newest labels all, the earlier pairs a seeded replay sample
+    split = warm or capped
+    all_labelled = labelled_rows(cfg.labels[-1:] if split else cfg.labels, tokenizer, max_length, recipe.data.truncation)
     labelled, held_labelled = holdout_split(all_labelled, cfg.judge_holdout, recipe.seed + 1)
-    if warm:
+    if split:
         earlier = dataset_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length, recipe.data.truncation)
-        replayed = replay_sample(earlier, round(cfg.replay * len(labelled)), recipe.seed)
+        n = (round(cfg.replay * len(labelled)) if warm
+             else max(0, cfg.max_round_pairs - len(labelled) * cfg.labelled_repeats))
+        replayed = replay_sample(earlier, n, recipe.seed)
         train_rows = replayed + labelled * cfg.labelled_repeats
     else:
         replayed = None
@@ -459,7 +470,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         # 2. Baselines on the held-out pairs: the untrained model (random head) and response length. A
         # warm-started round starts from a trained model: its untrained baseline is the policy's own, fresh.
         if state.is_main_process:
-            if replayed is None:
+            if not warm:
                 untrained = model
             else:
                 torch.manual_seed(recipe.seed)
@@ -517,7 +528,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         # 6. The judges (judge_holdout, judges): reward models PPO never sees, for its monitor.
         if judges:
             del trainer
-            every_label = all_labelled if not warm else labelled_rows(cfg.labels, tokenizer, max_length, recipe.data.truncation)
+            every_label = all_labelled if not split else labelled_rows(cfg.labels, tokenizer, max_length, recipe.data.truncation)
             data = {"holdout": held_dataset + held_labelled * cfg.labelled_repeats,
                     "all": all_dataset + every_label * cfg.labelled_repeats}
             judge_dir, judge_init = resolve_judge_init(cfg, output_dir)
