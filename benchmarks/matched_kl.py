@@ -102,13 +102,12 @@ def main() -> int:
             if (where / "point.json").is_file():  # measured by an earlier call with the same --out: reused
                 points[name].append(json.loads((where / "point.json").read_text()))
                 continue
-            cmd = commands(args, where, lr)["ours" if name == ours else name]
-            r = measured(f"{name} lr {lr:g}", cmd, where / "train.log", args.threads)
+            kind = "ours" if name == ours else name  # the command's key and its output folder
+            r = measured(f"{name} lr {lr:g}", commands(args, where, lr)[kind], where / "train.log", args.threads)
             if r["rc"] != 0:
                 print(f"matched_kl: {name} lr {lr:g} failed; see {where / 'train.log'}", file=sys.stderr)
                 return 1
-            s = score(sys.executable, args.art, where / ("ours" if name == ours else name), args.n_score,
-                      args.response_length)
+            s = score(sys.executable, args.art, where / kind, args.n_score, args.response_length)
             res = r["result"] or {}
             points[name].append({"lr": lr, "score": s["score"], "kl": s["kl"], "resp_len": s.get("resp_len"),
                                  "episodes_per_s": res.get("episodes_per_s"), "train_s": res.get("train_s"),

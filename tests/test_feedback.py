@@ -303,7 +303,7 @@ def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, m
 
 def test_capped_fresh_reward_round_trains_on_new_labels_plus_a_sample_of_the_rest(label_run, micro_run, tmp_path):
     """reward.max_round_pairs: a fresh round (from SFT, not warm-started) keeps every newest label and fills the
-    cap with a seeded sample of the dataset pairs and earlier labels; round 1 and an uncapped round use all."""
+    cap with a seeded sample of the dataset pairs and earlier labels; round 1 (one label directory) uses all."""
     import dataclasses
     import shutil
 

@@ -83,9 +83,10 @@ class RewardStageConfig(TrainerFields):
         "With warm_start, earlier pairs (dataset pairs and earlier labels, drawn with the recipe seed) per "
         "newest labelled comparison.")})
     max_round_pairs: int | None = field(default=None, metadata={"help": (
-        "A fresh (not warm-started) feedback round trains on at most this many pairs: the newest label "
-        "directory's comparisons (x labelled_repeats) all, the rest a seeded sample of the dataset pairs and "
-        "earlier labels. It bounds a round's cost by the cap instead of the whole history. null: every pair.")})
+        "A fresh (not warm-started) feedback round's training pairs: the newest label directory's comparisons "
+        "(x labelled_repeats) all, then a seeded sample of the dataset pairs and earlier labels up to this "
+        "many in total (none when the newest alone reach it). It bounds a round's cost by the cap instead of "
+        "the whole history. null: every pair.")})
     judges: int = field(default=0, metadata={"help": (
         "Judges PPO never sees, for its reward-hacking monitor (ppo.monitor_every): this many more reward models "
         "trained like the proxy on every train pair (held-out ones included) with seeds recipe seed + "
@@ -443,8 +444,10 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     split = warm or capped
     all_labelled = labelled_rows(cfg.labels[-1:] if split else cfg.labels, tokenizer, max_length, recipe.data.truncation)
     labelled, held_labelled = holdout_split(all_labelled, cfg.judge_holdout, recipe.seed + 1)
+    # the earlier label directories' rows (split rounds only), kept for the judges' "every label"
+    earlier_labelled = labelled_rows(cfg.labels[:-1], tokenizer, max_length, recipe.data.truncation) if split else []
     if split:
-        earlier = dataset_rows + labelled_rows(cfg.labels[:-1], tokenizer, max_length, recipe.data.truncation)
+        earlier = dataset_rows + earlier_labelled
         n = (round(cfg.replay * len(labelled)) if warm
              else max(0, cfg.max_round_pairs - len(labelled) * cfg.labelled_repeats))
         replayed = replay_sample(earlier, n, recipe.seed)
@@ -528,7 +531,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         # 6. The judges (judge_holdout, judges): reward models PPO never sees, for its monitor.
         if judges:
             del trainer
-            every_label = all_labelled if not split else labelled_rows(cfg.labels, tokenizer, max_length, recipe.data.truncation)
+            every_label = earlier_labelled + all_labelled  # every label directory's rows, in directory order
             data = {"holdout": held_dataset + held_labelled * cfg.labelled_repeats,
                     "all": all_dataset + every_label * cfg.labelled_repeats}
             judge_dir, judge_init = resolve_judge_init(cfg, output_dir)
