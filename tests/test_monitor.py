@@ -148,12 +148,14 @@ def test_monitor_state_survives_a_resume(tmp_path):
 
 @pytest.fixture(scope="module")
 def judged_run(micro_run, tmp_path_factory):
-    """micro_run with a reward stage that also trains a held-out judge and one seed judge."""
+    """micro_run with a reward stage that also trains a held-out judge and one seed judge, each on its pairs
+    plus half as many augmented ones."""
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train import reward
 
     run = copy_run(micro_run, tmp_path_factory.mktemp("judged"), stages=("base", "sft"))
-    recipe = load_recipe("micro", {"reward.judges": "1", "reward.judge_holdout": "0.25", "reward.max_steps": "3"})
+    recipe = load_recipe("micro", {"reward.judges": "1", "reward.judge_holdout": "0.25", "reward.max_steps": "3",
+                                   "reward.judge_augment": "0.5"})
     reward.main(recipe, run)
     return run
 
@@ -165,7 +167,10 @@ def test_reward_stage_trains_and_reports_the_judges(judged_run):
     j = m["judges"]
     assert set(j["models"]) == {"holdout", "seed-101"}
     assert j["held_out_dataset_pairs"] == 64 and m["dataset_pairs"] == 192 and m["held_out_pairs"] == 64
-    assert j["models"]["holdout"]["train_pairs"] == 64 and j["models"]["seed-101"]["train_pairs"] == 256
+    for name, own in (("holdout", 64), ("seed-101", 256)):  # its own pairs, then the augmented ones
+        extra = j["models"][name]["augmented_pairs"]
+        assert 0 < extra <= own // 2 and j["models"][name]["train_pairs"] == own + extra, name
+    assert "augmented_pairs" not in m  # the proxy trains on the preference pairs only
     assert j["seconds"] > 0 and all(v["seconds"] > 0 for v in j["models"].values())
     ensemble = j["models"]["seed-101"]["accuracy"]
     assert j["proxy_accuracy_loss"] == pytest.approx(ensemble - m["accuracy"])

@@ -65,6 +65,40 @@ def test_judge_plan_names_and_seeds():
     assert judge_plan(RewardStageConfig(judges=2), 1) == [("seed-101", 101), ("seed-102", 102)]
     assert judge_plan(RewardStageConfig(judges=1, judge_holdout=0.2), 0) == [("holdout", 100), ("seed-101", 101)]
 
+def test_cut_short_by_hand():
+    from gpt2_rlhf.train.reward import cut_short
+
+    text = " Stay home so you do not spread it. Drink water."
+    assert cut_short(text, 4) == " Stay home so you."  # its own closing mark, its leading space
+    assert cut_short(text, 7) == " Stay home so you do not spread."  # the cut word's comma/stop dropped first
+    assert cut_short("Sure, happy to help!", 1) == "Sure!"
+    assert cut_short(" no stop at the end", 2) == " no stop"
+
+
+def test_augmented_pairs_by_hand():
+    from gpt2_rlhf.train.reward import augmented_pairs
+
+    rows = [{"prompt": f"p{i}", "chosen": f" answer {i} in five words.", "rejected": " bad."} for i in range(6)]
+    out = augmented_pairs(rows, 2.0, seed=3)
+    assert augmented_pairs(rows, 2.0, seed=3) == out  # seeded
+    assert 0 < len(out) <= 12 and augmented_pairs(rows, 0.0, seed=3) == [] and augmented_pairs([], 1.0, 0) == []
+    by_prompt = {r["prompt"]: r for r in rows}
+    chosen = {r["chosen"] for r in rows}
+    kinds = set()
+    for pair in out:
+        assert pair["chosen"] == by_prompt[pair["prompt"]]["chosen"]  # the row's own prompt and chosen response
+        if pair["rejected"] in chosen:  # another prompt's answer
+            assert pair["rejected"] != pair["chosen"]
+            kinds.add("other prompt")
+        else:  # the answer cut short, its full stop kept
+            words = pair["rejected"].split()
+            assert 1 <= len(words) < 5 and pair["chosen"].startswith(pair["rejected"][:-1])
+            assert pair["rejected"].endswith(".")
+            kinds.add("cut")
+    assert kinds == {"other prompt", "cut"}
+    one = [{"prompt": "p", "chosen": " one", "rejected": " x"}]
+    assert augmented_pairs(one, 4.0, seed=0) == []  # no other prompt, nothing to cut: every draw skipped
+
 
 # ----------------------------------------------------------------------------- pooling at the last real token
 

@@ -96,6 +96,11 @@ class RewardStageConfig(TrainerFields):
         "Share of the train pairs (dataset pairs and labelled comparisons, each drawn with the recipe seed) "
         "withheld from the proxy reward model; a judge trained on them alone is saved as reward/judges/holdout/. "
         "0: the proxy trains on every pair and there is no held-out judge.")})
+    judge_augment: float = field(default=0.0, metadata={"help": (
+        "Per judge train pair, this many more pairs that no preference data holds, for the judges only (drawn "
+        "from each judge's own pairs with its seed; `augmented_pairs`): its chosen response against another "
+        "prompt's chosen response, or against itself cut short. They teach the judges what the proxy never saw "
+        "a bad example of, so their errors differ from the proxy's. 0: none.")})
     judge_seed_offset: int = field(default=100, metadata={"help": (
         "Added to the recipe seed for the judges' seeds (the held-out judge uses the first).")})
     judge_init_from: str = field(default="auto", metadata={"help": (
@@ -113,6 +118,7 @@ class RewardStageConfig(TrainerFields):
               f"max_round_pairs: must be positive or null, got {self.max_round_pairs}")
         check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
         check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
+        check(self.judge_augment >= 0, f"judge_augment: must be >= 0, got {self.judge_augment}")
         check(bool(self.judge_init_from.strip()), "judge_init_from: must be auto, sft, base or a model path")
         check(self.stats_prompts >= 2, f"stats_prompts: need at least 2 samples for a std, got {self.stats_prompts}")
         check(self.stats_max_new_tokens > 0, f"stats_max_new_tokens: must be positive, got {self.stats_max_new_tokens}")
@@ -292,6 +298,54 @@ def holdout_split(rows: Sequence[dict], fraction: float, seed: int) -> tuple[lis
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def cut_short(response: str, words: int) -> str:
+    """The response's first `words` words, ended with its own last character when that is punctuation.
+
+    Keeping the closing mark means a judge cannot tell a cut response by a missing full stop alone."""
+    parts = response.split()
+    end = response.rstrip()[-1:] if response.rstrip()[-1:] in ".!?" else ""
+    cut = " ".join(parts[:words]).rstrip(".,;:!?")
+    return (" " if response[:1].isspace() else "") + cut + end
+
+
+def augmented_pairs(rows: Sequence[dict], share: float, seed: int) -> list[dict]:
+    """round(share * len(rows)) pairs that no preference data holds, for the judges (reward.judge_augment).
+
+    Draw k (seeded, with replacement) keeps a row's prompt and chosen response; its rejected one is
+      * even k: the chosen response of another row with another prompt: an answer to another question
+        (the non-contextual pairs of RRM, Liu et al. 2024, "RRM: Robust reward model training mitigates
+        reward hacking");
+      * odd k: the chosen response cut after a seeded 1..n-1 of its n words (`cut_short`): an answer that
+        stops mid-thought.
+    A draw with no such partner (one prompt only, a one-word response) is skipped. Deviations from RRM: it
+    augments the proxy; here only the judges are, so that PPO's exploits of the proxy are not theirs. The cut
+    kind makes the rejected side the shorter one, a length preference the judges learn on purpose: a third
+    kind that appended another answer's sentence (rejected longer) took it away and with it the judges' fall
+    as gold fell (benchmarks/monitor.py, docs/MONITOR.md).
+    """
+    import random
+
+    rng = random.Random(seed)
+    n = round(share * len(rows))
+    out: list[dict] = []
+    if not rows or n <= 0:
+        return out
+    for k in range(n):
+        row = rows[rng.randrange(len(rows))]
+        if k % 2 == 0:
+            other = rows[rng.randrange(len(rows))]
+            if other["prompt"] == row["prompt"] or other["chosen"].strip() == row["chosen"].strip():
+                continue
+            rejected = other["chosen"]
+        else:
+            words = len(row["chosen"].split())
+            if words < 2:
+                continue
+            rejected = cut_short(row["chosen"], rng.randint(1, words - 1))
+        out.append({"prompt": row["prompt"], "chosen": row["chosen"], "rejected": rejected})
+    return out
+
+
 def judge_plan(cfg: RewardStageConfig, seed: int) -> list[tuple[str, int]]:
     """(name, seed) of each judge: `holdout` (when pairs are held out) first, then the seed ensemble."""
     first = seed + cfg.judge_seed_offset
@@ -396,7 +450,8 @@ def judge_summary(judges: dict[str, dict], proxy: dict[str, Any], cfg: RewardSta
     """reward/metrics.json["judges"]: each judge's metrics, their cost, and what holding pairs out cost the proxy.
 
     proxy_accuracy_loss: the mean test accuracy of the judges trained on every pair minus the proxy's
-    (trained without the held-out pairs); it includes seed noise, and is null when no judge saw every pair."""
+    (trained without the held-out pairs); it includes seed noise (and reward.judge_augment's pairs, which only
+    the judges see), and is null when no judge saw every pair."""
     full = [j["accuracy"] for name, j in judges.items() if name != "holdout"]
     out: dict[str, Any] = {"models": judges, "path": JUDGES, "seconds": sum(j["seconds"] for j in judges.values()),
                            "holdout_fraction": cfg.judge_holdout, "held_out_dataset_pairs": held_dataset,
@@ -538,10 +593,11 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
             results = {}
             for judge_name, judge_seed in judges:
                 rows = data["holdout" if judge_name == "holdout" else "all"]
+                extra = augmented_pairs(rows, cfg.judge_augment, judge_seed)
                 results[judge_name] = train_judge(
-                    recipe, judge_name, judge_seed, judge_dir, rows, tokenizer, max_length, writer, resume, state,
-                    test_rows, label_dir, (prompts, samples) if state.is_main_process else None)
-                results[judge_name]["init_from"] = judge_init
+                    recipe, judge_name, judge_seed, judge_dir, rows + extra, tokenizer, max_length, writer, resume,
+                    state, test_rows, label_dir, (prompts, samples) if state.is_main_process else None)
+                results[judge_name].update(init_from=judge_init, augmented_pairs=len(extra))
             if state.is_main_process:
                 metrics["judges"] = judge_summary(results, metrics, cfg, len(held_dataset), len(held_labelled))
                 logger.info("judges: %s", metrics["judges"])
