@@ -16,6 +16,13 @@ fixed prompts and samples beside its own columns, and this script reads ppo/moni
 * the judges' pick and the gold it loses against the best point by gold (the best checkpoint);
 * the rank correlation of the judges' and of the proxy's curve with gold's.
 
+The monitor's own gold column uses its 64 fixed prompts (ppo.monitor_prompts): a standard error of
+about 0.03, as large as the 0.03 the pick must be within. So, with --gold-prompts N (default 400,
+0 = off), every evaluation point's policy (SFT, ppo/snapshots/update-*, the final policy) is sampled
+again once per prompt on the first N embedded test prompts and scored by gold, the proxy and each
+judge (`gold_curve`, cached in seed-S/gold-curve.json). Gold's peak and the gold at the monitor's own
+pick are then read off that curve; the 64-prompt figures stay beside them.
+
 Extra key=value arguments override the recipe (e.g. ppo.kl_coef=0.02). Prints one JSON
 document, then a Markdown table per seed; writes both to --out.
 """
@@ -44,17 +51,62 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if math.isnan(r) else r
 
 
-def assess(monitor: dict) -> dict:
-    """The monitor's points against gold: peak, warning, pick, loss, tracking (the validation's numbers)."""
+def gold_curve(run: Path, n_prompts: int, seed: int = 7) -> list[dict]:
+    """Per evaluation point (SFT, each snapshot, the final policy): gold, proxy, judges and KL on n_prompts.
+
+    One sampled response per prompt, seeded the same for every model (train.sampling.measure_policy), on
+    the first n_prompts distinct embedded test prompts; reward models normalised as PPO's are."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gpt2_rlhf.train.data import DataConfig, load_preferences
+    from gpt2_rlhf.train.modeling import RewardModel
+    from gpt2_rlhf.train.sampling import DECODING, measure_policy
+    from gpt2_rlhf.train.synthetic.gold import gold_score
+
+    tok = AutoTokenizer.from_pretrained(run / "sft")
+    rows, _ = load_preferences(DataConfig(dataset="embedded"), "test")
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))[:n_prompts]
+    ref = AutoModelForCausalLM.from_pretrained(run / "sft")
+    models = [(0, run / "sft")] + sorted((int(p.name.split("-")[1]), p) for p in (run / "ppo" / "snapshots").iterdir()
+                                         if p.is_dir())
+    models.append((json.loads((run / "ppo" / "metrics.json").read_text())["updates"], run / "ppo"))
+    scorers = {"proxy": RewardModel.load(run / "reward")}
+    scorers.update({j.name: RewardModel.load(j) for j in sorted((run / "reward" / "judges").iterdir())})
+    judges = [k for k in scorers if k != "proxy"]
+    out = []
+    for update, path in models:
+        res = measure_policy(AutoModelForCausalLM.from_pretrained(path), tok, prompts, DECODING, seed=seed,
+                             batch_size=32, max_prompt_tokens=128, reference=ref, desc=f"gold curve {update}")
+        row = {"update": update, "prompts": len(prompts),
+               "gold": sum(gold_score(p, t) for p, t in zip(prompts, res.texts)) / len(prompts),
+               "kl": sum(res.kl()) / len(prompts)}
+        for name, rm in scorers.items():
+            row[name] = rm.normalise(rm.score(prompts, res.texts)).mean().item()
+        row["judge"] = sum(row[k] for k in judges) / len(judges)
+        out.append(row)
+    return out
+
+
+def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
+    """The monitor's points against gold: peak, warning, pick, loss, tracking (the validation's numbers).
+
+    With `curve` (gold_curve, one row per point) gold is read off it (many prompts); the monitor's own
+    64-prompt gold stays in `monitor_points_gold`."""
     pts = monitor["points"]
-    gold = [p["gold"] for p in pts]
     judge = [p["judge"] for p in pts]
     proxy = [p["proxy"] for p in pts]
+    if curve is not None and [c["update"] for c in curve] != [p["update"] for p in pts]:
+        raise SystemExit(f"gold curve updates {[c['update'] for c in curve]} are not the monitor's points "
+                         f"{[p['update'] for p in pts]} (ppo.snapshot_every must equal ppo.monitor_every)")
+    gold = [c["gold"] for c in curve] if curve is not None else [p["gold"] for p in pts]
     peak = max(range(len(gold)), key=lambda i: gold[i])  # the first maximum
     pick = monitor["judges_pick"]["point"]
     warn = monitor["first_warning"]["point"] if monitor["first_warning"] else None
     out = {
         "points": len(pts), "updates": [p["update"] for p in pts],
+        "gold_prompts": curve[0]["prompts"] if curve is not None else monitor["settings"]["prompts"],
+        "gold": gold, "monitor_points_gold": [p["gold"] for p in pts],
+        "curve": curve,
         "gold_peak": {"point": peak, "update": pts[peak]["update"], "gold": gold[peak]},
         "gold_start": gold[0], "gold_end": gold[-1], "proxy_start": proxy[0], "proxy_end": proxy[-1],
         "judge_start": judge[0], "judge_end": judge[-1],
@@ -76,8 +128,10 @@ def assess(monitor: dict) -> dict:
 
 def table(monitor: dict, result: dict) -> str:
     names = sorted(monitor["points"][0].get("judges", {}))
-    head = ["update", "proxy", "judge", *[f"judge {n}" for n in names], "disagreement", "gold", "KL", "length",
-            "distinct-2", "warning"]
+    curve, n = result["curve"], result["gold_prompts"]
+    head = ["update", "proxy", "judge", *[f"judge {n}" for n in names], "disagreement",
+            f"gold ({monitor['settings']['prompts']} prompts)", "KL", "length", "distinct-2",
+            *([f"proxy ({n})", f"judge ({n})", f"gold ({n})"] if curve else []), "marks"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, p in enumerate(monitor["points"]):
         mark = []
@@ -89,7 +143,9 @@ def table(monitor: dict, result: dict) -> str:
             mark.append("**warning**")
         cells = [str(p["update"]), f"{p['proxy']:+.3f} ± {p['proxy_se']:.3f}", f"{p['judge']:+.3f} ± {p['judge_se']:.3f}",
                  *[f"{p['judges'][n]:+.3f}" for n in names], f"{p['disagreement']:.3f}", f"{p['gold']:.3f}",
-                 f"{p['kl']:.2f}", f"{p['length']:.1f}", f"{p['distinct_2']:.2f}", ", ".join(mark)]
+                 f"{p['kl']:.2f}", f"{p['length']:.1f}", f"{p['distinct_2']:.2f}",
+                 *([f"{curve[i]['proxy']:+.3f}", f"{curve[i]['judge']:+.3f}", f"{curve[i]['gold']:.3f}"] if curve else []),
+                 ", ".join(mark)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,13 +157,15 @@ def main() -> int:
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "monitor.yaml"))
     ap.add_argument("--seeds", default="0,1,2", help="PPO seeds (the recipe seed of each PPO run)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gold-prompts", type=int, default=400,
+                    help="gold of every point re-measured on this many test prompts (0: the monitor's own 64)")
     ap.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. ppo.kl_coef=0.02)")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from gpt2_rlhf.pipeline import run_stage
+    from gpt2_rlhf.pipeline import plan, run_stage
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train.rundir import is_complete
     import logging
@@ -120,36 +178,47 @@ def main() -> int:
     t0 = time.time()
     timings: dict[str, float] = {}
     recipe = load_recipe(args.config, overrides)
-    for stage in ("base", "sft"):
-        if is_complete(shared / stage):
+    if "label" in recipe.stages and recipe.label.rounds != 1:
+        raise SystemExit(f"{args.config}: label.rounds must be 1 here (one proxy and its judges), got "
+                         f"{recipe.label.rounds}")
+    # base, sft, then label (when the recipe labels SFT's samples) and reward: the plan's own steps and inputs
+    for step in plan(recipe, shared):
+        if step.stage in ("ppo", "eval") or is_complete(shared / step.name):
             continue
-        if args.from_run and is_complete(args.from_run / stage):
-            shutil.copytree(args.from_run / stage, shared / stage)
-        else:
-            t = time.time()
-            run_stage(stage, recipe, shared)
-            timings[stage] = round(time.time() - t, 1)
-    if not is_complete(shared / "reward"):
+        if step.stage in ("base", "sft") and args.from_run and is_complete(args.from_run / step.name):
+            shutil.copytree(args.from_run / step.name, shared / step.name)
+            continue
         t = time.time()
-        run_stage("reward", recipe, shared)
-        timings["reward"] = round(time.time() - t, 1)
+        run_stage(step.stage, step.recipe, shared, name=step.name)
+        timings[step.name] = round(time.time() - t, 1)
     reward = json.loads((shared / "reward" / "metrics.json").read_text())
 
     runs, tables = {}, {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         run = args.out / f"seed-{seed}"
         run.mkdir(parents=True, exist_ok=True)
-        for stage in ("base", "sft", "reward"):  # PPO reads them from its run directory
-            if not (run / stage).exists():
+        for stage in ("base", "sft", "label", "reward"):  # PPO reads them from its run directory
+            if (shared / stage).exists() and not (run / stage).exists():
                 (run / stage).symlink_to((shared / stage).resolve(), target_is_directory=True)
         r = load_recipe(args.config, {**overrides, "seed": str(seed)})
+        ppo_step = next(s for s in plan(r, run) if s.stage == "ppo")
         if not is_complete(run / "ppo"):
             t = time.time()
-            run_stage("ppo", r, run)
+            run_stage("ppo", ppo_step.recipe, run)
             timings[f"ppo seed {seed}"] = round(time.time() - t, 1)
         monitor = json.loads((run / "ppo" / "monitor.json").read_text())
         ppo = json.loads((run / "ppo" / "metrics.json").read_text())
-        runs[seed] = assess(monitor)
+        curve = None
+        if args.gold_prompts:
+            cache = run / "gold-curve.json"
+            cached = json.loads(cache.read_text()) if cache.exists() else None
+            if cached is None or cached[0]["prompts"] != args.gold_prompts:
+                t = time.time()
+                cached = gold_curve(run, args.gold_prompts)
+                cache.write_text(json.dumps(cached, indent=1) + "\n")
+                timings[f"gold curve seed {seed}"] = round(time.time() - t, 1)
+            curve = cached
+        runs[seed] = assess(monitor, curve)
         runs[seed]["ppo_train_s"] = ppo["train_s"]
         runs[seed]["ppo_train_s_per_update"] = round(ppo["train_s"] / max(ppo["updates"], 1), 3)
         tables[seed] = table(monitor, runs[seed])

@@ -116,3 +116,27 @@ def test_claim_benchmark_checks_each_criterion(tmp_path, capsys, monkeypatch):
     assert "| a |" in out and "all hold" in out and "fails: kl" in out
     line = json.loads(out.strip().splitlines()[-1])
     assert line["runs"]["a"]["holds"] and not line["runs"]["b"]["holds"] and line["all_hold"] is False
+
+
+def test_monitor_benchmark_reads_gold_off_the_many_prompt_curve():
+    """benchmarks/monitor.py's assess: gold's peak, the warning's distance and the pick's loss come from the
+    many-prompt gold curve when there is one, the monitor's own few-prompt gold otherwise."""
+    from tests.fake_run import make_monitor
+
+    bench = _load("monitor")
+    monitor = make_monitor("warning", gold=True, seconds=4.0, overhead_per_update_s=0.5, seconds_per_point=1.0)
+    own = bench.assess(monitor)  # own gold 0.50, 0.62, 0.70, 0.58: peak at point 2, the pick (point 1) 0.08 lower
+    assert own["gold_peak"] == {"point": 2, "update": 4, "gold": 0.70} and own["gold_prompts"] == 8
+    assert own["first_warning"]["points_after_gold_peak"] == 1 and own["warning_within_2_points"]
+    assert own["gold_lost_by_judges_pick"] == pytest.approx(0.08) and not own["pick_within_0.03"]
+    curve = [{"update": u, "prompts": 400, "gold": g, "proxy": 0.0, "judge": 0.0}
+             for u, g in ((0, 0.50), (2, 0.66), (4, 0.64), (6, 0.40))]
+    many = bench.assess(monitor, curve)  # the curve's peak is the pick's point: nothing lost
+    assert many["gold_peak"]["point"] == 1 and many["gold_prompts"] == 400
+    assert many["gold_lost_by_judges_pick"] == 0.0 and many["pick_within_0.03"]
+    assert many["first_warning"]["points_after_gold_peak"] == 2 and many["monitor_points_gold"][2] == 0.70
+    assert "gold (400)" in bench.table({**monitor, "points": [{**p, "proxy_se": 0, "judge_se": 0, "judges": {},
+                                                                 "disagreement": 0, "kl": 0, "length": 1,
+                                                                 "distinct_2": 1} for p in monitor["points"]]}, many)
+    with pytest.raises(SystemExit, match="snapshot_every"):
+        bench.assess(monitor, curve[:3])
