@@ -124,6 +124,44 @@ def test_early_stop_and_keep_best_in_the_trainer(tmp_path):
     assert [p["update"] for p in report["points"]] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("aggregate,expected", [("min", -0.5), ("mean", 0.25)])
+def test_judges_combine_per_response_by_the_aggregate(tmp_path, aggregate, expected):
+    """Two judges scoring every response +1.0 and -0.5: the judge column is their minimum (the worst case,
+    the default) or their mean; each judge keeps its own mean."""
+    from test_ppo_trainer import PROMPTS, _cfg, build_tiny_models
+
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+    from gpt2_rlhf.train.ppo.monitor import Monitor
+
+    tiny = build_tiny_models(tmp_path / "models")
+    cfg = _cfg(monitor_every=1, eval_batch_size=4, monitor_aggregate=aggregate)
+    tok, ref = load_tokenizer(tiny["policy"]), load_causal_lm(tiny["policy"])
+    const = lambda v: (lambda ps, rs: torch.full((len(ps),), v))
+    monitor = Monitor(cfg, PROMPTS[:4], tok, ref, const(0.0), {"a": const(1.0), "b": const(-0.5)})
+    point = monitor.measure(ref, 0)
+    assert point["judge"] == pytest.approx(expected) and point["judges"] == pytest.approx({"a": 1.0, "b": -0.5})
+    assert point["disagreement"] == pytest.approx(torch.tensor([1.0, -0.5]).std().item())
+    assert monitor.report(0, 1, {}, "last", None)["settings"]["aggregate"] == aggregate
+
+
+def test_the_judges_pick_ignores_points_after_the_first_warning(tmp_path):
+    """The judges fall after update 1 and the proxy keeps rising (a warning at update 2); a late judge
+    rise at update 4 is not picked: by then the judges may be hacked too."""
+    from test_ppo_trainer import _cfg, _trainer, build_tiny_models
+
+    from gpt2_rlhf.train.modeling import load_causal_lm, load_tokenizer
+
+    tiny = build_tiny_models(tmp_path / "models")
+    cfg = _cfg(total_episodes=32, batch_size=8, monitor_every=1, monitor_patience=1, eval_batch_size=4)
+    tok, ref = load_tokenizer(tiny["policy"]), load_causal_lm(tiny["policy"])
+    monitor = _scripted_monitor(cfg, tok, ref, [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.5, 0.2, 2.0])
+    _trainer(tiny, cfg, monitor=monitor).train()
+    assert [p["update"] for p in monitor.points] == [0, 1, 2, 3, 4]
+    assert monitor.points[2]["check"]["fired"] and max(p["judge"] for p in monitor.points) == 2.0
+    assert monitor.best_index() == 1
+    assert monitor.report(4, 4, {}, "last", None)["judges_pick"]["update"] == 1
+
+
 def test_monitor_state_survives_a_resume(tmp_path):
     from test_ppo_trainer import _cfg, _trainer, build_tiny_models
 
@@ -204,7 +242,9 @@ def test_monitor_on_the_micro_recipe(judged_run, tmp_path):
     assert mon["verdict"] in ("warning", "no warning") and mon["updates_done"] == 4
     assert mon["overhead_per_update_s"] == pytest.approx(mon["seconds"] / 4, abs=1e-3) and mon["seconds"] > 0
     pick = mon["judges_pick"]
-    assert pick["point"] == max(range(3), key=lambda i: mon["points"][i]["judge"])
+    warned = mon["first_warning"]["point"] if mon["first_warning"] else 2
+    assert pick["point"] == max(range(warned + 1), key=lambda i: mon["points"][i]["judge"])
+    assert mon["settings"]["aggregate"] == "min"
     assert mon["policy_kept"] == f"update {pick['update']} (the judges' best)"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [("monitor_proxy" in r) for r in rows] == [False, True, False, True]

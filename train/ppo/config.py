@@ -115,6 +115,10 @@ class PPOConfig:
     monitor_judges: list[str] = field(default_factory=list, metadata={"help": (
         "Judge reward-model directories; empty: every <reward model>/judges/<name>/ the reward stage trained "
         "(reward.judges, reward.judge_holdout). Without judges the monitor measures but never warns.")})
+    monitor_aggregate: Literal["min", "mean"] = field(default="min", metadata={"help": (
+        "How the judges' scores of one response combine into the judge column: min (the worst case, Coste et "
+        "al. 2023's WCO: a response counts as good only when every judge says so, so one judge PPO has found "
+        "a way around cannot carry the ensemble) or mean.")})
     monitor_patience: int = field(default=2, metadata={"help": (
         "Warn when the judges have set no new best for this many points while the proxy rose since their best.")})
     monitor_z: float = field(default=2.0, metadata={"help": (

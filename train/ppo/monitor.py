@@ -6,10 +6,11 @@ held-out prompts with fixed sampler seeds (the project's one sampler,
 
 * ``proxy``: the reward PPO optimises (the reward model's normalised score, or the reward
   function), mean over the prompts, with its bootstrap standard error;
-* ``judge``: the mean normalised score of the judges (reward models PPO never saw:
+* ``judge``: the judges' normalised scores (reward models PPO never saw:
   ``reward/judges/<name>/``, trained on held-out pairs and/or with other seeds; each
-  normalised on the proxy's SFT samples, so 0 is SFT's level for every one of them), each
-  judge's own mean, and ``disagreement``, the ensemble's mean per-response standard
+  normalised on the proxy's SFT samples, so 0 is SFT's level for every one of them) combined
+  per response by ``monitor_aggregate`` (the minimum by default: Coste et al. 2023's worst
+  case), then averaged; each judge's own mean, and ``disagreement``, the ensemble's mean per-response standard
   deviation (Coste et al. 2023, "Reward model ensembles help mitigate overoptimization";
   Eisenstein et al. 2023, "Helping or herding? Reward model ensembles mitigate but do not
   eliminate reward hacking");
@@ -27,8 +28,8 @@ own resampling is the right yardstick). Over-optimisation looks like this in Gao
 true reward turns.
 
 Uses the same fixed prompts and seeds at every point, so successive points differ by the
-policy only (common random numbers). The judges' pick (``best_point``) is the point with
-the highest judge mean; ``monitor_keep_best`` makes it the stage's policy, and
+policy only (common random numbers). The judges' pick (``best_index``) is the point with
+the highest judge score up to the first warning; ``monitor_keep_best`` makes it the stage's policy, and
 ``monitor_early_stop`` ends training at the first warning.
 """
 
@@ -166,7 +167,9 @@ class Monitor:
             "per_prompt": {"proxy": proxy},
         }
         if per_response:
-            judge = torch.tensor(self.per_prompt(torch.stack(list(per_response.values())).mean(0).tolist()))
+            scores = torch.stack(list(per_response.values()))  # (J, N)
+            combined = scores.min(0).values if cfg.monitor_aggregate == "min" else scores.mean(0)  # (N,)
+            judge = torch.tensor(self.per_prompt(combined.tolist()))
             point.update(judge=judge.mean().item(),
                          judge_se=bootstrap_se(judge, cfg.monitor_bootstrap, self.seed),
                          judges={name: v.mean().item() for name, v in per_response.items()},
@@ -202,10 +205,17 @@ class Monitor:
 
     # -- what the trainer and the stage read
     def best_index(self) -> int | None:
-        """The judges' pick: the point with the highest judge mean (the earliest on a tie); None without judges."""
+        """The judges' pick: the point with the highest judge score (the earliest on a tie) up to the first
+        warning; None without judges.
+
+        Points after a warning are not candidates: by then PPO has found what the proxy misses, and judges
+        trained on the same kind of data are next (Eisenstein et al. 2023: ensembles mitigate, not eliminate,
+        reward hacking); in benchmarks/monitor.py a judge rose again late while gold kept falling."""
         if not self.judges or not self.points:
             return None
-        return int(torch.argmax(torch.tensor([p["judge"] for p in self.points])))
+        warned = first_warning([p.get("check", {"fired": False}) for p in self.points])
+        upto = self.points if warned is None else self.points[:warned + 1]
+        return int(torch.argmax(torch.tensor([p["judge"] for p in upto])))
 
     def fired(self) -> bool:
         return bool(self.points and self.points[-1].get("check", {}).get("fired"))
@@ -232,7 +242,7 @@ class Monitor:
         out: dict[str, Any] = {
             "settings": {"every": cfg.monitor_every, "prompts": len(self.prompts),
                          "samples_per_prompt": self.k, "patience": cfg.monitor_patience, "z": cfg.monitor_z,
-                         "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges),
+                         "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges), "aggregate": cfg.monitor_aggregate,
                          "keep_best": cfg.monitor_keep_best, "early_stop": cfg.monitor_early_stop},
             "verdict": ("no judges" if not self.judges else "warning" if fired else "no warning"),
             "first_warning": None, "warnings": len(fired),
