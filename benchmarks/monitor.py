@@ -17,9 +17,9 @@ fixed prompts and samples beside its own columns, and this script reads ppo/moni
 * the rank correlation of the judges' and of the proxy's curve with gold's.
 
 The monitor's own gold column uses its 64 fixed prompts (ppo.monitor_prompts): a standard error of
-about 0.03, as large as the 0.03 the pick must be within. So, with --gold-prompts N (default 400,
-0 = off), every evaluation point's policy (SFT, ppo/snapshots/update-*, the final policy) is sampled
-again once per prompt on the first N embedded test prompts and scored by gold, the proxy and each
+about 0.03, as large as the 0.03 the pick must be within. So every evaluation point's policy (SFT,
+ppo/snapshots/update-*, the final policy) is sampled again once per prompt on every distinct embedded
+test prompt (364; --gold-prompts N: the first N, 0: off) and scored by gold, the proxy and each
 judge (`gold_curve`, cached in seed-S/gold-curve.json). Gold's peak and the gold at the monitor's own
 pick are then read off that curve; the 64-prompt figures stay beside them.
 
@@ -51,11 +51,11 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if math.isnan(r) else r
 
 
-def gold_curve(run: Path, n_prompts: int, seed: int = 7) -> list[dict]:
+def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
     """Per evaluation point (SFT, each snapshot, the final policy): gold, proxy, judges and KL on n_prompts.
 
     One sampled response per prompt, seeded the same for every model (train.sampling.measure_policy), on
-    the first n_prompts distinct embedded test prompts; reward models normalised as PPO's are."""
+    the first n_prompts distinct embedded test prompts (None: all); reward models normalised as PPO's are."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gpt2_rlhf.train.data import DataConfig, load_preferences
@@ -157,8 +157,9 @@ def main() -> int:
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "monitor.yaml"))
     ap.add_argument("--seeds", default="0,1,2", help="PPO seeds (the recipe seed of each PPO run)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--gold-prompts", type=int, default=400,
-                    help="gold of every point re-measured on this many test prompts (0: the monitor's own 64)")
+    ap.add_argument("--gold-prompts", type=int, default=None,
+                    help="gold of every point re-measured on this many distinct test prompts (default: all of "
+                         "them, 364 in the embedded split; 0: the monitor's own 64 only)")
     ap.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. ppo.kl_coef=0.02)")
     args = ap.parse_args()
 
@@ -209,15 +210,15 @@ def main() -> int:
         monitor = json.loads((run / "ppo" / "monitor.json").read_text())
         ppo = json.loads((run / "ppo" / "metrics.json").read_text())
         curve = None
-        if args.gold_prompts:
-            cache = run / "gold-curve.json"
-            cached = json.loads(cache.read_text()) if cache.exists() else None
-            if cached is None or cached[0]["prompts"] != args.gold_prompts:
+        if args.gold_prompts != 0:
+            cache = run / "gold-curve.json"  # {"requested": N or null, "points": gold_curve(...)}
+            cached = json.loads(cache.read_text()) if cache.exists() else {}
+            if not isinstance(cached, dict) or cached.get("requested", -1) != args.gold_prompts:
                 t = time.time()
-                cached = gold_curve(run, args.gold_prompts)
+                cached = {"requested": args.gold_prompts, "points": gold_curve(run, args.gold_prompts)}
                 cache.write_text(json.dumps(cached, indent=1) + "\n")
                 timings[f"gold curve seed {seed}"] = round(time.time() - t, 1)
-            curve = cached
+            curve = cached["points"]
         runs[seed] = assess(monitor, curve)
         runs[seed]["ppo_train_s"] = ppo["train_s"]
         runs[seed]["ppo_train_s_per_update"] = round(ppo["train_s"] / max(ppo["updates"], 1), 3)
