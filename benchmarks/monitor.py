@@ -82,7 +82,7 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
                "kl": sum(res.kl()) / len(prompts)}
         for name, rm in scorers.items():
             row[name] = rm.normalise(rm.score(prompts, res.texts)).mean().item()
-        row["judge"] = sum(row[k] for k in judges) / len(judges)
+        row["judge"] = sum(row[k] for k in judges) / len(judges)  # the judges' mean (the monitor may use their min)
         out.append(row)
     return out
 
@@ -131,7 +131,7 @@ def table(monitor: dict, result: dict) -> str:
     curve, n = result["curve"], result["gold_prompts"]
     head = ["update", "proxy", "judge", *[f"judge {n}" for n in names], "disagreement",
             f"gold ({monitor['settings']['prompts']} prompts)", "KL", "length", "distinct-2",
-            *([f"proxy ({n})", f"judge ({n})", f"gold ({n})"] if curve else []), "marks"]
+            *([f"proxy ({n})", f"judges' mean ({n})", f"gold ({n})"] if curve else []), "marks"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, p in enumerate(monitor["points"]):
         mark = []

@@ -242,7 +242,8 @@ class Monitor:
         out: dict[str, Any] = {
             "settings": {"every": cfg.monitor_every, "prompts": len(self.prompts),
                          "samples_per_prompt": self.k, "patience": cfg.monitor_patience, "z": cfg.monitor_z,
-                         "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges), "aggregate": cfg.monitor_aggregate,
+                         "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges),
+                         "aggregate": cfg.monitor_aggregate,
                          "keep_best": cfg.monitor_keep_best, "early_stop": cfg.monitor_early_stop},
             "verdict": ("no judges" if not self.judges else "warning" if fired else "no warning"),
             "first_warning": None, "warnings": len(fired),
