@@ -87,6 +87,26 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
     return out
 
 
+def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2.0, 2.5)) -> dict:
+    """The first warning and the pick's gold lost had the run used another monitor_patience or monitor_z.
+
+    Exact from the recorded checks: a point's judges' best (b) does not depend on either, and its noise
+    band is z times a standard error, so another z' scales it by z'/z. Keys "p{patience} z{z}"."""
+    z0 = monitor["settings"]["z"]
+    peak = max(range(len(gold)), key=lambda i: gold[i])
+    out = {}
+    for pat in patience:
+        for z in zs:
+            fired = [t - p["check"]["best"] >= pat and p["check"]["proxy_rise"] > p["check"]["band"] * z / z0
+                     for t, p in enumerate(monitor["points"])]
+            warn = next((t for t, f in enumerate(fired) if f), None)
+            upto = monitor["points"][: (len(fired) if warn is None else warn + 1)]
+            pick = max(range(len(upto)), key=lambda i: (upto[i]["judge"], -i))  # the earliest maximum
+            out[f"p{pat} z{z:g}"] = {"points_after_gold_peak": None if warn is None else warn - peak,
+                                     "gold_lost_by_judges_pick": round(gold[peak] - gold[pick], 4)}
+    return out
+
+
 def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
     """The monitor's points against gold: peak, warning, pick, loss, tracking (the validation's numbers).
 
@@ -121,6 +141,7 @@ def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
         "monitor_seconds": monitor["seconds"], "monitor_overhead_per_update_s": monitor["overhead_per_update_s"],
         "monitor_seconds_per_point": monitor["seconds_per_point"],
     }
+    out["sensitivity"] = sensitivity(monitor, gold) if all("check" in p for p in pts) else None
     out["warning_within_2_points"] = warn is not None and abs(warn - peak) <= MUST_POINTS
     out["pick_within_0.03"] = out["gold_lost_by_judges_pick"] <= MUST_GOLD
     return out
@@ -237,6 +258,14 @@ def main() -> int:
                                           for s, v in runs.items()},
             "gold_lost_by_judges_pick": {s: round(v["gold_lost_by_judges_pick"], 4) for s, v in runs.items()},
             "monitor_overhead_per_update_s": {s: v["monitor_overhead_per_update_s"] for s, v in runs.items()},
+            # per patience/z: on how many seeds the warning is within two points and the pick within 0.03
+            "sensitivity_seeds_meeting": {
+                key: {"warning": sum(v["sensitivity"][key]["points_after_gold_peak"] is not None
+                                     and abs(v["sensitivity"][key]["points_after_gold_peak"]) <= MUST_POINTS
+                                     for v in runs.values()),
+                      "pick": sum(v["sensitivity"][key]["gold_lost_by_judges_pick"] <= MUST_GOLD for v in runs.values()),
+                      "of": len(runs)}
+                for key in next(iter(runs.values()))["sensitivity"] or {}} if runs else {},
         },
         "timings_s": {**timings, "total": round(time.time() - t0, 1)},
     }

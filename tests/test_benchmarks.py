@@ -138,5 +138,14 @@ def test_monitor_benchmark_reads_gold_off_the_many_prompt_curve():
     assert "gold (400)" in bench.table({**monitor, "points": [{**p, "proxy_se": 0, "judge_se": 0, "judges": {},
                                                                  "disagreement": 0, "kl": 0, "length": 1,
                                                                  "distinct_2": 1} for p in monitor["points"]]}, many)
+    # the same run under another patience or z, from the recorded checks (the judges' best stays at point 1)
+    for p, (best, rise, band) in zip(monitor["points"], ((0, 0.0, 0.0), (1, 0.0, 0.0), (1, 0.2, 0.1), (1, 0.35, 0.3))):
+        p["check"] = {"best": best, "proxy_rise": rise, "band": band}
+    monitor["settings"]["z"] = 2.0
+    sens = bench.sensitivity(monitor, [c["gold"] for c in curve])
+    assert sens["p1 z2"] == {"points_after_gold_peak": 1, "gold_lost_by_judges_pick": 0.0}
+    assert sens["p2 z2"]["points_after_gold_peak"] == 2  # point 3: two points without a new best, 0.35 > 0.3
+    assert sens["p2 z2.5"]["points_after_gold_peak"] is None  # 0.35 < 0.3 * 2.5 / 2
+    assert sens["p3 z1.5"]["points_after_gold_peak"] is None and sens["p3 z1.5"]["gold_lost_by_judges_pick"] == 0.0
     with pytest.raises(SystemExit, match="snapshot_every"):
         bench.assess(monitor, curve[:3])
