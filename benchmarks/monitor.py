@@ -56,17 +56,15 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
 
     One sampled response per prompt, seeded the same for every model (train.sampling.measure_policy), on
     the first n_prompts distinct embedded test prompts (None: all); reward models normalised as PPO's are."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from gpt2_rlhf.train.data import DataConfig, load_preferences
-    from gpt2_rlhf.train.modeling import RewardModel
+    from gpt2_rlhf.train.modeling import RewardModel, load_causal_lm, load_tokenizer
     from gpt2_rlhf.train.sampling import DECODING, measure_policy
     from gpt2_rlhf.train.synthetic.gold import gold_score
 
-    tok = AutoTokenizer.from_pretrained(run / "sft")
+    tok = load_tokenizer(run / "sft")
     rows, _ = load_preferences(DataConfig(dataset="embedded"), "test")
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))[:n_prompts]
-    ref = AutoModelForCausalLM.from_pretrained(run / "sft")
+    ref = load_causal_lm(run / "sft")
     models = [(0, run / "sft")] + sorted((int(p.name.split("-")[1]), p) for p in (run / "ppo" / "snapshots").iterdir()
                                          if p.is_dir())
     models.append((json.loads((run / "ppo" / "metrics.json").read_text())["updates"], run / "ppo"))
@@ -75,7 +73,7 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
     judges = [k for k in scorers if k != "proxy"]
     out = []
     for update, path in models:
-        res = measure_policy(AutoModelForCausalLM.from_pretrained(path), tok, prompts, DECODING, seed=seed,
+        res = measure_policy(load_causal_lm(path), tok, prompts, DECODING, seed=seed,
                              batch_size=32, max_prompt_tokens=128, reference=ref, desc=f"gold curve {update}")
         row = {"update": update, "prompts": len(prompts),
                "gold": sum(gold_score(p, t) for p, t in zip(prompts, res.texts)) / len(prompts),
