@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gpt2_rlhf.train.config import check
+from gpt2_rlhf.train.ppo.config import PPOConfig
 from gpt2_rlhf.train.rewards import check_reward_fields
 from gpt2_rlhf.train.sampling import DECODING, GenerationSettings
 
@@ -47,6 +48,9 @@ class EvalConfig:
     bootstrap_samples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every confidence interval (0 = no CIs)."})
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
     reference: str = field(default="sft", metadata={"help": f"Model key the KL is measured against ({', '.join(MODEL_KEYS)})."})
+    judge_aggregate: Literal["min", "mean"] = field(default=PPOConfig.monitor_aggregate, metadata={"help": (
+        "How the held-out judges' scores of one response combine into metrics.judges: min (the worst case) or "
+        "mean; the default is ppo.monitor_aggregate's, so the report's judges row is the monitor's.")})
     curve_prompts: int = field(default=128, metadata={
         "help": "Prompts (the first N evaluation prompts) on which every PPO snapshot is measured for the "
                 "overoptimisation curve: KL to SFT, reward, gold (0 = no curve)."})

@@ -564,8 +564,9 @@ def table(report: dict[str, Any]) -> str:
     lines += _rm_lines(report.get("reward_model") or {})
     held_out = report.get("judges")
     if isinstance(held_out, dict) and held_out.get("names"):
-        lines.append(f"judges: {', '.join(held_out['names'])} (the judges row: their mean normalised score, reward "
-                     f"models PPO never saw, {held_out.get('path', '')})")
+        how = "minimum" if held_out.get("aggregate") == "min" else "mean"  # older reports: the mean
+        lines.append(f"judges: {', '.join(held_out['names'])} (the judges row: their {how} normalised score per "
+                     f"response, reward models PPO never saw, {held_out.get('path', '')})")
     curve = report.get("overoptimisation")
     if curve:
         lines.append(f"overoptimisation curve ({curve['prompts']} prompts): label  episodes  sqrt KL  reward  gold")

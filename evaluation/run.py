@@ -11,7 +11,7 @@ Steps (`main`):
     evaluation exactly);
  3. score every distinct (prompt, response) once with the reward model (identical
     responses get identical scores, so they tie exactly), with the held-out judges
-    when the reward stage trained them (`<reward dir>/judges/<name>/`: their mean
+    when the reward stage trained them (`<reward dir>/judges/<name>/`: their combined
     normalised score, `metrics.judges`), and with the gold judge on the embedded dataset;
  4. perplexity of every model on the held-out chosen and rejected responses, and
     the reward model's accuracy on those pairs;
@@ -195,9 +195,12 @@ def held_out_judge_dirs(rm_spec: ModelSpec | None) -> list[Path]:
 
 def load_held_out_judges(rm_spec: ModelSpec | None, cfg: EvalConfig, device):
     """(scorer, report block) of the held-out judges, or (None, None) without any: the scorer maps
-    (prompts, responses) to each response's mean over the judges of their normalised scores (each judge
-    normalised with its own statistics, on the proxy's SFT samples: one scale, 0 at SFT's level)."""
+    (prompts, responses) to each response's combined normalised score (eval.judge_aggregate over the judges,
+    each normalised with its own statistics, on the proxy's SFT samples: one scale, 0 at SFT's level)."""
+    import torch
+
     from gpt2_rlhf.train.modeling import RewardModel, context_length
+    from gpt2_rlhf.train.ppo.monitor import combine_judges
 
     dirs = held_out_judge_dirs(rm_spec)
     if not dirs:
@@ -211,9 +214,9 @@ def load_held_out_judges(rm_spec: ModelSpec | None, cfg: EvalConfig, device):
     def scorer(prompts: list[str], responses: list[str]) -> np.ndarray:
         per_judge = [j.score(list(prompts), list(responses), batch_size=cfg.batch_size, normalised=True,
                              max_length=context_length(j.model)).numpy().astype(np.float64) for j in judges]
-        return np.mean(np.stack(per_judge), axis=0)  # (N,) the judges' mean per response
+        return combine_judges(torch.from_numpy(np.stack(per_judge)), cfg.judge_aggregate).numpy()  # (N,)
 
-    return scorer, {"names": [d.name for d in dirs], "path": str(dirs[0].parent)}
+    return scorer, {"names": [d.name for d in dirs], "path": str(dirs[0].parent), "aggregate": cfg.judge_aggregate}
 
 
 def ppo_monitor(specs: dict[str, ModelSpec]) -> dict[str, Any] | None:
@@ -710,7 +713,7 @@ def measure(recipe, cfg: EvalConfig, run_dir: Path, specs: dict[str, ModelSpec],
         from gpt2_rlhf.train.synthetic.gold import gold_score
 
         gold = score_unique(lambda p, r: [gold_score(a, b) for a, b in zip(p, r)], prompts, responses, groups)
-    # the held-out judges' mean normalised score, each distinct response scored once, as the proxy's
+    # the held-out judges' combined normalised score, each distinct response scored once, as the proxy's
     held_out_scores = None
     if held_out is not None:
         held_out_scores = score_unique(held_out, prompts, responses, groups)

@@ -164,7 +164,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "classifier": _obj({"path": STR, "revision": STR, "label": STR}),
             # the held-out judges that scored metrics.judges (reward/judges/<name>/ of the reward model)
             "judges": _obj({"names": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-                            "path": STR}),
+                            "path": STR}, {"aggregate": {"enum": ["min", "mean"]}}),  # absent: mean (older reports)
             "comparison": COMPARISON,
             "reference_metrics": {"type": "object", "additionalProperties": _keyed(
                 MODEL_KEYS, {"type": "object", "additionalProperties": NUM}, min_properties=0)},

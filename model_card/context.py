@@ -131,6 +131,21 @@ def reward_label(report: dict) -> tuple[str, str]:
     return METRIC_INFO["reward"]
 
 
+def metric_label(report: dict, name: str) -> tuple[str, str]:
+    """(label, note) of a metric row: the reward's own (`reward_label`), the judges' as they were combined
+    (the report's `judges.aggregate`; absent in older reports: the mean), else METRIC_INFO's."""
+    if name == "reward":
+        return reward_label(report)
+    if name == "judges" and get_path(report, "judges", "aggregate") == "min":
+        return ("Held-out judges (worst-case normalised score)",
+                "per response, the lowest score of the reward models trained beside the reward model (other "
+                "seeds, or on preference pairs withheld from it) that no policy was optimised against, each "
+                "normalised with its own statistics on the SFT model's samples, so that zero is SFT's level on "
+                "every judge's scale; a response counts as good only when every judge says so, and a reward gain "
+                "the judges do not share is reward hacking.")
+    return METRIC_INFO.get(name, (name, ""))
+
+
 def results_table(report: dict, names: Iterable[str] | None = None, models: list[str] | None = None) -> dict:
     """Rows = metrics, columns = models. A metric no model has is dropped; a missing cell says so in words."""
     models = models or models_of(report)
@@ -143,7 +158,7 @@ def results_table(report: dict, names: Iterable[str] | None = None, models: list
         cells = [value_cell(per_model.get(m)) for m in models]
         if all(c is None for c in cells):
             continue
-        lbl, note = reward_label(report) if name == "reward" else METRIC_INFO.get(name, (name, ""))
+        lbl, note = metric_label(report, name)
         if name == "kl_to_reference" and report.get("reference"):
             lbl = f"KL to {label(str(report['reference']))} (nats per response)"
         if name == "classifier" and get_path(report, "classifier", "label"):
@@ -236,7 +251,7 @@ def reference_rows(report: dict) -> list[dict]:
         for name, per_model in (report.get("metrics") or {}).items():
             cell = value_cell(per_model.get(ref)) if isinstance(per_model, dict) else None
             if cell is not None:
-                rows.append({"name": name, "label": md_cell(METRIC_INFO.get(name, (name, ""))[0]),
+                rows.append({"name": name, "label": md_cell(metric_label(report, name)[0]),
                              "column": label(ref), "cell": cell})
     return rows
 
@@ -572,7 +587,7 @@ def compact_table(report: dict, policy: str) -> dict:
     models = models_of(report)
     vs = versus(report, policy)
     rows = []
-    lbl = lambda name: reward_label(report)[0] if name == "reward" else METRIC_INFO[name][0]
+    lbl = lambda name: metric_label(report, name)[0]
     for name in ("gold", "reward", "judges"):  # the held-out judges beside the reward model, when it had them
         if isinstance(get_path(report, "metrics", name), dict):
             rows.append({"label": md_cell(lbl(name)),

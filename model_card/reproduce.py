@@ -583,6 +583,8 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
         paths = stage_repos(model_paths, Path(staging))
         eval_cfg = dict(cfg["eval"])
         eval_cfg.update({f"{k}_model": paths[k] for k in MODEL_KEYS if k in paths})
+        # a report from before eval.judge_aggregate combined its judges by their mean
+        eval_cfg.setdefault("judge_aggregate", (report.get("judges") or {}).get("aggregate", "mean"))
         reward = report.get("reward") or {"kind": "reward_model"}
         if reward.get("kind") == "function":
             eval_cfg["reward_function"] = reward["function"]

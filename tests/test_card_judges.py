@@ -118,6 +118,26 @@ def test_the_judges_row_sits_beside_the_reward_models_with_a_note(tmp_path):
             in pushed)
 
 
+def test_judges_combined_by_their_minimum_are_labelled_so(tmp_path):
+    """A report whose judges row is their per-response minimum (`judges.aggregate: min`, the evaluation's
+    default) says so in the row's label and note; without `aggregate` (older reports) it is the mean."""
+    from gpt2_rlhf.evaluation.schema import validate_report
+
+    run = make_run(tmp_path / "run")
+    add_judges(run)
+    path = run / "eval" / "report.json"
+    report = json.loads(path.read_text())
+    report["judges"]["aggregate"] = "min"
+    validate_report(report)
+    path.write_text(json.dumps(report))
+    card = cards(run)["README.md"]
+    label = "Held-out judges (worst-case normalised score)"
+    assert f"| {label} |" in card[card.index("## Results"):] and f"| {label} |" in first_screen(card)
+    assert JUDGES_LABEL not in card
+    note = next(line for line in card.splitlines() if line.startswith(f"- **{label}**: "))
+    assert "the lowest score" in note and "only when every judge says so" in note
+
+
 def test_every_number_comes_from_the_run_and_the_model_index_keeps_the_headlines(tmp_path):
     from tests.test_card import allowed_numbers
 

@@ -49,7 +49,7 @@ def test_judges_score_every_model_with_intervals(judged_eval):
 
     run, report, _ = judged_eval
     validate_report(report)
-    assert report["judges"] == {"names": JUDGE_NAMES, "path": str(run / "reward" / "judges")}
+    assert report["judges"] == {"names": JUDGE_NAMES, "path": str(run / "reward" / "judges"), "aggregate": "min"}
     judges = report["metrics"]["judges"]
     assert list(judges) == list(report["models"]) == ["base", "sft", "ppo"]  # no chosen reference row
     for key, v in judges.items():
@@ -63,13 +63,14 @@ def test_judges_score_every_model_with_intervals(judged_eval):
     assert ids.index("ppo_judge_hacking") == ids.index("ppo_reward_hacking") + 1
     text = table(report)
     assert any(line.startswith("judges  ") for line in text.splitlines())  # the metrics row
-    assert f"judges: holdout, seed-101 (the judges row" in text
+    assert f"judges: holdout, seed-101 (the judges row: their minimum normalised score per response" in text
 
 
 @pytest.mark.slow
-def test_the_judges_value_is_their_mean_on_the_samples_by_hand(judged_eval):
-    """Each judge scores the responses in samples.jsonl, normalised with its own statistics; their mean per
-    response, then over prompts, is metrics.judges, and the interval is the reward module's bootstrap of it."""
+def test_the_judges_value_is_their_worst_case_on_the_samples_by_hand(judged_eval):
+    """Each judge scores the responses in samples.jsonl, normalised with its own statistics; their minimum per
+    response (eval.judge_aggregate's default, the monitor's), then the mean over prompts, is metrics.judges,
+    and the interval is the reward module's bootstrap of it."""
     from gpt2_rlhf.evaluation.metrics import load_metric
     from gpt2_rlhf.train.modeling import RewardModel, context_length
 
@@ -83,10 +84,11 @@ def test_the_judges_value_is_their_mean_on_the_samples_by_hand(judged_eval):
         for j in judges:
             raw = j.score(prompts, responses, batch_size=1, max_length=context_length(j.model)).numpy()
             per_judge.append((raw - j.stats.mean) / j.stats.std)
-        mean = np.mean(per_judge, axis=0)  # (prompts,) one response each
+        worst = np.min(per_judge, axis=0)  # (prompts,) one response each
+        assert not np.allclose(worst, np.mean(per_judge, axis=0))  # the two judges disagree: min is not the mean
         got = report["metrics"]["judges"][key]
-        assert got["value"] == pytest.approx(float(mean.mean()), abs=1e-5), key
-        want = load_metric("reward").compute(scores=mean, **boot)
+        assert got["value"] == pytest.approx(float(worst.mean()), abs=1e-5), key
+        want = load_metric("reward").compute(scores=worst, **boot)
         assert got["ci_low"] == pytest.approx(want["ci_low"], abs=1e-5)
         assert got["ci_high"] == pytest.approx(want["ci_high"], abs=1e-5)
 

@@ -97,6 +97,16 @@ def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, 
     return out
 
 
+def combine_judges(scores: torch.Tensor, how: str) -> torch.Tensor:
+    """(J, N) normalised judge scores -> (N,) per response: their minimum (the worst case, Coste et al. 2023)
+    or their mean (ppo.monitor_aggregate, eval.judge_aggregate)."""
+    if how == "min":
+        return scores.min(0).values
+    if how == "mean":
+        return scores.mean(0)
+    raise ValueError(f"judge aggregate must be min or mean, got {how!r}")
+
+
 def first_warning(checks: Sequence[dict[str, Any]]) -> int | None:
     """Index of the first point whose warning fired, or None."""
     return next((i for i, c in enumerate(checks) if c["fired"]), None)
@@ -168,8 +178,7 @@ class Monitor:
         }
         if per_response:
             scores = torch.stack(list(per_response.values()))  # (J, N)
-            combined = scores.min(0).values if cfg.monitor_aggregate == "min" else scores.mean(0)  # (N,)
-            judge = torch.tensor(self.per_prompt(combined.tolist()))
+            judge = torch.tensor(self.per_prompt(combine_judges(scores, cfg.monitor_aggregate).tolist()))
             point.update(judge=judge.mean().item(),
                          judge_se=bootstrap_se(judge, cfg.monitor_bootstrap, self.seed),
                          judges={name: v.mean().item() for name, v in per_response.items()},
