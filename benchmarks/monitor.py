@@ -89,17 +89,20 @@ def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2
     """The first warning and the pick's gold lost had the run used another monitor_patience or monitor_z.
 
     Exact from the recorded checks: a point's judges' best (b) does not depend on either, and its noise
-    band is z times a standard error, so another z' scales it by z'/z. Keys "p{patience} z{z}"."""
+    band is z times a standard error, so another z' scales it by z'/z. The monitor's own rule and pick
+    (train.ppo.monitor.fires, judges_pick). Keys "p{patience} z{z}"."""
+    from gpt2_rlhf.train.ppo.monitor import fires, first_warning, judges_pick
+
     z0 = monitor["settings"]["z"]
     peak = max(range(len(gold)), key=lambda i: gold[i])
+    judge = [p["judge"] for p in monitor["points"]]
     out = {}
     for pat in patience:
         for z in zs:
-            fired = [t - p["check"]["best"] >= pat and p["check"]["proxy_rise"] > p["check"]["band"] * z / z0
-                     for t, p in enumerate(monitor["points"])]
-            warn = next((t for t, f in enumerate(fired) if f), None)
-            upto = monitor["points"][: (len(fired) if warn is None else warn + 1)]
-            pick = max(range(len(upto)), key=lambda i: (upto[i]["judge"], -i))  # the earliest maximum
+            checks = [{"fired": fires(t, c["best"], c["proxy_rise"], c["band"] * z / z0, pat)}
+                      for t, c in enumerate(p["check"] for p in monitor["points"])]
+            warn = first_warning(checks)
+            pick = judges_pick(judge, warn)
             out[f"p{pat} z{z:g}"] = {"points_after_gold_peak": None if warn is None else warn - peak,
                                      "gold_lost_by_judges_pick": round(gold[peak] - gold[pick], 4)}
     return out

@@ -540,6 +540,12 @@ def _rm_lines(rm: dict[str, Any]) -> list[str]:
     return lines
 
 
+def judges_aggregate(report: dict[str, Any]) -> str:
+    """How the report's judges row combined its judges (`judges.aggregate`): "min" or "mean"; a report
+    from before eval.judge_aggregate has none and used the mean."""
+    return (report.get("judges") or {}).get("aggregate", "mean")
+
+
 def table(report: dict[str, Any]) -> str:
     """A compact text table: one row per metric, one column per model (and the chosen reference), value [CI]."""
     keys = list(report["models"])
@@ -564,7 +570,7 @@ def table(report: dict[str, Any]) -> str:
     lines += _rm_lines(report.get("reward_model") or {})
     held_out = report.get("judges")
     if isinstance(held_out, dict) and held_out.get("names"):
-        how = "minimum" if held_out.get("aggregate") == "min" else "mean"  # older reports: the mean
+        how = {"min": "minimum", "mean": "mean"}[judges_aggregate(report)]
         lines.append(f"judges: {', '.join(held_out['names'])} (the judges row: their {how} normalised score per "
                      f"response, reward models PPO never saw, {held_out.get('path', '')})")
     curve = report.get("overoptimisation")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from gpt2_rlhf.evaluation.policies import LABELS, MODEL_KEYS, MODELS, NAMES, POLICY_KEYS
-from gpt2_rlhf.evaluation.report import GOLD_WIN_RATE_TARGET, REFERENCE_ROWS, beats, has_ci
+from gpt2_rlhf.evaluation.report import GOLD_WIN_RATE_TARGET, REFERENCE_ROWS, beats, has_ci, judges_aggregate
 
 from .markdown import ci_decimals, code_block, fmt, fmt_at, fmt_ci, fmt_count, md_cell
 from .sources import CardSources, get_path, is_number
@@ -136,7 +136,7 @@ def metric_label(report: dict, name: str) -> tuple[str, str]:
     (the report's `judges.aggregate`; absent in older reports: the mean), else METRIC_INFO's."""
     if name == "reward":
         return reward_label(report)
-    if name == "judges" and get_path(report, "judges", "aggregate") == "min":
+    if name == "judges" and judges_aggregate(report) == "min":
         return ("Held-out judges (worst-case normalised score)",
                 "per response, the lowest score of the reward models trained beside the reward model (other "
                 "seeds, or on preference pairs withheld from it) that no policy was optimised against, each "

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpt2_rlhf.evaluation.policies import MODEL_KEYS, POLICY_KEYS
+from gpt2_rlhf.evaluation.report import judges_aggregate
 
 from .context import headline_values, policy_of
 from .markdown import numbers_in
@@ -583,8 +584,7 @@ def rerun_evaluation(report: dict, model_paths: dict[str, str]) -> dict:
         paths = stage_repos(model_paths, Path(staging))
         eval_cfg = dict(cfg["eval"])
         eval_cfg.update({f"{k}_model": paths[k] for k in MODEL_KEYS if k in paths})
-        # a report from before eval.judge_aggregate combined its judges by their mean
-        eval_cfg.setdefault("judge_aggregate", (report.get("judges") or {}).get("aggregate", "mean"))
+        eval_cfg.setdefault("judge_aggregate", judges_aggregate(report))  # older reports: the mean they used
         reward = report.get("reward") or {"kind": "reward_model"}
         if reward.get("kind") == "function":
             eval_cfg["reward_function"] = reward["function"]

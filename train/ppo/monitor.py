@@ -93,8 +93,21 @@ def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, 
         band = z * bootstrap_se(diff, samples, seed + t)
         rise = (pm[t] - pm[b]).item()
         out.append({"best": b, "proxy_rise": rise, "band": band, "judge_drop": (jm[b] - jm[t]).item(),
-                    "fired": bool(t - b >= patience and rise > band)})
+                    "fired": fires(t, b, rise, band, patience)})
     return out
+
+
+def fires(t: int, best: int, rise: float, band: float, patience: int) -> bool:
+    """The warning rule at point t: the judges' best (point `best`) is `patience` points old and the
+    proxy rose since then by more than the noise band."""
+    return bool(t - best >= patience and rise > band)
+
+
+def judges_pick(judge: Sequence[float], warned: int | None) -> int:
+    """The point with the highest judge score (the earliest on a tie) among the points up to the first
+    warning (`warned`, None: all of them)."""
+    upto = list(judge) if warned is None else list(judge)[:warned + 1]
+    return max(range(len(upto)), key=lambda i: (upto[i], -i))
 
 
 def combine_judges(scores: torch.Tensor, how: str) -> torch.Tensor:
@@ -223,8 +236,7 @@ class Monitor:
         if not self.judges or not self.points:
             return None
         warned = first_warning([p.get("check", {"fired": False}) for p in self.points])
-        upto = self.points if warned is None else self.points[:warned + 1]
-        return int(torch.argmax(torch.tensor([p["judge"] for p in upto])))
+        return judges_pick([p["judge"] for p in self.points], warned)
 
     def fired(self) -> bool:
         return bool(self.points and self.points[-1].get("check", {}).get("fired"))
