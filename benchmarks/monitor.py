@@ -52,7 +52,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 
 def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
-    """Per evaluation point (SFT, each snapshot, the final policy): gold, proxy, judges and KL on n_prompts.
+    """Per evaluation point (PPO's starting policy, each snapshot, the final policy): gold, proxy, judges and KL on n_prompts.
 
     One sampled response per prompt, seeded the same for every model (train.sampling.measure_policy), on
     the first n_prompts distinct embedded test prompts (None: all); reward models normalised as PPO's are."""
@@ -64,10 +64,13 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
     tok = load_tokenizer(run / "sft")
     rows, _ = load_preferences(DataConfig(dataset="embedded"), "test")
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))[:n_prompts]
-    ref = load_causal_lm(run / "sft")
-    models = [(0, run / "sft")] + sorted((int(p.name.split("-")[1]), p) for p in (run / "ppo" / "snapshots").iterdir()
+    # update 0 is the policy PPO started from (SFT, or the last early round's policy), KL against its reference
+    metrics = json.loads((run / "ppo" / "metrics.json").read_text())
+    inputs = metrics.get("inputs") or {}
+    ref = load_causal_lm(inputs.get("ref") or run / "sft")
+    models = [(0, Path(inputs.get("policy") or run / "sft"))] + sorted((int(p.name.split("-")[1]), p) for p in (run / "ppo" / "snapshots").iterdir()
                                          if p.is_dir())
-    models.append((json.loads((run / "ppo" / "metrics.json").read_text())["updates"], run / "ppo"))
+    models.append((metrics["updates"], run / "ppo"))
     scorers = {"proxy": RewardModel.load(run / "reward")}
     scorers.update({j.name: RewardModel.load(j) for j in sorted((run / "reward" / "judges").iterdir())})
     judges = [k for k in scorers if k != "proxy"]
@@ -90,19 +93,22 @@ def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2
 
     Exact from the recorded checks: a point's judges' best (b) does not depend on either, and its noise
     band is z times a standard error, so another z' scales it by z'/z. The monitor's own rule and pick
-    (train.ppo.monitor.fires, judges_pick). Keys "p{patience} z{z}"."""
+    (train.ppo.monitor.fires, judges_pick, with the run's pick_se). Keys "p{patience} z{z}"."""
+    import torch
+
     from gpt2_rlhf.train.ppo.monitor import fires, first_warning, judges_pick
 
-    z0 = monitor["settings"]["z"]
+    settings = monitor["settings"]
+    z0 = settings["z"]
     peak = max(range(len(gold)), key=lambda i: gold[i])
-    judge = [p["judge"] for p in monitor["points"]]
+    judge = torch.tensor([p["per_prompt"]["judge"] for p in monitor["points"]], dtype=torch.double)
     out = {}
     for pat in patience:
         for z in zs:
             checks = [{"fired": fires(t, c["best"], c["proxy_rise"], c["band"] * z / z0, pat)}
                       for t, c in enumerate(p["check"] for p in monitor["points"])]
             warn = first_warning(checks)
-            pick = judges_pick(judge, warn)
+            pick = judges_pick(judge, warn, settings.get("pick_se", 0.0), settings["bootstrap"], settings["seed"])
             out[f"p{pat} z{z:g}"] = {"points_after_gold_peak": None if warn is None else warn - peak,
                                      "gold_lost_by_judges_pick": round(gold[peak] - gold[pick], 4)}
     return out
@@ -142,7 +148,8 @@ def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
         "monitor_seconds": monitor["seconds"], "monitor_overhead_per_update_s": monitor["overhead_per_update_s"],
         "monitor_seconds_per_point": monitor["seconds_per_point"],
     }
-    out["sensitivity"] = sensitivity(monitor, gold) if all("check" in p for p in pts) else None
+    # (monitor.json from before the per-prompt columns were kept: no replay)
+    out["sensitivity"] = sensitivity(monitor, gold) if all("check" in p and "per_prompt" in p for p in pts) else None
     out["warning_within_2_points"] = warn is not None and abs(warn - peak) <= MUST_POINTS
     out["pick_within_0.03"] = out["gold_lost_by_judges_pick"] <= MUST_GOLD
     return out
@@ -172,11 +179,48 @@ def table(monitor: dict, result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_shared(recipe, out: Path, from_run: Path | None, skip=("eval",)) -> dict[str, float]:
+    """The recipe's plan into `out` (its own steps and inputs), but the stages in `skip`; base and sft copied
+    from `from_run` when it has them, finished stages kept. Returns the seconds of each stage run here."""
+    from gpt2_rlhf.pipeline import plan, run_stage
+    from gpt2_rlhf.train.rundir import is_complete
+
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    for step in plan(recipe, out):
+        if step.stage in skip or is_complete(out / step.name):
+            continue
+        if step.stage in ("base", "sft") and from_run and is_complete(from_run / step.name):
+            shutil.copytree(from_run / step.name, out / step.name)
+            continue
+        t = time.time()
+        run_stage(step.stage, step.recipe, out, name=step.name, round_index=step.round)
+        timings[f"{out.name}/{step.name}"] = round(time.time() - t, 1)
+    return timings
+
+
+def early_overrides(early: Path, labels: list[Path], shared: Path) -> dict[str, str]:
+    """The monitor recipe's overrides that make its one round the round after the early ones: label the last
+    early policy's samples, train the proxy and judges on the early labels too, and push PPO on from that
+    policy and its critic (KL measured against SFT, as in every feedback round)."""
+    from gpt2_rlhf.train.ppo import CRITIC
+
+    policy = (early / "ppo").resolve()
+    return {"label.policy": str(policy), "reward.labels": ",".join(str(p.resolve()) for p in labels),
+            "ppo.policy_path": str(policy), "ppo.value_model_path": str(policy / CRITIC),
+            "ppo.ref_path": str((shared / "sft").resolve())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--from-run", type=Path, default=None, help="a run directory whose base/ and sft/ are reused")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "monitor.yaml"))
+    ap.add_argument("--early-rounds", type=int, default=0,
+                    help="feedback rounds of --early-config run first (label, reward, PPO each): the proxy and "
+                         "judges then also train on labels of PPO's samples, and the pushed PPO starts from "
+                         "the last early round's policy and critic")
+    ap.add_argument("--early-config", default=str(Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"))
     ap.add_argument("--seeds", default="0,1,2", help="PPO seeds (the recipe seed of each PPO run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gold-prompts", type=int, default=None,
@@ -188,7 +232,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from gpt2_rlhf.pipeline import plan, run_stage
+    from gpt2_rlhf.pipeline import plan, round_name, run_stage
     from gpt2_rlhf.stages import load_recipe
     from gpt2_rlhf.train.rundir import is_complete
     import logging
@@ -204,16 +248,18 @@ def main() -> int:
     if "label" in recipe.stages and recipe.label.rounds != 1:
         raise SystemExit(f"{args.config}: label.rounds must be 1 here (one proxy and its judges), got "
                          f"{recipe.label.rounds}")
-    # base, sft, then label (when the recipe labels SFT's samples) and reward: the plan's own steps and inputs
-    for step in plan(recipe, shared):
-        if step.stage in ("ppo", "eval") or is_complete(shared / step.name):
-            continue
-        if step.stage in ("base", "sft") and args.from_run and is_complete(args.from_run / step.name):
-            shutil.copytree(args.from_run / step.name, shared / step.name)
-            continue
-        t = time.time()
-        run_stage(step.stage, step.recipe, shared, name=step.name)
-        timings[step.name] = round(time.time() - t, 1)
+    if args.early_rounds:
+        # rounds 1..K of the early recipe (its own PPO settings) into --out/early; the monitor's round K+1
+        # labels the last early policy's samples and trains the proxy and judges on every label so far
+        early = args.out / "early"
+        timings.update(run_shared(load_recipe(args.early_config, {
+            "label.rounds": str(args.early_rounds), "stages": "base,sft,label,reward,ppo"}), early, args.from_run))
+        labels = [early / round_name("label", r, args.early_rounds) for r in range(1, args.early_rounds + 1)]
+        overrides = {**early_overrides(early, labels, shared), **overrides}
+        recipe = load_recipe(args.config, overrides)
+        args.from_run = early
+    # base, sft, then label (when the recipe labels SFT's, or the early rounds', samples) and reward
+    timings.update(run_shared(recipe, shared, args.from_run, skip=("ppo", "eval")))
     reward = json.loads((shared / "reward" / "metrics.json").read_text())
 
     runs, tables = {}, {}

@@ -141,7 +141,8 @@ def test_monitor_benchmark_reads_gold_off_the_many_prompt_curve():
     # the same run under another patience or z, from the recorded checks (the judges' best stays at point 1)
     for p, (best, rise, band) in zip(monitor["points"], ((0, 0.0, 0.0), (1, 0.0, 0.0), (1, 0.2, 0.1), (1, 0.35, 0.3))):
         p["check"] = {"best": best, "proxy_rise": rise, "band": band}
-    monitor["settings"]["z"] = 2.0
+        p["per_prompt"] = {"judge": [p["judge"]] * 2}  # no spread: the pick is the judges' best
+    monitor["settings"].update(z=2.0, pick_se=1.0, bootstrap=100, seed=0)
     sens = bench.sensitivity(monitor, [c["gold"] for c in curve])
     assert sens["p1 z2"] == {"points_after_gold_peak": 1, "gold_lost_by_judges_pick": 0.0}
     assert sens["p2 z2"]["points_after_gold_peak"] == 2  # point 3: two points without a new best, 0.35 > 0.3
@@ -149,3 +150,24 @@ def test_monitor_benchmark_reads_gold_off_the_many_prompt_curve():
     assert sens["p3 z1.5"]["points_after_gold_peak"] is None and sens["p3 z1.5"]["gold_lost_by_judges_pick"] == 0.0
     with pytest.raises(SystemExit, match="snapshot_every"):
         bench.assess(monitor, curve[:3])
+
+
+def test_monitor_benchmark_early_rounds_make_the_monitor_round_the_next_feedback_round(tmp_path):
+    """--early-rounds: the monitor recipe's one round labels the last early policy, its proxy and judges train
+    on the early labels too, and the pushed PPO continues that policy and critic against SFT."""
+    from gpt2_rlhf.pipeline import plan
+    from gpt2_rlhf.stages import load_recipe
+
+    bench = _load("monitor")
+    early, shared = tmp_path / "early", tmp_path / "shared"
+    labels = [early / "label_round1", early / "label"]
+    overrides = bench.early_overrides(early, labels, shared)
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "configs" / "monitor.yaml", overrides)
+    steps = {s.stage: s for s in plan(recipe, shared)}
+    assert steps["label"].recipe.label.policy == str(early / "ppo")
+    # the early labels first, then the monitor round's own
+    assert steps["reward"].recipe.reward.labels == [str(p) for p in labels] + [str(shared / "label")]
+    ppo = steps["ppo"].recipe.ppo
+    assert (ppo.policy_path, ppo.value_model_path, ppo.ref_path) == (
+        str(early / "ppo"), str(early / "ppo" / "critic"), str(shared / "sft"))
+    assert ppo.reward_model_path == str(shared / "reward") and ppo.kl_coef == 0.0
