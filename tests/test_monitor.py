@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from gpt2_rlhf.train.ppo.monitor import bootstrap_se, distinct_n, ensemble_disagreement, first_warning, warnings
+from gpt2_rlhf.train.ppo.monitor import (bootstrap_se, distinct_n, ensemble_disagreement, first_warning, judges_pick,
+                                        records, warnings)
 
 from conftest import copy_run
 
@@ -52,6 +53,20 @@ def test_warning_fires_when_the_proxy_rises_past_the_judges_best():
     assert checks[3]["band"] == 0.0
     assert first_warning(checks) == 3
     assert first_warning(warnings(proxy, judge, patience=1, z=2.0)) == 2
+
+
+def test_records_and_the_one_standard_error_pick_by_hand():
+    assert records([0.0, -0.1, 0.2, 0.2, 0.5, 0.1]) == [0, 2, 4]  # a tie is not a new best
+    # per prompt +-1 around each mean: point 2 beats point 0 by 0.3 on average, its paired gap is
+    # (0.3 + 1, 0.3 - 1, 0.3 + 1, 0.3 - 1): a bootstrap se of about 0.5, so 0.3 is within one se
+    noise = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    judge = torch.stack([torch.zeros(4), torch.full((4,), -0.5), 0.3 + noise])  # (3 points, 4 prompts)
+    assert judges_pick(judge, None) == 2  # se_rule 0: the best point
+    assert judges_pick(judge, None, se_rule=1.0, samples=2000) == 0  # within one se of the best: the earliest
+    assert judges_pick(judge, None, se_rule=0.5, samples=2000) == 2  # 0.3 > 0.5 * ~0.5
+    assert judges_pick(judge, 1, se_rule=1.0) == 0  # no candidates after the first warning
+    # without noise a later best is always preferred: the gap's se is 0
+    assert judges_pick(_flat([0.0, 0.1, 0.05]), None, se_rule=1.0) == 1
 
 
 def test_no_warning_while_the_judges_keep_rising_or_the_proxy_stays_in_its_band():

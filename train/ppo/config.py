@@ -124,6 +124,9 @@ class PPOConfig:
     monitor_z: float = field(default=2.0, metadata={"help": (
         "The proxy's rise must exceed this many paired-bootstrap standard errors (over the fixed prompts).")})
     monitor_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts for the noise band."})
+    monitor_pick_se: float = field(default=1.0, metadata={"help": (
+        "The judges' pick: the earliest of their successive bests within this many paired-bootstrap standard "
+        "errors of the best (the one-standard-error rule); 0 = the best point itself.")})
     monitor_keep_best: bool = field(default=False, metadata={"help": (
         "The stage's policy is the one at the judges' best point instead of the last (the pick is always in "
         "monitor.json).")})
@@ -162,6 +165,7 @@ class PPOConfig:
         for name in ("monitor_prompts", "monitor_samples_per_prompt", "monitor_patience"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.monitor_z >= 0, f"monitor_z must be >= 0, got {self.monitor_z}")
+        check(self.monitor_pick_se >= 0, f"monitor_pick_se must be >= 0, got {self.monitor_pick_se}")
         check(self.monitor_bootstrap >= 2, f"monitor_bootstrap must be >= 2, got {self.monitor_bootstrap}")
         check(self.warmup_updates >= 0, f"warmup_updates must be >= 0, got {self.warmup_updates}")
         check_reward_fields(self, "")

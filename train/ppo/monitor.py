@@ -28,8 +28,10 @@ own resampling is the right yardstick). Over-optimisation looks like this in Gao
 true reward turns.
 
 Uses the same fixed prompts and seeds at every point, so successive points differ by the
-policy only (common random numbers). The judges' pick (``best_index``) is the point with
-the highest judge score up to the first warning; ``monitor_keep_best`` makes it the stage's policy, and
+policy only (common random numbers). The judges' pick (``best_index``, ``judges_pick``) is,
+among the points up to the first warning, the earliest of the judges' successive bests within
+``monitor_pick_se`` paired-bootstrap standard errors of the best (the one-standard-error rule;
+0: the best point); ``monitor_keep_best`` makes it the stage's policy, and
 ``monitor_early_stop`` ends training at the first warning.
 """
 
@@ -103,11 +105,35 @@ def fires(t: int, best: int, rise: float, band: float, patience: int) -> bool:
     return bool(t - best >= patience and rise > band)
 
 
-def judges_pick(judge: Sequence[float], warned: int | None) -> int:
-    """The point with the highest judge score (the earliest on a tie) among the points up to the first
-    warning (`warned`, None: all of them)."""
-    upto = list(judge) if warned is None else list(judge)[:warned + 1]
-    return max(range(len(upto)), key=lambda i: (upto[i], -i))
+def records(means: Sequence[float]) -> list[int]:
+    """The points that set a new judges' best when they were measured (point 0 always; ties are not new)."""
+    out: list[int] = []
+    for i, m in enumerate(means):
+        if not out or m > means[out[-1]]:
+            out.append(i)
+    return out
+
+
+def judges_pick(judge: torch.Tensor, warned: int | None, se_rule: float = 0.0, samples: int = 1000,
+                seed: int = 0) -> int:
+    """(T, P) per-prompt judge scores -> the judges' pick among the points up to the first warning (`warned`,
+    None: all of them).
+
+    The best point b (the highest judge mean, the earliest on a tie), or with se_rule > 0 the earliest of
+    the judges' successive bests (`records`) whose mean is within se_rule paired-bootstrap standard errors
+    of b's: the one-standard-error rule (Breiman et al. 1984, "Classification and Regression Trees"), the
+    simplest model within noise of the best, here the point nearest the starting policy. A later point
+    has to beat an earlier one by more than the noise of the fixed prompts to be preferred to it."""
+    upto = judge.double()[: None if warned is None else warned + 1]  # (T', P)
+    kept = records(upto.mean(1).tolist())
+    best = kept[-1]
+    if se_rule <= 0:
+        return best
+    for r in kept:
+        gap = upto[best] - upto[r]  # (P,) paired over the fixed prompts
+        if gap.mean().item() <= se_rule * bootstrap_se(gap, samples, seed):
+            return r
+    return best
 
 
 def combine_judges(scores: torch.Tensor, how: str) -> torch.Tensor:
@@ -236,7 +262,14 @@ class Monitor:
         if not self.judges or not self.points:
             return None
         warned = first_warning([p.get("check", {"fired": False}) for p in self.points])
-        return judges_pick([p["judge"] for p in self.points], warned)
+        judge = torch.tensor([p["per_prompt"]["judge"] for p in self.points], dtype=torch.double)
+        return judges_pick(judge, warned, self.cfg.monitor_pick_se, self.cfg.monitor_bootstrap, self.seed)
+
+    def is_record(self) -> bool:
+        """Whether the newest point set a new judges' best (a candidate for the pick: monitor_keep_best keeps it)."""
+        if not self.judges or not self.points:
+            return False
+        return records([p["judge"] for p in self.points])[-1] == len(self.points) - 1
 
     def fired(self) -> bool:
         return bool(self.points and self.points[-1].get("check", {}).get("fired"))
@@ -256,7 +289,8 @@ class Monitor:
                stopped_at: int | None) -> dict[str, Any]:
         """ppo/monitor.json: the settings, the verdict, the per-point table and the judges' pick."""
         cfg = self.cfg
-        table = [{k: v for k, v in p.items() if k != "per_prompt"} for p in self.points]
+        # every point with its per-prompt proxy and judge means: the warning test can be replayed exactly
+        table = [dict(p) for p in self.points]
         fired = [i for i, p in enumerate(self.points) if p.get("check", {}).get("fired")]
         best = self.best_index()
         measured = [p for p in self.points if p["update"] > 0]
@@ -264,7 +298,7 @@ class Monitor:
             "settings": {"every": cfg.monitor_every, "prompts": len(self.prompts),
                          "samples_per_prompt": self.k, "patience": cfg.monitor_patience, "z": cfg.monitor_z,
                          "bootstrap": cfg.monitor_bootstrap, "seed": self.seed, "judges": sorted(self.judges),
-                         "aggregate": cfg.monitor_aggregate,
+                         "aggregate": cfg.monitor_aggregate, "pick_se": cfg.monitor_pick_se,
                          "keep_best": cfg.monitor_keep_best, "early_stop": cfg.monitor_early_stop},
             "verdict": ("no judges" if not self.judges else "warning" if fired else "no warning"),
             "first_warning": None, "warnings": len(fired),

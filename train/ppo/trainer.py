@@ -639,25 +639,31 @@ class PPOTrainer:
     def _monitor_point(self) -> tuple[dict, bool]:
         """The monitor measures the policy now (main process): (its metrics.jsonl columns, stop training?).
 
-        With monitor_keep_best a new judges' best is kept in best_dir (policy.pt, the state dict)."""
+        With monitor_keep_best every new judges' best before the first warning (each a candidate for the
+        pick, monitor.judges_pick) is kept in best_dir (update-N.pt, the state dict)."""
         fields, stop = {}, False
         if self.is_main:
+            warned_before = any(p.get("check", {}).get("fired") for p in self.monitor.points)
             point = self.monitor.measure(self.policy, self.update_idx)
             fields = self.monitor.row(point)
-            if self.cfg.monitor_keep_best and self.best_dir and self.monitor.best_index() == len(self.monitor.points) - 1:
+            if self.cfg.monitor_keep_best and self.best_dir and not warned_before and self.monitor.is_record():
                 self.best_dir.mkdir(parents=True, exist_ok=True)
-                tmp = self.best_dir / "policy.pt.tmp"
+                final = self.best_dir / f"update-{self.update_idx:06d}.pt"
+                tmp = final.with_suffix(".pt.tmp")
                 torch.save({"update": self.update_idx, "policy": self.policy.state_dict()}, tmp)
-                os.replace(tmp, self.best_dir / "policy.pt")
+                os.replace(tmp, final)
             stop = self.cfg.monitor_early_stop and self.monitor.fired()
         if self.world > 1:  # every process stops together
             stop = bool(self._reduce_sum(torch.tensor(float(stop), device=self.device)).item() > 0)
         return fields, stop
 
     def load_best(self) -> int | None:
-        """Loads the judges' best policy kept by monitor_keep_best into the policy; returns its update (or None)."""
-        path = self.best_dir / "policy.pt" if self.best_dir else None
-        if not (path and path.is_file()):
+        """Loads the judges' pick, kept by monitor_keep_best, into the policy; returns its update (or None)."""
+        pick = self.monitor.best_index() if self.monitor is not None else None
+        if pick is None or not self.best_dir:
+            return None
+        path = self.best_dir / f"update-{self.monitor.points[pick]['update']:06d}.pt"
+        if not path.is_file():
             return None
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.policy.load_state_dict(state["policy"])
