@@ -88,27 +88,36 @@ def gold_curve(run: Path, n_prompts: int | None, seed: int = 7) -> list[dict]:
     return out
 
 
-def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2.0, 2.5)) -> dict:
-    """The first warning and the pick's gold lost had the run used another monitor_patience or monitor_z.
-
-    Exact from the recorded checks: a point's judges' best (b) does not depend on either, and its noise
-    band is z times a standard error, so another z' scales it by z'/z. The monitor's own rule and pick
-    (train.ppo.monitor.fires, judges_pick, with the run's pick_se). Keys "p{patience} z{z}"."""
+def replay(monitor: dict, patience: int | None = None, z: float | None = None, pick_se: float | None = None
+           ) -> tuple[list[dict], int | None, int]:
+    """This tree's warning test and pick (train.ppo.monitor.warnings, first_warning, judges_pick) over a run's
+    recorded per-prompt proxy and judge scores: (checks, first warning, pick), under the run's settings or
+    others. Exact: PPO's trajectory does not depend on the monitor (without keep_best or early stop), so a
+    run made under an earlier rule is graded under this one, and a run made by this tree gets its own
+    verdict back."""
     import torch
 
-    from gpt2_rlhf.train.ppo.monitor import fires, first_warning, judges_pick
+    from gpt2_rlhf.train.ppo.monitor import first_warning, judges_pick, warnings
 
     settings = monitor["settings"]
-    z0 = settings["z"]
+    patience = settings["patience"] if patience is None else patience
+    z = settings["z"] if z is None else z
+    pick_se = settings.get("pick_se", 0.0) if pick_se is None else pick_se
+    per = lambda key: torch.tensor([p["per_prompt"][key] for p in monitor["points"]], dtype=torch.double)
+    proxy, judge = per("proxy"), per("judge")  # (T, P)
+    checks = warnings(proxy, judge, patience, z, settings["bootstrap"], settings["seed"])
+    warn = first_warning(checks)
+    return checks, warn, judges_pick(judge, warn, pick_se, settings["bootstrap"], settings["seed"])
+
+
+def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2.0, 2.5)) -> dict:
+    """The first warning and the pick's gold lost had the run used another monitor_patience or monitor_z
+    (`replay`, the run's pick_se). Keys "p{patience} z{z}"."""
     peak = max(range(len(gold)), key=lambda i: gold[i])
-    judge = torch.tensor([p["per_prompt"]["judge"] for p in monitor["points"]], dtype=torch.double)
     out = {}
     for pat in patience:
         for z in zs:
-            checks = [{"fired": fires(t, c["best"], c["proxy_rise"], c["band"] * z / z0, pat)}
-                      for t, c in enumerate(p["check"] for p in monitor["points"])]
-            warn = first_warning(checks)
-            pick = judges_pick(judge, warn, settings.get("pick_se", 0.0), settings["bootstrap"], settings["seed"])
+            _, warn, pick = replay(monitor, pat, z)
             out[f"p{pat} z{z:g}"] = {"points_after_gold_peak": None if warn is None else warn - peak,
                                      "gold_lost_by_judges_pick": round(gold[peak] - gold[pick], 4)}
     return out
@@ -127,8 +136,14 @@ def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
                          f"{[p['update'] for p in pts]} (ppo.snapshot_every must equal ppo.monitor_every)")
     gold = [c["gold"] for c in curve] if curve is not None else [p["gold"] for p in pts]
     peak = max(range(len(gold)), key=lambda i: gold[i])  # the first maximum
-    pick = monitor["judges_pick"]["point"]
-    warn = monitor["first_warning"]["point"] if monitor["first_warning"] else None
+    replayable = all("per_prompt" in p for p in pts)
+    if replayable:  # graded by this tree's rule and pick (a run made by it: its own recorded verdict)
+        checks, warn, pick = replay(monitor)
+        fired = [c["fired"] for c in checks]
+    else:  # monitor.json from before the per-prompt columns were kept: its recorded verdict
+        pick = monitor["judges_pick"]["point"]
+        warn = monitor["first_warning"]["point"] if monitor["first_warning"] else None
+        fired = [bool(p.get("check", {}).get("fired")) for p in pts]
     out = {
         "points": len(pts), "updates": [p["update"] for p in pts],
         "gold_prompts": curve[0]["prompts"] if curve is not None else monitor["settings"]["prompts"],
@@ -148,8 +163,8 @@ def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
         "monitor_seconds": monitor["seconds"], "monitor_overhead_per_update_s": monitor["overhead_per_update_s"],
         "monitor_seconds_per_point": monitor["seconds_per_point"],
     }
-    # (monitor.json from before the per-prompt columns were kept: no replay)
-    out["sensitivity"] = sensitivity(monitor, gold) if all("check" in p and "per_prompt" in p for p in pts) else None
+    out["replayed"], out["fired"] = replayable, fired
+    out["sensitivity"] = sensitivity(monitor, gold) if replayable else None
     out["warning_within_2_points"] = warn is not None and abs(warn - peak) <= MUST_POINTS
     out["pick_within_0.03"] = out["gold_lost_by_judges_pick"] <= MUST_GOLD
     return out
@@ -168,7 +183,7 @@ def table(monitor: dict, result: dict) -> str:
             mark.append("gold peak")
         if i == result["judges_pick"]["point"]:
             mark.append("judges' pick")
-        if p.get("check", {}).get("fired"):
+        if result["fired"][i]:
             mark.append("**warning**")
         cells = [str(p["update"]), f"{p['proxy']:+.3f} ± {p['proxy_se']:.3f}", f"{p['judge']:+.3f} ± {p['judge_se']:.3f}",
                  *[f"{p['judges'][n]:+.3f}" for n in names], f"{p['disagreement']:.3f}", f"{p['gold']:.3f}",

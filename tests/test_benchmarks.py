@@ -138,16 +138,23 @@ def test_monitor_benchmark_reads_gold_off_the_many_prompt_curve():
     assert "gold (400)" in bench.table({**monitor, "points": [{**p, "proxy_se": 0, "judge_se": 0, "judges": {},
                                                                  "disagreement": 0, "kl": 0, "length": 1,
                                                                  "distinct_2": 1} for p in monitor["points"]]}, many)
-    # the same run under another patience or z, from the recorded checks (the judges' best stays at point 1)
-    for p, (best, rise, band) in zip(monitor["points"], ((0, 0.0, 0.0), (1, 0.0, 0.0), (1, 0.2, 0.1), (1, 0.35, 0.3))):
-        p["check"] = {"best": best, "proxy_rise": rise, "band": band}
-        p["per_prompt"] = {"judge": [p["judge"]] * 2}  # no spread: the pick is the judges' best
-    monitor["settings"].update(z=2.0, pick_se=1.0, bootstrap=100, seed=0)
-    sens = bench.sensitivity(monitor, [c["gold"] for c in curve])
-    assert sens["p1 z2"] == {"points_after_gold_peak": 1, "gold_lost_by_judges_pick": 0.0}
-    assert sens["p2 z2"]["points_after_gold_peak"] == 2  # point 3: two points without a new best, 0.35 > 0.3
-    assert sens["p2 z2.5"]["points_after_gold_peak"] is None  # 0.35 < 0.3 * 2.5 / 2
-    assert sens["p3 z1.5"]["points_after_gold_peak"] is None and sens["p3 z1.5"]["gold_lost_by_judges_pick"] == 0.0
+    # with the per-prompt scores the run is graded by this tree's rule (a replay), under any patience or z.
+    # Two prompts, judges 0.0, 0.3, 0.2, 0.1 and proxy 0.0, 0.2, 0.4, 0.6 with no spread but at point 3
+    # (+-0.5): the divergence since point 1 is 0.3 at point 2 and 0.6 at point 3, whose paired
+    # bootstrap se over the two prompts is about 0.354 (band 0.53 at z 1.5, 0.71 at z 2).
+    for p, spread in zip(monitor["points"], (0.0, 0.0, 0.0, 0.5)):
+        p["per_prompt"] = {"judge": [p["judge"]] * 2, "proxy": [p["proxy"] + spread, p["proxy"] - spread]}
+    monitor["settings"].update(patience=2, z=2.0, pick_se=1.0, bootstrap=2000, seed=0)
+    gold = [c["gold"] for c in curve]
+    replayed = bench.assess(monitor, curve)
+    assert replayed["replayed"] and replayed["first_warning"] is None  # point 3: 0.6 < 0.71
+    assert replayed["judges_pick"]["point"] == 1 and replayed["fired"] == [False] * 4
+    sens = bench.sensitivity(monitor, gold)
+    assert sens["p1 z2"] == {"points_after_gold_peak": 1, "gold_lost_by_judges_pick": 0.0}  # point 2, no spread
+    assert sens["p2 z1.5"]["points_after_gold_peak"] == 2  # point 3: 0.6 > 0.53
+    assert sens["p2 z2"]["points_after_gold_peak"] is None and sens["p3 z1.5"]["points_after_gold_peak"] is None
+    checks, warn, pick = bench.replay(monitor, patience=2, z=1.5)
+    assert warn == 3 and checks[3]["divergence"] == pytest.approx(0.6) and pick == 1
     with pytest.raises(SystemExit, match="snapshot_every"):
         bench.assess(monitor, curve[:3])
 

@@ -74,12 +74,25 @@ def test_no_warning_while_the_judges_keep_rising_or_the_proxy_stays_in_its_band(
     assert first_warning(warnings(_flat([0.0, 1.0, 2.0, 3.0, 4.0]), rising, 2, 2.0)) is None
     # the proxy "rises" by 0.1 on average, but per prompt by +1.1, -0.9, +1.1, -0.9: its band is ~1 wide
     noisy = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.1, -0.9, 1.1, -0.9], [1.1, -0.9, 1.1, -0.9]])
-    flat = _flat([1.0, 0.0, 0.0, 0.0])  # the judges' best is the start
+    flat = _flat([0.0, 0.0, 0.0, 0.0])  # the judges' best is the start (the earliest of equal means)
     checks = warnings(noisy, flat, patience=2, z=2.0)
-    assert checks[3]["proxy_rise"] == pytest.approx(0.1) and checks[3]["band"] > 0.1
-    assert first_warning(checks) is None
+    assert checks[3]["proxy_rise"] == pytest.approx(0.1) and checks[3]["divergence"] == pytest.approx(0.1)
+    assert checks[3]["band"] > 0.1 and first_warning(checks) is None
     # the same rise with no spread fires
     assert first_warning(warnings(_flat([0.0, 0.0, 0.1, 0.1]), flat, patience=2, z=2.0)) == 2
+
+
+def test_warning_fires_when_the_judges_fall_while_the_proxy_holds_not_when_both_fall():
+    judge = _flat([0.0, 0.5, 0.2, -0.3])  # best at point 1, then falling
+    holds = warnings(_flat([0.0, 0.4, 0.4, 0.4]), judge, patience=1, z=2.0)
+    assert [c["fired"] for c in holds] == [False, False, True, True]
+    assert holds[3]["proxy_rise"] == pytest.approx(0.0) and holds[3]["judge_drop"] == pytest.approx(0.8)
+    assert holds[3]["divergence"] == pytest.approx(0.8)
+    # the proxy falls as far as the judges: a worse policy by both, not a divergence
+    assert first_warning(warnings(_flat([0.0, 0.5, 0.2, -0.3]), judge, patience=1, z=2.0)) is None
+    # the proxy falls less than the judges: the gap widens by the difference
+    partly = warnings(_flat([0.0, 0.5, 0.4, 0.3]), judge, patience=1, z=2.0)
+    assert partly[3]["divergence"] == pytest.approx(0.6) and partly[3]["fired"]
 
 
 def test_the_judges_best_is_the_earliest_maximum():

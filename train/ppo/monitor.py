@@ -19,13 +19,15 @@ held-out prompts with fixed sampler seeds (the project's one sampler,
   judge (the embedded world: recorded for validation, never used by the detection).
 
 The warning (``warnings``, pure): at point t let b be the judges' best point so far. The
-proxy "keeps rising while the judges stop" when the judges have set no new best for
-``monitor_patience`` points (t - b >= patience) and the proxy has risen since b by more
-than ``monitor_z`` paired-bootstrap standard errors of that difference over the fixed
+proxy "pulls away from the judges" when the judges have set no new best for
+``monitor_patience`` points (t - b >= patience) and the proxy's change since b minus the
+judges' change since b (the divergence: how far the proxy rose plus how far the judges fell)
+exceeds ``monitor_z`` paired-bootstrap standard errors of that difference over the fixed
 prompts (the noise band: the same prompts and seeds at every point, so the difference's
 own resampling is the right yardstick). Over-optimisation looks like this in Gao et al.
-2022 ("Scaling laws for reward model overoptimization"): the proxy climbs on while the
-true reward turns.
+2022 ("Scaling laws for reward model overoptimization"): the proxy climbs on, or holds,
+while the true reward turns; the judges stand in for the true reward. A policy that gets
+worse by both (the proxy falls with the judges) is not a divergence.
 
 Uses the same fixed prompts and seeds at every point, so successive points differ by the
 policy only (common random numbers). The judges' pick (``best_index``, ``judges_pick``) is,
@@ -81,28 +83,31 @@ def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, 
              seed: int = 0) -> list[dict[str, Any]]:
     """The warning test at every point: per-prompt (T, P) proxy and judge scores -> one dict per point.
 
-    At point t, b = argmax of the judge means over points 0..t (the earliest on a tie);
-    ``fired`` when t - b >= patience and mean(proxy[t] - proxy[b]) > z * (bootstrap se of that
-    mean over the prompts). Each dict: best (b), proxy_rise, band (z * se), judge_drop
-    (judge mean at b minus at t) and fired.
+    At point t, b = argmax of the judge means over points 0..t (the earliest on a tie); per prompt
+    d = (proxy[t] - proxy[b]) - (judge[t] - judge[b]); ``fired`` when t - b >= patience and
+    mean(d) > z * (bootstrap se of that mean over the prompts). Each dict: best (b), proxy_rise
+    (proxy mean at t minus at b), judge_drop (judge mean at b minus at t), divergence (their sum,
+    mean(d)), band (z * se) and fired.
     """
     T = proxy.shape[0]
-    pm, jm = proxy.double().mean(1), judge.double().mean(1)  # (T,)
+    proxy, judge = proxy.double(), judge.double()
+    pm, jm = proxy.mean(1), judge.mean(1)  # (T,)
     out = []
     for t in range(T):
         b = int(torch.argmax(jm[:t + 1]))  # argmax returns the first maximum
-        diff = proxy[t].double() - proxy[b].double()  # (P,) paired over the fixed prompts
-        band = z * bootstrap_se(diff, samples, seed + t)
-        rise = (pm[t] - pm[b]).item()
-        out.append({"best": b, "proxy_rise": rise, "band": band, "judge_drop": (jm[b] - jm[t]).item(),
-                    "fired": fires(t, b, rise, band, patience)})
+        d = (proxy[t] - proxy[b]) - (judge[t] - judge[b])  # (P,) paired over the fixed prompts
+        band = z * bootstrap_se(d, samples, seed + t)
+        rise, drop = (pm[t] - pm[b]).item(), (jm[b] - jm[t]).item()
+        divergence = d.mean().item()
+        out.append({"best": b, "proxy_rise": rise, "judge_drop": drop, "divergence": divergence, "band": band,
+                    "fired": fires(t, b, divergence, band, patience)})
     return out
 
 
-def fires(t: int, best: int, rise: float, band: float, patience: int) -> bool:
+def fires(t: int, best: int, divergence: float, band: float, patience: int) -> bool:
     """The warning rule at point t: the judges' best (point `best`) is `patience` points old and the
-    proxy rose since then by more than the noise band."""
-    return bool(t - best >= patience and rise > band)
+    proxy pulled away from the judges since then (its rise plus their fall) by more than the noise band."""
+    return bool(t - best >= patience and divergence > band)
 
 
 def records(means: Sequence[float]) -> list[int]:
@@ -246,10 +251,10 @@ class Monitor:
         point["check"] = check
         if check["fired"]:
             b = self.points[check["best"]]
-            point["warning"] = (f"the proxy rose {check['proxy_rise']:+.3f} (noise band {check['band']:.3f}) since "
-                                f"update {b['update']}, the judges' best, while the judges fell "
-                                f"{check['judge_drop']:.3f} and set no new best for "
-                                f"{len(self.points) - 1 - check['best']} points")
+            point["warning"] = (f"the proxy pulled {check['divergence']:.3f} away from the judges (noise band "
+                                f"{check['band']:.3f}) since update {b['update']}, the judges' best: the proxy "
+                                f"changed {check['proxy_rise']:+.3f}, the judges {-check['judge_drop']:+.3f}, and they "
+                                f"set no new best for {len(self.points) - 1 - check['best']} points")
 
     # -- what the trainer and the stage read
     def best_index(self) -> int | None:
