@@ -259,8 +259,8 @@ def all_strings(obj) -> list[str]:
 # ----------------------------------------------------------------------------- a PPO monitor's monitor.json
 
 MONITOR_JUDGES = ["holdout", "seed-101"]  # the names train/reward.py gives a held-out judge and one seed judge
-MONITOR_MESSAGE = ("the proxy rose +0.500 (noise band 0.100) since update 2, the judges' best, while the judges "
-                   "fell 0.200 and set no new best for 2 points")
+MONITOR_MESSAGE = ("the proxy pulled 0.700 away from the judges (noise band 0.100) since update 2, the judges' best: "
+                   "the proxy changed +0.500, the judges -0.200, and they set no new best for 2 points")
 
 
 def make_monitor(verdict: str, gold: bool = False, **extra) -> dict:
