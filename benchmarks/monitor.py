@@ -123,11 +123,12 @@ def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2
     return out
 
 
-def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
+def assess(monitor: dict, curve: list[dict] | None = None, rule: dict | None = None) -> dict:
     """The monitor's points against gold: peak, warning, pick, loss, tracking (the validation's numbers).
 
     With `curve` (gold_curve, one row per point) gold is read off it (many prompts); the monitor's own
-    64-prompt gold stays in `monitor_points_gold`."""
+    64-prompt gold stays in `monitor_points_gold`. `rule` ({patience, z, pick_se}, e.g. the recipe's
+    now) grades a replayable run under other settings than it recorded."""
     pts = monitor["points"]
     judge = [p["judge"] for p in pts]
     proxy = [p["proxy"] for p in pts]
@@ -138,7 +139,7 @@ def assess(monitor: dict, curve: list[dict] | None = None) -> dict:
     peak = max(range(len(gold)), key=lambda i: gold[i])  # the first maximum
     replayable = all("per_prompt" in p for p in pts)
     if replayable:  # graded by this tree's rule and pick (a run made by it: its own recorded verdict)
-        checks, warn, pick = replay(monitor)
+        checks, warn, pick = replay(monitor, **(rule or {}))
         fired = [c["fired"] for c in checks]
     else:  # monitor.json from before the per-prompt columns were kept: its recorded verdict
         pick = monitor["judges_pick"]["point"]
@@ -302,7 +303,9 @@ def main() -> int:
                 cache.write_text(json.dumps(cached, indent=1) + "\n")
                 timings[f"gold curve seed {seed}"] = round(time.time() - t, 1)
             curve = cached["points"]
-        runs[seed] = assess(monitor, curve)
+        # graded under the recipe's monitor settings (a run made under others is replayed: exact)
+        runs[seed] = assess(monitor, curve, {"patience": r.ppo.monitor_patience, "z": r.ppo.monitor_z,
+                                             "pick_se": r.ppo.monitor_pick_se})
         runs[seed]["ppo_train_s"] = ppo["train_s"]
         runs[seed]["ppo_train_s_per_update"] = round(ppo["train_s"] / max(ppo["updates"], 1), 3)
         tables[seed] = table(monitor, runs[seed])
@@ -310,7 +313,11 @@ def main() -> int:
     ok = lambda key: all(v[key] for v in runs.values())
     doc = {
         "command": " ".join(sys.argv), "config": args.config, "overrides": overrides, "threads": args.threads,
-        "reward": {"accuracy": reward.get("accuracy"), "judges": reward.get("judges")},
+        "reward": {"accuracy": reward.get("accuracy"), "judges": reward.get("judges"),
+                   "on_policy": reward.get("on_policy")},
+        "rule": {"patience": recipe.ppo.monitor_patience, "z": recipe.ppo.monitor_z,
+                 "pick_se": recipe.ppo.monitor_pick_se, "aggregate": recipe.ppo.monitor_aggregate},
+        "early_rounds": args.early_rounds,
         "seeds": runs,
         "summary": {
             "warning_within_2_points_all_seeds": ok("warning_within_2_points"),

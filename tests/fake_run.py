@@ -259,7 +259,7 @@ def all_strings(obj) -> list[str]:
 # ----------------------------------------------------------------------------- a PPO monitor's monitor.json
 
 MONITOR_JUDGES = ["holdout", "seed-101"]  # the names train/reward.py gives a held-out judge and one seed judge
-MONITOR_MESSAGE = ("the proxy pulled 0.700 away from the judges (noise band 0.100) since update 2, the judges' best: "
+MONITOR_MESSAGE = ("the proxy pulled 0.700 spreads away from the judges (noise band 0.100) since update 2, the judges' best: "
                    "the proxy changed +0.500, the judges -0.200, and they set no new best for 2 points")
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gpt2_rlhf.train.ppo.monitor import (bootstrap_se, distinct_n, ensemble_disagreement, first_warning, judges_pick,
-                                        records, warnings)
+                                        records, spread, warnings)
 
 from conftest import copy_run
 
@@ -93,6 +93,18 @@ def test_warning_fires_when_the_judges_fall_while_the_proxy_holds_not_when_both_
     # the proxy falls less than the judges: the gap widens by the difference
     partly = warnings(_flat([0.0, 0.5, 0.4, 0.3]), judge, patience=1, z=2.0)
     assert partly[3]["divergence"] == pytest.approx(0.6) and partly[3]["fired"]
+
+
+def test_the_divergence_is_in_units_of_each_scores_spread_at_the_first_point():
+    """A proxy on another scale (a reward function in [0, 1]) is compared with the judges in units of
+    each one's spread over the prompts at point 0: here 0.5 for the proxy, 2 for the judges."""
+    start_p, start_j = torch.tensor([0.0, 0.5, 1.0]), torch.tensor([-2.0, 0.0, 2.0])  # std 0.5 and 2
+    proxy = torch.stack([start_p, start_p + 0.25, start_p + 0.25])  # +0.25: half a spread
+    judge = torch.stack([start_j, start_j + 1.0, start_j - 1.0])  # best at 1, then -2.0: one spread down
+    checks = warnings(proxy, judge, patience=1, z=2.0)
+    assert checks[2]["proxy_rise"] == pytest.approx(0.0) and checks[2]["judge_drop"] == pytest.approx(2.0)
+    assert checks[2]["divergence"] == pytest.approx(1.0) and checks[2]["band"] == 0.0 and checks[2]["fired"]
+    assert spread(torch.tensor([0.3, 0.3])) == 1.0 and spread(torch.tensor([1.0])) == 1.0
 
 
 def test_the_judges_best_is_the_earliest_maximum():

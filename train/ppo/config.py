@@ -119,12 +119,13 @@ class PPOConfig:
         "How the judges' scores of one response combine into the judge column: min (the worst case, Coste et "
         "al. 2023's WCO: a response counts as good only when every judge says so, so one judge PPO has found "
         "a way around cannot carry the ensemble) or mean.")})
-    monitor_patience: int = field(default=2, metadata={"help": (
+    monitor_patience: int = field(default=1, metadata={"help": (
         "Warn when the judges have set no new best for this many points while the proxy pulled away from them "
         "since their best.")})
     monitor_z: float = field(default=2.0, metadata={"help": (
-        "The divergence (the proxy's rise since the judges' best plus the judges' fall) must exceed this many "
-        "paired-bootstrap standard errors (over the fixed prompts).")})
+        "The divergence (the proxy's rise since the judges' best plus the judges' fall, each in units of its "
+        "spread over the prompts at the first point) must exceed this many paired-bootstrap standard errors "
+        "(over the fixed prompts).")})
     monitor_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts for the noise band."})
     monitor_pick_se: float = field(default=1.0, metadata={"help": (
         "The judges' pick: the earliest of their successive bests within this many paired-bootstrap standard "

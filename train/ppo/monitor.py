@@ -21,10 +21,12 @@ held-out prompts with fixed sampler seeds (the project's one sampler,
 The warning (``warnings``, pure): at point t let b be the judges' best point so far. The
 proxy "pulls away from the judges" when the judges have set no new best for
 ``monitor_patience`` points (t - b >= patience) and the proxy's change since b minus the
-judges' change since b (the divergence: how far the proxy rose plus how far the judges fell)
-exceeds ``monitor_z`` paired-bootstrap standard errors of that difference over the fixed
-prompts (the noise band: the same prompts and seeds at every point, so the difference's
-own resampling is the right yardstick). Over-optimisation looks like this in Gao et al.
+judges' change since b (the divergence: how far the proxy rose plus how far the judges fell),
+each in units of its own spread over the prompts at the first point (a reward function's
+scale is its own, and a reward model's need not be normalised), exceeds ``monitor_z``
+paired-bootstrap standard errors of that difference over the fixed prompts (the noise band:
+the same prompts and seeds at every point, so the difference's own resampling is the right
+yardstick). Over-optimisation looks like this in Gao et al.
 2022 ("Scaling laws for reward model overoptimization"): the proxy climbs on, or holds,
 while the true reward turns; the judges stand in for the true reward. A policy that gets
 worse by both (the proxy falls with the judges) is not a divergence.
@@ -84,24 +86,33 @@ def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, 
     """The warning test at every point: per-prompt (T, P) proxy and judge scores -> one dict per point.
 
     At point t, b = argmax of the judge means over points 0..t (the earliest on a tie); per prompt
-    d = (proxy[t] - proxy[b]) - (judge[t] - judge[b]); ``fired`` when t - b >= patience and
+    d = (proxy[t] - proxy[b]) / s_proxy - (judge[t] - judge[b]) / s_judge, where s is each score's
+    standard deviation over the prompts at point 0 (`spread`); ``fired`` when t - b >= patience and
     mean(d) > z * (bootstrap se of that mean over the prompts). Each dict: best (b), proxy_rise
-    (proxy mean at t minus at b), judge_drop (judge mean at b minus at t), divergence (their sum,
-    mean(d)), band (z * se) and fired.
+    (proxy mean at t minus at b) and judge_drop (judge mean at b minus at t), in their own units;
+    divergence (mean(d)) and band (z * se), in spreads; and fired.
     """
     T = proxy.shape[0]
     proxy, judge = proxy.double(), judge.double()
     pm, jm = proxy.mean(1), judge.mean(1)  # (T,)
+    s_proxy, s_judge = spread(proxy[0]), spread(judge[0])
     out = []
     for t in range(T):
         b = int(torch.argmax(jm[:t + 1]))  # argmax returns the first maximum
-        d = (proxy[t] - proxy[b]) - (judge[t] - judge[b])  # (P,) paired over the fixed prompts
+        d = (proxy[t] - proxy[b]) / s_proxy - (judge[t] - judge[b]) / s_judge  # (P,) paired over the fixed prompts
         band = z * bootstrap_se(d, samples, seed + t)
         rise, drop = (pm[t] - pm[b]).item(), (jm[b] - jm[t]).item()
         divergence = d.mean().item()
         out.append({"best": b, "proxy_rise": rise, "judge_drop": drop, "divergence": divergence, "band": band,
                     "fired": fires(t, b, divergence, band, patience)})
     return out
+
+
+def spread(values: torch.Tensor) -> float:
+    """(P,) per-prompt scores -> their (unbiased) standard deviation, 1 when there is none (one prompt, or
+    every prompt alike): the unit of a score's changes in the divergence."""
+    s = values.double().std().item() if values.numel() > 1 else 0.0
+    return s if s > 1e-12 else 1.0
 
 
 def fires(t: int, best: int, divergence: float, band: float, patience: int) -> bool:
@@ -251,7 +262,7 @@ class Monitor:
         point["check"] = check
         if check["fired"]:
             b = self.points[check["best"]]
-            point["warning"] = (f"the proxy pulled {check['divergence']:.3f} away from the judges (noise band "
+            point["warning"] = (f"the proxy pulled {check['divergence']:.3f} spreads away from the judges (noise band "
                                 f"{check['band']:.3f}) since update {b['update']}, the judges' best: the proxy "
                                 f"changed {check['proxy_rise']:+.3f}, the judges {-check['judge_drop']:+.3f}, and they "
                                 f"set no new best for {len(self.points) - 1 - check['best']} points")
