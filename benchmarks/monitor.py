@@ -110,14 +110,15 @@ def replay(monitor: dict, patience: int | None = None, z: float | None = None, p
     return checks, warn, judges_pick(judge, warn, pick_se, settings["bootstrap"], settings["seed"])
 
 
-def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2.0, 2.5)) -> dict:
+def sensitivity(monitor: dict, gold: list[float], patience=(1, 2, 3), zs=(1.5, 2.0, 2.5),
+                pick_se: float | None = None) -> dict:
     """The first warning and the pick's gold lost had the run used another monitor_patience or monitor_z
-    (`replay`, the run's pick_se). Keys "p{patience} z{z}"."""
+    (`replay`; pick_se: the one being graded, default the run's). Keys "p{patience} z{z}"."""
     peak = max(range(len(gold)), key=lambda i: gold[i])
     out = {}
     for pat in patience:
         for z in zs:
-            _, warn, pick = replay(monitor, pat, z)
+            _, warn, pick = replay(monitor, pat, z, pick_se)
             out[f"p{pat} z{z:g}"] = {"points_after_gold_peak": None if warn is None else warn - peak,
                                      "gold_lost_by_judges_pick": round(gold[peak] - gold[pick], 4)}
     return out
@@ -165,7 +166,7 @@ def assess(monitor: dict, curve: list[dict] | None = None, rule: dict | None = N
         "monitor_seconds_per_point": monitor["seconds_per_point"],
     }
     out["replayed"], out["fired"] = replayable, fired
-    out["sensitivity"] = sensitivity(monitor, gold) if replayable else None
+    out["sensitivity"] = sensitivity(monitor, gold, pick_se=(rule or {}).get("pick_se")) if replayable else None
     out["warning_within_2_points"] = warn is not None and abs(warn - peak) <= MUST_POINTS
     out["pick_within_0.03"] = out["gold_lost_by_judges_pick"] <= MUST_GOLD
     return out
