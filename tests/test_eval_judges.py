@@ -233,11 +233,11 @@ def test_monitor_warning():
 
 def test_monitor_warning_with_early_stop_kept_policy_and_gold():
     f = monitor_finding(make_monitor("warning", gold=True, stopped_early_at=6, updates_planned=10,
-                                policy_kept="update 2 (the judges' best)"))
+                                policy_kept="update 2 (the judges' pick)"))
     assert (f["holds"], f["good"]) == (True, False)
     assert f["text"] == (
         f"The reward-hacking monitor warned at update 6 (of 6): {MESSAGE}. The judges' pick: update 2. PPO stopped "
-        f"early at update 6 of 10 planned. The stage's policy is update 2 (the judges' best). Gold at the judges' "
+        f"early at update 6 of 10 planned. The stage's policy is update 2 (the judges' pick). Gold at the judges' "
         f"pick: 0.620; the best gold among the monitor's points: 0.700 at update 4 (gold is recorded for "
         f"validation, never used by the monitor).")
 

@@ -285,7 +285,7 @@ def test_monitor_on_the_micro_recipe(judged_run, tmp_path):
     warned = mon["first_warning"]["point"] if mon["first_warning"] else 2
     assert pick["point"] == max(range(warned + 1), key=lambda i: mon["points"][i]["judge"])
     assert mon["settings"]["aggregate"] == "min"
-    assert mon["policy_kept"] == f"update {pick['update']} (the judges' best)"
+    assert mon["policy_kept"] == f"update {pick['update']} (the judges' pick)"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [("monitor_proxy" in r) for r in rows] == [False, True, False, True]
     assert rows[1]["monitor_judge"] == pytest.approx(mon["points"][1]["judge"], abs=1e-5)

@@ -375,7 +375,7 @@ def main(recipe, output_dir: Path, resume: bool = False, name: str = "ppo", roun
         if cfg.monitor_keep_best:
             best_update = trainer.load_best()
             if best_update is not None:
-                kept = f"update {best_update} (the judges' best)"
+                kept = f"update {best_update} (the judges' pick)"
                 logger.info("ppo.monitor_keep_best: the stage's policy is the one after update %d", best_update)
         metrics: dict[str, Any] = {
             "updates": len(history), "episodes": len(history) * cfg.batch_size, "train_s": round(train_s, 2),
