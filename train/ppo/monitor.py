@@ -83,29 +83,31 @@ def ensemble_disagreement(scores: torch.Tensor) -> float:
 
 def warnings(proxy: torch.Tensor, judge: torch.Tensor, patience: int, z: float, samples: int = 1000,
              seed: int = 0) -> list[dict[str, Any]]:
-    """The warning test at every point: per-prompt (T, P) proxy and judge scores -> one dict per point.
+    """The warning test at every point: per-prompt (T, P) proxy and judge scores -> one dict per point
+    (`warning_check` at t = 0 .. T-1)."""
+    return [warning_check(proxy, judge, t, patience, z, samples, seed) for t in range(proxy.shape[0])]
 
-    At point t, b = argmax of the judge means over points 0..t (the earliest on a tie); per prompt
+
+def warning_check(proxy: torch.Tensor, judge: torch.Tensor, t: int, patience: int, z: float, samples: int = 1000,
+                  seed: int = 0) -> dict[str, Any]:
+    """The warning test at point t over per-prompt (T, P) proxy and judge scores (points after t unused).
+
+    b = argmax of the judge means over points 0..t (the earliest on a tie); per prompt
     d = (proxy[t] - proxy[b]) / s_proxy - (judge[t] - judge[b]) / s_judge, where s is each score's
     standard deviation over the prompts at point 0 (`spread`); ``fired`` when t - b >= patience and
-    mean(d) > z * (bootstrap se of that mean over the prompts). Each dict: best (b), proxy_rise
+    mean(d) > z * (bootstrap se of that mean over the prompts). The dict: best (b), proxy_rise
     (proxy mean at t minus at b) and judge_drop (judge mean at b minus at t), in their own units;
     divergence (mean(d)) and band (z * se), in spreads; and fired.
     """
-    T = proxy.shape[0]
     proxy, judge = proxy.double(), judge.double()
-    pm, jm = proxy.mean(1), judge.mean(1)  # (T,)
-    s_proxy, s_judge = spread(proxy[0]), spread(judge[0])
-    out = []
-    for t in range(T):
-        b = int(torch.argmax(jm[:t + 1]))  # argmax returns the first maximum
-        d = (proxy[t] - proxy[b]) / s_proxy - (judge[t] - judge[b]) / s_judge  # (P,) paired over the fixed prompts
-        band = z * bootstrap_se(d, samples, seed + t)
-        rise, drop = (pm[t] - pm[b]).item(), (jm[b] - jm[t]).item()
-        divergence = d.mean().item()
-        out.append({"best": b, "proxy_rise": rise, "judge_drop": drop, "divergence": divergence, "band": band,
-                    "fired": fires(t, b, divergence, band, patience)})
-    return out
+    jm = judge[: t + 1].mean(1)  # (t+1,)
+    b = int(torch.argmax(jm))  # argmax returns the first maximum
+    d = (proxy[t] - proxy[b]) / spread(proxy[0]) - (judge[t] - judge[b]) / spread(judge[0])  # (P,) paired
+    band = z * bootstrap_se(d, samples, seed + t)
+    rise, drop = (proxy[t].mean() - proxy[b].mean()).item(), (jm[b] - jm[t]).item()
+    divergence = d.mean().item()
+    return {"best": b, "proxy_rise": rise, "judge_drop": drop, "divergence": divergence, "band": band,
+            "fired": fires(t, b, divergence, band, patience)}
 
 
 def spread(values: torch.Tensor) -> float:
@@ -251,13 +253,14 @@ class Monitor:
         return point
 
     def decide(self) -> None:
-        """Recomputes the warning test over the points so far; annotates the newest point."""
+        """The warning test at the newest point (over the points so far); annotates it."""
         if not self.judges:
             return
-        proxy = torch.tensor([p["per_prompt"]["proxy"] for p in self.points])
-        judge = torch.tensor([p["per_prompt"]["judge"] for p in self.points])
-        check = warnings(proxy, judge, self.cfg.monitor_patience, self.cfg.monitor_z, self.cfg.monitor_bootstrap,
-                         self.seed)[-1]
+        # float64, as recorded in monitor.json: a replay from the file gives the same checks
+        proxy = torch.tensor([p["per_prompt"]["proxy"] for p in self.points], dtype=torch.double)
+        judge = torch.tensor([p["per_prompt"]["judge"] for p in self.points], dtype=torch.double)
+        check = warning_check(proxy, judge, len(self.points) - 1, self.cfg.monitor_patience, self.cfg.monitor_z,
+                              self.cfg.monitor_bootstrap, self.seed)
         point = self.points[-1]
         point["check"] = check
         if check["fired"]:
@@ -281,11 +284,13 @@ class Monitor:
         judge = torch.tensor([p["per_prompt"]["judge"] for p in self.points], dtype=torch.double)
         return judges_pick(judge, warned, self.cfg.monitor_pick_se, self.cfg.monitor_bootstrap, self.seed)
 
-    def is_record(self) -> bool:
-        """Whether the newest point set a new judges' best (a candidate for the pick: monitor_keep_best keeps it)."""
+    def is_candidate(self) -> bool:
+        """Whether the newest point can be the judges' pick (`judges_pick`): it set a new judges' best and no
+        warning came before it (monitor_keep_best keeps its policy)."""
         if not self.judges or not self.points:
             return False
-        return records([p["judge"] for p in self.points])[-1] == len(self.points) - 1
+        before = [p.get("check", {"fired": False}) for p in self.points[:-1]]
+        return first_warning(before) is None and records([p["judge"] for p in self.points])[-1] == len(self.points) - 1
 
     def fired(self) -> bool:
         return bool(self.points and self.points[-1].get("check", {}).get("fired"))

@@ -643,10 +643,9 @@ class PPOTrainer:
         pick, monitor.judges_pick) is kept in best_dir (update-N.pt, the state dict)."""
         fields, stop = {}, False
         if self.is_main:
-            warned_before = any(p.get("check", {}).get("fired") for p in self.monitor.points)
             point = self.monitor.measure(self.policy, self.update_idx)
             fields = self.monitor.row(point)
-            if self.cfg.monitor_keep_best and self.best_dir and not warned_before and self.monitor.is_record():
+            if self.cfg.monitor_keep_best and self.best_dir and self.monitor.is_candidate():
                 self.best_dir.mkdir(parents=True, exist_ok=True)
                 final = self.best_dir / f"update-{self.update_idx:06d}.pt"
                 tmp = final.with_suffix(".pt.tmp")
