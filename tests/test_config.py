@@ -194,3 +194,14 @@ def test_each_stage_flag_has_the_one_help_text():
         helps = {o: a.help for a in sub._actions for o in a.option_strings}
         for f in dataclasses.fields(TrainerFields):
             assert helps[f"--{stage}.{f.name}"] == f.metadata["help"].replace("%", "%%")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("ppo.monitor_pick_se", "-1", "monitor_pick_se must be >= 0"),
+    ("ppo.monitor_patience", "0", "monitor_patience must be >= 1"),
+    ("ppo.monitor_z", "-0.5", "monitor_z must be >= 0"),
+    ("ppo.monitor_aggregate", "max", "'max' is not one of"),
+])
+def test_monitor_settings_are_validated_with_the_field_named(key, value, message):
+    with pytest.raises(ConfigError, match=rf"--{key}.*{message}"):
+        load_recipe("monitor", {key: value})
