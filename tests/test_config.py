@@ -205,3 +205,12 @@ def test_each_stage_flag_has_the_one_help_text():
 def test_monitor_settings_are_validated_with_the_field_named(key, value, message):
     with pytest.raises(ConfigError, match=rf"--{key}.*{message}"):
         load_recipe("monitor", {key: value})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("reward.n_layer", "0", "n_layer: must be >= 1 or null, got 0"),
+    ("reward.later_dataset_pairs", "-1", "later_dataset_pairs: must be >= 0 or null, got -1"),
+])
+def test_reward_size_settings_are_validated_with_the_field_named(key, value, message):
+    with pytest.raises(ConfigError, match=rf"--{key}.*{message}"):
+        load_recipe("tiny", {key: value})

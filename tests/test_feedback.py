@@ -301,6 +301,33 @@ def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, m
     assert "sft samples" in json.loads((run / "reward" / "reward_stats.json").read_text())["source"]
 
 
+def test_later_rounds_keep_every_label_and_a_sample_of_the_dataset_pairs(label_run, micro_run, tmp_path):
+    """reward.later_dataset_pairs: a fresh round 2+ trains on every label so far (both directories' 40) and that
+    many dataset pairs; round 1 (one label directory) trains on every dataset pair."""
+    import dataclasses
+    import shutil
+
+    from gpt2_rlhf.train import reward
+
+    recipe, out, label_dir = label_run
+    recipe = copy.deepcopy(recipe)
+    run = tmp_path / "run"
+    for stage in ("base", "sft"):
+        shutil.copytree(micro_run / stage, run / stage)
+    shutil.copytree(label_dir, run / "label_round1")
+    shutil.copytree(label_dir, run / "label")
+    labels = [str(run / "label_round1"), str(run / "label")]
+    full = json.loads((micro_run / "reward" / "metrics.json").read_text())
+    recipe.sections["reward"] = dataclasses.replace(recipe.reward, later_dataset_pairs=5, labels=labels)
+    m = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
+    assert m["dataset_pairs"] == 5 and m["labelled_pairs"] == 80 and m["train_pairs"] == 85
+    assert m["replayed_pairs"] is None
+    shutil.rmtree(run / "reward")
+    recipe.sections["reward"] = dataclasses.replace(recipe.reward, later_dataset_pairs=5, labels=labels[:1])
+    m1 = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
+    assert m1["dataset_pairs"] == full["dataset_pairs"] and m1["train_pairs"] == full["dataset_pairs"] + 40
+
+
 def test_capped_fresh_reward_round_trains_on_new_labels_plus_a_sample_of_the_rest(label_run, micro_run, tmp_path):
     """reward.max_round_pairs: a fresh round (from SFT, not warm-started) keeps every newest label and fills the
     cap with a seeded sample of the dataset pairs and earlier labels; round 1 (one label directory) uses all."""

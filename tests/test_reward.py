@@ -222,3 +222,46 @@ def test_reward_without_any_input_model_is_a_clear_error(micro_recipe, tmp_path)
     with pytest.raises(StageError, match="base"):
         reward.main(micro_recipe, tmp_path)
     assert not (tmp_path / "reward.partial").exists()
+
+
+def test_a_shallower_reward_model_keeps_the_first_blocks_and_ppo_reads_it(micro_run, micro_recipe, tmp_path):
+    """reward.n_layer 1 of the micro SFT's 2 blocks: the saved model has one block, it trained (its block moved
+    from SFT's), and PPO loads it as its reward model and, by default, as its critic."""
+    from safetensors.torch import load_file
+
+    from gpt2_rlhf.train import ppo, reward
+    from gpt2_rlhf.train.modeling import RewardModel
+
+    run = copy_run(micro_run, tmp_path / "run", stages=("base", "sft"))
+    micro_recipe.reward.n_layer = 1
+    micro_recipe.reward.max_steps = 2
+    micro_recipe.reward.stats_prompts = 4
+    micro_recipe.data.max_test_pairs = 8
+    final = reward.main(micro_recipe, run)
+    assert json.loads((final / "config.json").read_text())["n_layer"] == 1
+    weights = load_file(final / "model.safetensors")
+    assert not any(k.startswith("transformer.h.1.") for k in weights)
+    sft_w = load_file(run / "sft/model.safetensors")
+    assert not torch.equal(sft_w["transformer.h.0.attn.c_attn.weight"], weights["transformer.h.0.attn.c_attn.weight"])
+    assert len(RewardModel.load(final).model.transformer.h) == 1
+    micro_recipe.ppo.total_episodes = micro_recipe.ppo.batch_size
+    done = ppo.main(micro_recipe, run)
+    assert json.loads((done / "metrics.json").read_text())["updates"] == 1
+    assert json.loads((done / "critic" / "config.json").read_text())["n_layer"] == 1
+
+
+def test_reward_n_layer_beyond_the_start_is_a_one_line_error(micro_run, micro_recipe, tmp_path):
+    from gpt2_rlhf.train import reward
+
+    run = copy_run(micro_run, tmp_path / "run", stages=("base", "sft"))
+    micro_recipe.reward.n_layer = 3
+    with pytest.raises(ValueError, match=r"reward\.n_layer 3: the starting model .*sft has only 2 blocks"):
+        reward.main(micro_recipe, run)
+    assert not (run / "reward").exists() and not (run / "reward.partial").exists()
+
+
+def test_reward_n_layer_must_be_positive():
+    from gpt2_rlhf.train.reward import RewardStageConfig
+
+    with pytest.raises(ValueError, match="n_layer: must be >= 1 or null, got 0"):
+        RewardStageConfig(n_layer=0)

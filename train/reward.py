@@ -61,6 +61,10 @@ class RewardStageConfig(TrainerFields):
 
     init_from: str = field(default="auto", metadata={
         "help": "auto: OUTPUT/sft when finished, else OUTPUT/base; or 'sft', 'base', or a model path/Hub id."})
+    n_layer: int | None = field(default=None, metadata={"help": (
+        "Transformer blocks the reward model keeps of its starting model: the first N (and the judges', and the "
+        "PPO critic's, which starts from the reward model). A shallower reward model costs less to train and to "
+        "run; null: all of them.")})
     center_rewards_coefficient: float | None = field(default=None, metadata={
         "help": "Adds coef * mean((r_c + r_r)^2) to keep raw scores near 0 (Eisenstein et al. 2023); null: off."})
     stats_prompts: int = field(default=64, metadata={
@@ -87,6 +91,10 @@ class RewardStageConfig(TrainerFields):
         "(x labelled_repeats) all, then a seeded sample of the dataset pairs and earlier labels up to this "
         "many in total (none when the newest alone reach it). It bounds a round's cost by the cap instead of "
         "the whole history. null: every pair.")})
+    later_dataset_pairs: int | None = field(default=None, metadata={"help": (
+        "A fresh (not warm-started, uncapped) reward model in feedback rounds 2+: how many of the dataset pairs (a "
+        "seeded sample) it trains on beside every label so far, which it all keeps. The dataset pairs are off-policy; "
+        "the labels are of the policy's own samples. null: all of them, as in round 1.")})
     judges: int = field(default=0, metadata={"help": (
         "Judges PPO never sees, for its reward-hacking monitor (ppo.monitor_every): this many more reward models "
         "trained like the proxy on every train pair (held-out ones included) with seeds recipe seed + "
@@ -111,11 +119,14 @@ class RewardStageConfig(TrainerFields):
     def __post_init__(self):
         check(bool(self.init_from.strip()), "init_from: must be auto, sft, base or a model path")
         super().__post_init__()
+        check(self.n_layer is None or self.n_layer >= 1, f"n_layer: must be >= 1 or null, got {self.n_layer}")
         check(self.histogram_bins > 0, f"histogram_bins: must be positive, got {self.histogram_bins}")
         check(self.labelled_repeats >= 1, f"labelled_repeats: must be >= 1, got {self.labelled_repeats}")
         check(self.replay >= 0, f"replay: must be >= 0, got {self.replay}")
         check(self.max_round_pairs is None or self.max_round_pairs > 0,
               f"max_round_pairs: must be positive or null, got {self.max_round_pairs}")
+        check(self.later_dataset_pairs is None or self.later_dataset_pairs >= 0,
+              f"later_dataset_pairs: must be >= 0 or null, got {self.later_dataset_pairs}")
         check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
         check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
         check(self.judge_augment >= 0, f"judge_augment: must be >= 0, got {self.judge_augment}")
@@ -353,6 +364,23 @@ def judge_plan(cfg: RewardStageConfig, seed: int) -> list[tuple[str, int]]:
     return plan + [(f"seed-{s}", s) for s in range(first + len(plan), first + len(plan) + cfg.judges)]
 
 
+def start_model(cfg: RewardStageConfig, init_dir):
+    """The reward model (a fresh scalar head) from init_dir, keeping its first cfg.n_layer blocks when set.
+
+    Raises a one-line error naming reward.n_layer when the start has fewer blocks than asked for: transformers
+    would initialise the missing ones at random and train from noise."""
+    from transformers import AutoConfig
+
+    from .modeling import load_sequence_classifier
+
+    if cfg.n_layer is None:
+        return load_sequence_classifier(init_dir)
+    have = AutoConfig.from_pretrained(str(init_dir)).num_hidden_layers
+    if cfg.n_layer > have:
+        raise ValueError(f"reward.n_layer {cfg.n_layer}: the starting model {init_dir} has only {have} blocks")
+    return load_sequence_classifier(init_dir, num_hidden_layers=cfg.n_layer)
+
+
 def resolve_init(cfg: RewardStageConfig, output_dir: Path) -> tuple[Path | str, str]:
     """The model the RM starts from and its name: OUTPUT/sft, OUTPUT/base or a given path/id."""
     from .rundir import is_complete, require_stage
@@ -406,7 +434,7 @@ def train_judge(recipe, name: str, seed: int, init_dir, rows: Sequence[dict], to
     normalises it on the proxy's own SFT samples (stats_samples: prompts, responses), so that the judges'
     and the proxy's normalised scores share one scale: 0 and 1 on those samples."""
     from .hf_training import last_complete_checkpoint
-    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier
+    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding
     from .rundir import write_json
 
     cfg: RewardStageConfig = recipe.reward
@@ -415,7 +443,7 @@ def train_judge(recipe, name: str, seed: int, init_dir, rows: Sequence[dict], to
         raise ValueError(f"reward judge {name}: no train pairs (reward.judge_holdout {cfg.judge_holdout} of the "
                          f"train pairs rounds to none)")
     torch.manual_seed(seed)
-    model = load_sequence_classifier(init_dir)
+    model = start_model(cfg, init_dir)
     ensure_pad_embedding(model, tokenizer)
     ckpt = writer.checkpoints / JUDGES / name
     trainer = build_trainer(recipe, model, tokenizer, rows, ckpt, max_length, seed=seed)
@@ -467,7 +495,7 @@ def judge_summary(judges: dict[str, dict], proxy: dict[str, Any], cfg: RewardSta
 
 def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None = None, name: str = "reward") -> Path:
     """Trains the reward model into OUTPUT/<name> (default OUTPUT/reward) and returns it."""
-    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_sequence_classifier, load_tokenizer
+    from .modeling import REWARD_STATS, RewardModel, ensure_pad_embedding, load_tokenizer
     from .config import stage_config
     from .feedback import read_label_rows
     from .rundir import StageWriter, is_complete, write_json
@@ -492,7 +520,6 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
     test_rows = load_rows(recipe, "test", tokenizer, max_length, cfg.max_eval_samples)
     # judge_holdout: pairs the proxy (the model PPO optimises) never sees; a judge trains on them
     dataset_rows, held_dataset = holdout_split(all_dataset, cfg.judge_holdout, recipe.seed)
-    dataset_pairs = len(dataset_rows)
     warm = cfg.warm_start and len(cfg.labels) > 1
     capped = not warm and cfg.max_round_pairs is not None and len(cfg.labels) > 1
     # warm or capped: the newest labels all, the earlier pairs a seeded replay sample
@@ -509,11 +536,14 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
         train_rows = replayed + labelled * cfg.labelled_repeats
     else:
         replayed = None
+        if cfg.later_dataset_pairs is not None and len(cfg.labels) > 1:
+            dataset_rows = replay_sample(dataset_rows, cfg.later_dataset_pairs, recipe.seed)
         train_rows = dataset_rows + labelled * cfg.labelled_repeats
+    dataset_pairs = len(dataset_rows)
     judges = judge_plan(cfg, recipe.seed)
     label_dir = Path(cfg.labels[-1]) if cfg.labels else None
     torch.manual_seed(recipe.seed)  # the fresh scalar head is random: seed it
-    model = load_sequence_classifier(init_dir)
+    model = start_model(cfg, init_dir)
     ensure_pad_embedding(model, tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -532,7 +562,7 @@ def main(recipe, output_dir: Path, resume: bool = False, callbacks: list | None 
                 untrained = model
             else:
                 torch.manual_seed(recipe.seed)
-                untrained = load_sequence_classifier(policy_dir)
+                untrained = start_model(cfg, policy_dir)
                 ensure_pad_embedding(untrained, tokenizer)
             untrained.to(device)
             before, _ = evaluate_pairs(RewardModel(untrained, tokenizer), test_rows, cfg.per_device_eval_batch_size)
