@@ -375,7 +375,7 @@ def start_model(cfg: RewardStageConfig, init_dir):
 
     if cfg.n_layer is None:
         return load_sequence_classifier(init_dir)
-    have = AutoConfig.from_pretrained(str(init_dir)).num_hidden_layers
+    have = AutoConfig.from_pretrained(str(init_dir), trust_remote_code=False).num_hidden_layers
     if cfg.n_layer > have:
         raise ValueError(f"reward.n_layer {cfg.n_layer}: the starting model {init_dir} has only {have} blocks")
     return load_sequence_classifier(init_dir, num_hidden_layers=cfg.n_layer)
