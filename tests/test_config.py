@@ -214,3 +214,8 @@ def test_monitor_settings_are_validated_with_the_field_named(key, value, message
 def test_reward_size_settings_are_validated_with_the_field_named(key, value, message):
     with pytest.raises(ConfigError, match=rf"--{key}.*{message}"):
         load_recipe("tiny", {key: value})
+
+
+def test_later_dataset_pairs_with_a_replay_sample_is_refused():
+    with pytest.raises(ConfigError, match="later_dataset_pairs: only for fresh, uncapped rounds"):
+        load_recipe("tiny", {"reward.later_dataset_pairs": "0", "reward.warm_start": "true"})

@@ -127,6 +127,9 @@ class RewardStageConfig(TrainerFields):
               f"max_round_pairs: must be positive or null, got {self.max_round_pairs}")
         check(self.later_dataset_pairs is None or self.later_dataset_pairs >= 0,
               f"later_dataset_pairs: must be >= 0 or null, got {self.later_dataset_pairs}")
+        check(self.later_dataset_pairs is None or not (self.warm_start or self.max_round_pairs is not None),
+              "later_dataset_pairs: only for fresh, uncapped rounds; with warm_start or max_round_pairs the earlier "
+              "pairs are already a replay sample")
         check(self.judges >= 0, f"judges: must be >= 0, got {self.judges}")
         check(0 <= self.judge_holdout < 1, f"judge_holdout: must be in [0, 1), got {self.judge_holdout}")
         check(self.judge_augment >= 0, f"judge_augment: must be >= 0, got {self.judge_augment}")
