@@ -262,11 +262,23 @@ def test_votes_labeller_without_a_file_fails_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def two_round_run(label_run, micro_run, run, stages=("base", "sft")):
+    """(a copy of the fixture's recipe, label directories): run/ with the micro run's stages and the label stage's
+    output twice, as round 1's and round 2's (`label_round1`, `label`)."""
+    import shutil
+
+    recipe, _, label_dir = label_run
+    for stage in stages:
+        shutil.copytree(micro_run / stage, run / stage)
+    shutil.copytree(label_dir, run / "label_round1")
+    shutil.copytree(label_dir, run / "label")
+    return copy.deepcopy(recipe), [str(run / "label_round1"), str(run / "label")]  # the fixture's recipe is shared
+
+
 def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, micro_run, tmp_path):
     """reward.warm_start: the round starts from the previous reward model and trains on its newest labels plus
     `replay` x as many earlier pairs; its untrained baseline is still a fresh head on SFT."""
     import dataclasses
-    import shutil
 
     from safetensors.torch import load_file
 
@@ -278,18 +290,12 @@ def test_warm_started_reward_round_trains_on_new_labels_plus_replay(label_run, m
     assert len(drawn) == 4 and drawn == replay_sample(rows, 4, seed=3) and drawn != replay_sample(rows, 4, seed=4)
     assert replay_sample(rows, 99, seed=3) == rows and replay_sample(rows, 0, seed=3) == []
 
-    recipe, out, label_dir = label_run
-    recipe = copy.deepcopy(recipe)  # the fixture's recipe is shared: change a copy
     run = tmp_path / "run"
-    for stage in ("base", "sft", "reward"):
-        shutil.copytree(micro_run / stage, run / stage)
-    shutil.copytree(label_dir, run / "label_round1")
-    shutil.copytree(label_dir, run / "label")
+    recipe, labels = two_round_run(label_run, micro_run, run, stages=("base", "sft", "reward"))
     prev = run / "reward_round1"
     (run / "reward").rename(prev)
     recipe.sections["reward"] = dataclasses.replace(
-        recipe.reward, warm_start=True, replay=0.5, init_from=str(prev),
-        labels=[str(run / "label_round1"), str(run / "label")])
+        recipe.reward, warm_start=True, replay=0.5, init_from=str(prev), labels=labels)
     m = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
     assert m["init_from"] == str(prev)
     assert m["labelled_pairs"] == 40 and m["replayed_pairs"] == 20 and m["train_pairs"] == 60
@@ -309,14 +315,8 @@ def test_later_rounds_keep_every_label_and_a_sample_of_the_dataset_pairs(label_r
 
     from gpt2_rlhf.train import reward
 
-    recipe, out, label_dir = label_run
-    recipe = copy.deepcopy(recipe)
     run = tmp_path / "run"
-    for stage in ("base", "sft"):
-        shutil.copytree(micro_run / stage, run / stage)
-    shutil.copytree(label_dir, run / "label_round1")
-    shutil.copytree(label_dir, run / "label")
-    labels = [str(run / "label_round1"), str(run / "label")]
+    recipe, labels = two_round_run(label_run, micro_run, run)
     full = json.loads((micro_run / "reward" / "metrics.json").read_text())
     recipe.sections["reward"] = dataclasses.replace(recipe.reward, later_dataset_pairs=5, labels=labels)
     m = json.loads((reward.main(recipe, run) / "metrics.json").read_text())
@@ -338,14 +338,8 @@ def test_capped_fresh_reward_round_trains_on_new_labels_plus_a_sample_of_the_res
 
     from gpt2_rlhf.train import reward
 
-    recipe, out, label_dir = label_run
-    recipe = copy.deepcopy(recipe)  # the fixture's recipe is shared: change a copy
     run = tmp_path / "run"
-    for stage in ("base", "sft"):
-        shutil.copytree(micro_run / stage, run / stage)
-    shutil.copytree(label_dir, run / "label_round1")
-    shutil.copytree(label_dir, run / "label")
-    labels = [str(run / "label_round1"), str(run / "label")]
+    recipe, labels = two_round_run(label_run, micro_run, run)
     full = json.loads((micro_run / "reward" / "metrics.json").read_text())
     cap = full["dataset_pairs"] // 2 + 40  # the 40 newest labels and half the dataset pairs' count on top
     recipe.sections["reward"] = dataclasses.replace(recipe.reward, max_round_pairs=cap, labels=labels)

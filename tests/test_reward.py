@@ -258,10 +258,3 @@ def test_reward_n_layer_beyond_the_start_is_a_one_line_error(micro_run, micro_re
     with pytest.raises(ValueError, match=r"reward\.n_layer 3: the starting model .*sft has only 2 blocks"):
         reward.main(micro_recipe, run)
     assert not (run / "reward").exists() and not (run / "reward.partial").exists()
-
-
-def test_reward_n_layer_must_be_positive():
-    from gpt2_rlhf.train.reward import RewardStageConfig
-
-    with pytest.raises(ValueError, match="n_layer: must be >= 1 or null, got 0"):
-        RewardStageConfig(n_layer=0)
